@@ -1,0 +1,38 @@
+"""kerascomp: compress Keras models and prove the gain on the artifact that ships.
+
+Public names are loaded lazily (PEP 562) so that ``import kerascomp`` and the
+edge runtime stay free of TensorFlow until a TensorFlow-backed name is used.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_data": "kerascomp.data",
+    "Dataset": "kerascomp.data",
+    "build_model": "kerascomp.models",
+    "train": "kerascomp.training",
+    "TrainConfig": "kerascomp.training",
+    "load_model": "kerascomp.saving",
+    "save_model": "kerascomp.saving",
+    "KerascompError": "kerascomp.errors",
+    "DataError": "kerascomp.errors",
+    "ModelError": "kerascomp.errors",
+    "ConfigError": "kerascomp.errors",
+}
+_ALIASES = {"build_model": "build"}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'kerascomp' has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), _ALIASES.get(name, name))
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,157 @@
+"""The ``kerascomp`` command line: one thin command per stage over the library.
+
+Commands parse options, call the library and print a summary; they hold no
+logic of their own. TensorFlow is imported inside commands only, so
+``kerascomp --help`` and ``--version`` answer at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import yaml
+
+from kerascomp import __version__
+from kerascomp.errors import KerascompError
+
+__all__ = ["cli", "main"]
+
+
+def _parse_value(text: str) -> object:
+    """YAML scalars (``3``, ``0.5``, ``true``, ``imagenet``); a comma makes a tuple (``hidden=600,600``)."""
+    if "," in text:
+        return tuple(_parse_value(part) for part in text.split(",") if part)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _parse_key_values(pairs: tuple[str, ...], option: str) -> dict:
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"{option} expects key=value, got {pair!r}")
+        parsed[key.strip()] = _parse_value(value.strip())
+    return parsed
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        raise click.UsageError(f"--image-size expects HxW or N, got {text!r}") from None
+    return (size[0], size[0]) if len(size) == 1 else size
+
+
+def _data_options(fn):
+    """Options shared by every command that loads a dataset."""
+    for option in reversed([
+        click.option("--data", "data_spec", default="digits", show_default=True,
+                     help="digits | FILE.npz | FOLDER/ | tfds:NAME"),
+        click.option("--val-fraction", default=0.1, show_default=True, type=float,
+                     help="Share of the training data held out for validation."),
+        click.option("--image-size", default=None, help="Resize folder images to HxW (e.g. 32x32)."),
+        click.option("--color-mode", default="rgb", show_default=True, type=click.Choice(["rgb", "grayscale"]),
+                     help="Channels for folder images."),
+        click.option("--seed", default=0, show_default=True, type=int, help="Seed for splits, initialisation and shuffling."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _load_data(data_spec, val_fraction, image_size, color_mode, seed):
+    from kerascomp.data import load_data
+
+    return load_data(data_spec, val_fraction=val_fraction, seed=seed,
+                     image_size=_parse_size(image_size), color_mode=color_mode)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kerascomp")
+def cli() -> None:
+    """Compress tf_keras models and measure the artifacts that ship.
+
+    Stages: train -> distill -> swap -> prune / cluster -> qat -> convert -> bench -> report.
+    """
+
+
+@cli.command()
+@click.option("--model", "model_name", required=True, help="Zoo model name (see `kerascomp models`).")
+@click.option("--model-arg", multiple=True, metavar="K=V", help="Model argument, repeatable (e.g. width=16, hidden=600,600).")
+@_data_options
+@click.option("--epochs", default=30, show_default=True, type=int)
+@click.option("--batch-size", default=64, show_default=True, type=int, help="Global batch size.")
+@click.option("--learning-rate", default=3e-3, show_default=True, type=float, help="Peak AdamW learning rate.")
+@click.option("--patience", default=10, show_default=True, type=int, help="Early-stopping patience on val loss (0: off).")
+@click.option("--strategy", default="default", show_default=True, type=click.Choice(["default", "mirrored", "multiworker"]))
+@click.option("--mixed-precision", is_flag=True, help="mixed_float16 on GPU, mixed_bfloat16 on CPU; saved model is float32.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to save the trained FILE.keras.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the metrics as JSON here.")
+def train(model_name, model_arg, data_spec, val_fraction, image_size, color_mode, seed, epochs, batch_size,
+          learning_rate, patience, strategy, mixed_precision, out, json_path):
+    """Train a zoo model (teacher or baseline) on a dataset."""
+    from kerascomp import models, training
+    from kerascomp._io import write_json
+    from kerascomp.saving import check_output_path, save_model
+
+    check_output_path(out, ".keras")
+    model_args = _parse_key_values(model_arg, "--model-arg")
+    models.check_args(model_name, model_args)
+    config = training.TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
+                                  seed=seed, strategy=strategy, mixed_precision=mixed_precision)
+    data = _load_data(data_spec, val_fraction, image_size, color_mode, seed)
+    click.echo(f"data {data.name}: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
+               f"input {data.input_shape}, {data.num_classes} classes")
+    model, metrics = training.train(model_name, data, config, model_args=model_args)
+    metrics = {"model": {"name": model_name, "args": model_args}, **metrics, "data": data.describe()}
+    save_model(model, out, meta={"model": metrics["model"], "data": data.describe()})
+    if json_path:
+        write_json(json_path, metrics)
+    click.echo(f"test accuracy {metrics['test_accuracy']:.4f} (val {metrics['val_accuracy']:.4f}), "
+               f"{metrics['params']:,} params, {metrics['seconds_per_epoch']:.2f} s/epoch over {metrics['epochs']} epochs "
+               f"-> {out}")
+
+
+@cli.command("models")
+def list_models():
+    """List the zoo's models and their arguments."""
+    from kerascomp import models
+
+    for name, args in models.available().items():
+        click.echo(f"{name}: " + ", ".join(f"{k}={v!r}" for k, v in args.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI: bad input gives one ``Error:`` line (exit 2 for usage, 1 for input), never a traceback."""
+    try:
+        code = cli.main(args=argv, prog_name="kerascomp", standalone_mode=False)
+    except click.UsageError as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        return 2
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("Error: interrupted", err=True)
+        return 130
+    except KerascompError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return 1
+    except Exception as exc:
+        if os.environ.get("KERASCOMP_DEBUG"):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        click.echo(f"Error: unexpected {type(exc).__name__}: {message} (set KERASCOMP_DEBUG=1 for the traceback)", err=True)
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

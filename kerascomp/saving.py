@@ -1,0 +1,73 @@
+"""Save and load ``.keras`` models with a JSON sidecar, safely and atomically.
+
+The sidecar (``model.keras.json``) carries what the model file cannot: class
+names, the input scaling and where the model came from, so that later stages
+(convert, bench, the edge runtime) need neither the training code nor the
+original data spec.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from kerascomp import __version__
+from kerascomp._compat import keras
+from kerascomp._io import atomic_path, write_json
+from kerascomp.errors import ModelError
+
+import kerascomp.models  # noqa: F401  (registers the zoo's custom layers for safe loading)
+
+__all__ = ["save_model", "load_model", "load_meta", "sidecar_path", "check_output_path"]
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The sidecar JSON beside an artifact: ``name.keras`` -> ``name.keras.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def check_output_path(path: str | os.PathLike, suffix: str) -> Path:
+    """Fail before any work is done if ``path`` cannot receive a ``suffix`` artifact."""
+    path = Path(path)
+    if path.suffix != suffix:
+        raise ModelError(f"output {path} must end in {suffix}")
+    if path.is_dir():
+        raise ModelError(f"output {path} is a folder")
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise ModelError(f"cannot write to {parent}")
+    return path
+
+
+def save_model(model: keras.Model, path: str | os.PathLike, meta: dict | None = None) -> Path:
+    """Save ``model`` in the native ``.keras`` format and its sidecar, each atomically."""
+    path = check_output_path(path, ".keras")
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    write_json(sidecar_path(path), {"kerascomp_version": __version__, **(meta or {})})
+    return path
+
+
+def load_model(path: str | os.PathLike) -> keras.Model:
+    """Load a ``.keras`` model in Keras safe mode (no code from the file is executed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} not found")
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises many types for unreadable or foreign files
+        text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise ModelError(f"cannot load {path} as a Keras model: {text}") from None
+
+
+def load_meta(path: str | os.PathLike) -> dict | None:
+    """The sidecar of an artifact, or ``None`` when it has none."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None
+    try:
+        return json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read sidecar {side}: {exc}") from None

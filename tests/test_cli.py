@@ -1,0 +1,94 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kerascomp import __version__
+from kerascomp.cli import main
+from kerascomp.saving import load_meta, load_model
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version_and_help_answer_without_error(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and __version__ in out
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "train" in out
+
+
+def test_console_entry_point_runs_as_module():
+    result = subprocess.run([sys.executable, "-m", "kerascomp", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_train_writes_model_sidecar_and_metrics(capsys, tmp_path, digits):
+    out, metrics_path = tmp_path / "m.keras", tmp_path / "m.json"
+    code, stdout, _ = run(capsys, "train", "--model", "mlp", "--model-arg", "hidden=32,", "--data", "digits",
+                          "--epochs", "2", "--out", str(out), "--json", str(metrics_path))
+    assert code == 0, stdout
+    metrics = json.loads(metrics_path.read_text())
+    assert {"test_accuracy", "val_accuracy", "params", "epochs", "seconds_per_epoch"} <= metrics.keys()
+    assert metrics["epochs"] == 2 and metrics["model"] == {"name": "mlp", "args": {"hidden": [32]}}
+    model = load_model(out)
+    accuracy = float((model.predict(digits.x_test, verbose=0).argmax(1) == digits.y_test).mean())
+    assert accuracy == pytest.approx(metrics["test_accuracy"])
+    assert load_meta(out)["data"]["class_names"] == list(digits.class_names)
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in stdout
+
+
+def _bad_npz(tmp_path):
+    path = tmp_path / "bad.npz"
+    path.write_bytes(b"garbage")
+    return str(path)
+
+
+def _wrong_shapes(tmp_path):
+    path = tmp_path / "shapes.npz"
+    np.savez(path, x=np.zeros((10, 5)), y=np.zeros(10, int))
+    return str(path)
+
+
+def _empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    return str(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "missing.npz"], "not found"),
+    (["--data", _bad_npz], "cannot read"),
+    (["--data", _wrong_shapes], "must be images"),
+    (["--data", _empty_folder], "no class subfolders"),
+    (["--model", "resnet9000"], "unknown model 'resnet9000'"),
+    (["--model-arg", "colour=3"], "unknown argument(s) colour"),
+    (["--model-arg", "depth"], "expects key=value"),
+    (["--epochs", "0"], "epochs must be at least 1"),
+])
+def test_bad_input_gives_one_error_line_and_writes_nothing(capsys, tmp_path, args, message):
+    args = [a(tmp_path) if callable(a) else a for a in args]
+    base = {"--model": "cnn", "--data": "digits", "--epochs": "1"}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    out = tmp_path / "never.keras"
+    argv = ["train", *[x for kv in base.items() for x in kv], "--out", str(out)]
+    code, _, err = run(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert code in (1, 2)
+    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0]
+    assert not out.exists() and not list(tmp_path.glob("*.keras*"))
+
+
+def test_usage_error_exits_2(capsys):
+    code, _, err = run(capsys, "train", "--data", "digits")
+    assert code == 2 and err.startswith("Error:") and "--model" in err
+
+
+def test_wrong_output_suffix_is_refused_before_training(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--model", "mlp", "--out", str(tmp_path / "m.h5"))
+    assert code == 1 and "must end in .keras" in err

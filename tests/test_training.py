@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from kerascomp._compat import keras, tf
+from kerascomp.errors import ConfigError
+from kerascomp.training import TrainConfig, evaluate, train
+
+FAST = dict(epochs=5, batch_size=64, verbose=0)
+
+
+def test_mlp_learns_digits_and_reports_metrics(digits):
+    model, metrics = train("mlp", digits, TrainConfig(**FAST), model_args={"hidden": (64,)})
+    assert metrics["test_accuracy"] > 0.85
+    assert metrics["params"] == model.count_params() == 64 * 64 + 64 + 64 * 10 + 10
+    assert metrics["epochs"] == 5 and len(metrics["epoch_seconds"]) == 5
+    assert metrics["seconds_per_epoch"] > 0
+    assert len(metrics["history"]["val_loss"]) == 5
+
+
+def test_best_validation_epoch_weights_are_restored(digits):
+    config = TrainConfig(epochs=6, learning_rate=0.05, patience=2, verbose=0)  # a high rate makes val loss wander
+    model, metrics = train("mlp", digits, config, model_args={"hidden": (32,)})
+    best = min(metrics["history"]["val_loss"])
+    assert evaluate(model, digits)["val_loss"] == pytest.approx(best, rel=1e-4)
+    assert metrics["best_epoch"] == int(np.argmin(metrics["history"]["val_loss"])) + 1
+
+
+def test_same_seed_gives_same_model(digits):
+    config = TrainConfig(epochs=1, verbose=0)
+    a, _ = train("mlp", digits, config, model_args={"hidden": (16,)})
+    b, _ = train("mlp", digits, config, model_args={"hidden": (16,)})
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpus(digits):
+    replicas = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            replicas.append(self.model.distribute_strategy.num_replicas_in_sync)
+
+    _, metrics = train("cnn", digits, TrainConfig(epochs=2, strategy="mirrored", verbose=0),
+                       model_args={"width": 8}, callbacks=[Probe()])
+    assert replicas == [2]
+    assert metrics["test_accuracy"] > 0.5
+
+
+def test_mixed_precision_trains_and_returns_a_float32_model(digits):
+    model, metrics = train("mlp", digits, TrainConfig(mixed_precision=True, **FAST), model_args={"hidden": (64,)})
+    assert metrics["precision_policy"] == "mixed_bfloat16"  # no GPU in tests
+    assert all(layer.dtype_policy.name == "float32" for layer in model.layers)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    assert metrics["test_accuracy"] > 0.8
+
+
+def test_a_built_model_is_trained_in_place(digits):
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    before = [w.copy() for w in model.get_weights()]
+    trained, _ = train(model, digits, TrainConfig(epochs=1, verbose=0))
+    assert trained is model
+    assert not np.array_equal(before[0], model.get_weights()[0])
+
+
+@pytest.mark.parametrize("kwargs", [dict(epochs=0), dict(batch_size=0), dict(learning_rate=0.0),
+                                    dict(patience=-1), dict(strategy="tpu")])
+def test_invalid_config_is_rejected(kwargs):
+    with pytest.raises(ConfigError):
+        TrainConfig(**kwargs)

@@ -197,6 +197,8 @@ def _digits() -> _Source:
 
 
 def _npz(path: Path) -> _Source:
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"cannot read {path} as .npz: not a NumPy .npz archive")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}

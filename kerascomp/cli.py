@@ -50,10 +50,12 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     return (size[0], size[0]) if len(size) == 1 else size
 
 
-def _data_options(fn):
+def _data_options(fn=None, *, default: str | None = "digits"):
     """Options shared by every command that loads a dataset."""
+    if fn is None:
+        return lambda f: _data_options(f, default=default)
     for option in reversed([
-        click.option("--data", "data_spec", default="digits", show_default=True,
+        click.option("--data", "data_spec", default=default, show_default=default is not None,
                      help="digits | FILE.npz | FOLDER/ | tfds:NAME"),
         click.option("--val-fraction", default=0.1, show_default=True, type=float,
                      help="Share of the training data held out for validation."),
@@ -67,6 +69,8 @@ def _data_options(fn):
 
 
 def _load_data(data_spec, val_fraction, image_size, color_mode, seed):
+    if data_spec is None:
+        return None
     from kerascomp.data import load_data
 
     return load_data(data_spec, val_fraction=val_fraction, seed=seed,
@@ -117,6 +121,82 @@ def train(model_name, model_arg, data_spec, val_fraction, image_size, color_mode
     click.echo(f"test accuracy {metrics['test_accuracy']:.4f} (val {metrics['val_accuracy']:.4f}), "
                f"{metrics['params']:,} params, {metrics['seconds_per_epoch']:.2f} s/epoch over {metrics['epochs']} epochs "
                f"-> {out}")
+
+
+@cli.command()
+@click.argument("model_path", metavar="MODEL.keras", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="FILE.tflite or FILE.onnx [default: tflite_models/<model>_<mode>.tflite].")
+@click.option("--quantize", default="none", show_default=True,
+              type=click.Choice(["none", "dynamic", "int8", "float16", "int16x8"]))
+@_data_options(default=None)
+@click.option("--int8-io", is_flag=True, help="int8 input and output tensors (with --quantize int8).")
+@click.option("--calibration-size", default=500, show_default=True, type=int,
+              help="Training examples used to calibrate int8/int16x8.")
+@click.option("--opset", default=17, show_default=True, type=int, help="ONNX opset.")
+@click.option("--min-agreement", type=float, help="Lowest accepted top-1 agreement with the Keras model.")
+def convert(model_path, out, quantize, data_spec, val_fraction, image_size, color_mode, seed, int8_io,
+            calibration_size, opset, min_agreement):
+    """Convert a .keras model to .tflite or .onnx and verify it against the model."""
+    from kerascomp.export import default_output, export
+    from kerascomp.saving import load_meta, load_model
+
+    model = load_model(model_path)
+    data = _load_data(data_spec, val_fraction, image_size, color_mode, seed)
+    out = out or default_output(model_path, quantize)
+    report = export(model, out, quantize=quantize, data=data, meta=load_meta(model_path), int8_io=int8_io,
+                    calibration_size=calibration_size, opset=opset, min_agreement=min_agreement, source=model_path)
+    check = report["verification"]
+    diffs = f", max |dlogit| {check['max_abs_diff']:.2g}, mean {check['mean_abs_diff']:.2g}"
+    click.echo(f"verified on {check['samples']} {'validation' if data else 'random'} inputs: top-1 agreement "
+               f"{check['top1_agreement']:.1%}{diffs}")
+    click.echo(f"{quantize} -> {out} ({report['size_bytes'] / 1024:.1f} KB)")
+
+
+@cli.command()
+@click.argument("artifact", metavar="FILE.tflite", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_OR_NPZ...")
+@click.option("--top-k", default=3, show_default=True, type=int)
+@click.option("--threads", default=1, show_default=True, type=int)
+def predict(artifact, inputs, top_k, threads):
+    """Classify image files (PNG/JPG) or the x_test/x array of an .npz with the edge runtime."""
+    from kerascomp import runtime
+    from kerascomp._images import read_inputs
+
+    model = runtime.load(artifact, threads=threads)
+    for name, raw in read_inputs(inputs, model.input_shape):
+        labels = model.classify(raw[None], top_k=top_k)[0]
+        click.echo(f"{name}: " + ", ".join(f"{label} {p:.3f}" for label, p in labels))
+
+
+@cli.command()
+@click.argument("artifacts", nargs=-1, required=True, metavar="ARTIFACT...")
+@_data_options
+@click.option("--threads", default="1", show_default=True, help="Thread counts, comma separated (e.g. 1,2).")
+@click.option("--runs", default=200, show_default=True, type=int, help="Timed batch-1 calls per artifact.")
+@click.option("--warmup", default=20, show_default=True, type=int)
+@click.option("--op-resolver", default="auto", show_default=True, type=click.Choice(["auto", "builtin", "reference"]),
+              help="LiteRT kernels: auto (XNNPACK delegate), builtin, reference.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the trade-off plot (PNG) here.")
+def bench(artifacts, data_spec, val_fraction, image_size, color_mode, seed, threads, runs, warmup, op_resolver,
+          json_path, plot_path):
+    """Benchmark .keras/.tflite/.onnx artifacts: size, gzip, params, accuracy, latency."""
+    from kerascomp import bench as benchmark
+    from kerascomp._io import write_json
+    from kerascomp.report import plot_tradeoff, results_table
+
+    thread_counts = _parse_value(threads)
+    thread_counts = thread_counts if isinstance(thread_counts, tuple) else (thread_counts,)
+    if not all(isinstance(t, int) for t in thread_counts):
+        raise click.UsageError(f"--threads expects integers like 1,2, got {threads!r}")
+    data = _load_data(data_spec, val_fraction, image_size, color_mode, seed)
+    document = benchmark.bench(artifacts, data, threads=thread_counts, runs=runs, warmup=warmup, op_resolver=op_resolver)
+    click.echo(results_table(document["results"]))
+    if json_path:
+        write_json(json_path, document)
+    if plot_path:
+        plot_tradeoff(document["results"], plot_path)
 
 
 @cli.command("models")

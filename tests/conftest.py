@@ -37,3 +37,14 @@ def image_npz(tmp_path):
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
              classes=np.array(["plain", "top", "left"]))
     return path
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits, tmp_path_factory):
+    """A small CNN trained on digits and saved with its sidecar: ``(path, model)``."""
+    from kerascomp.saving import save_model
+    from kerascomp.training import TrainConfig, train
+
+    model, _ = train("cnn", digits, TrainConfig(epochs=12, verbose=0), model_args={"width": 8})
+    path = save_model(model, tmp_path_factory.mktemp("models") / "cnn.keras", meta={"data": digits.describe()})
+    return path, model

@@ -1,0 +1,57 @@
+"""Read raw inputs for prediction on a device: image files or an .npz, with PIL and numpy only."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from kerascomp.errors import DataError
+
+
+def read_inputs(paths: Sequence[str], input_shape: Sequence[int]) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(name, raw pixels)`` shaped like ``input_shape``, unscaled (the model's sidecar scales them).
+
+    Images are resized to the model's height and width and converted to its
+    channel count; an ``.npz`` yields every image of its ``x_test`` (or ``x``)
+    array.
+    """
+    for text in paths:
+        path = Path(text)
+        if not path.is_file():
+            raise DataError(f"input {path} not found")
+        if path.suffix.lower() == ".npz":
+            yield from _npz_images(path, input_shape)
+        else:
+            yield str(path), _image(path, input_shape)
+
+
+def _image(path: Path, input_shape: Sequence[int]) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    height, width, channels = input_shape
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+            pixels = np.asarray(image, dtype=np.float32)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+    return pixels.reshape(height, width, channels)
+
+
+def _npz_images(path: Path, input_shape: Sequence[int]) -> Iterator[tuple[str, np.ndarray]]:
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"cannot read {path} as .npz: not a NumPy .npz archive")
+    with np.load(path, allow_pickle=False) as archive:
+        key = next((k for k in ("x_test", "x") if k in archive.files), None)
+        if key is None:
+            raise DataError(f"{path} has no x_test or x array")
+        images = archive[key]
+    if images.ndim == len(input_shape):  # (N, H, W) for a (H, W, 1) model
+        images = images[..., None]
+    if tuple(images.shape[1:]) != tuple(input_shape):
+        raise DataError(f"{path}: images are {images.shape[1:]} but the model expects {tuple(input_shape)}")
+    for i, image in enumerate(images):
+        yield f"{path}[{i}]", image.astype(np.float32)

@@ -1,0 +1,133 @@
+"""Export a Keras model to the files that ship: ``.tflite`` (LiteRT) or ``.onnx``.
+
+:func:`export` picks the format from the file suffix, calibrates on the
+training split, verifies the artifact against the Keras model, and writes a
+JSON sidecar beside it (class names, input shape and scaling, quantization,
+source model hash) so the edge runtime needs neither the training code nor the
+data spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kerascomp import __version__
+from kerascomp._io import write_json
+from kerascomp.data import Dataset
+from kerascomp.errors import DataError
+from kerascomp.export._verify import ExportError
+from kerascomp.export.tflite import CALIBRATED_MODES, QUANTIZE_MODES, to_tflite
+
+__all__ = ["export", "ExportError", "QUANTIZE_MODES", "FORMATS", "default_output", "file_sha256"]
+
+FORMATS = {".tflite": QUANTIZE_MODES, ".onnx": ("none", "int8")}
+DEFAULT_FOLDER = Path("tflite_models")
+VERIFY_SAMPLES = 256
+
+
+def default_output(source: str | os.PathLike, quantize: str, suffix: str = ".tflite") -> Path:
+    """``tflite_models/<model name>_<mode>.tflite``: where ``convert`` writes when not told."""
+    mode = "fp32" if quantize == "none" else quantize
+    return DEFAULT_FOLDER / f"{Path(source).stem}_{mode}{suffix}"
+
+
+def export(
+    model,
+    out: str | os.PathLike,
+    *,
+    quantize: str = "none",
+    data: Dataset | None = None,
+    meta: dict | None = None,
+    int8_io: bool = False,
+    calibration_size: int = 500,
+    opset: int = 17,
+    min_agreement: float | None = None,
+    source: str | os.PathLike | None = None,
+) -> dict:
+    """Convert ``model`` to ``out`` (``.tflite`` or ``.onnx``), verify it, and write its sidecar.
+
+    Args:
+        model: the tf_keras model.
+        out: destination; its suffix selects the format.
+        quantize: a mode of :data:`QUANTIZE_MODES` (ONNX: ``none`` or ``int8``,
+            the latter by onnxruntime's static QDQ quantization).
+        data: supplies calibration inputs (training split), verification
+            inputs (validation split), class names and input scaling.
+        meta: the source model's sidecar, used when ``data`` is not given.
+        calibration_size: training examples used to calibrate integer modes.
+        source: path of the source ``.keras`` file, hashed into the sidecar.
+
+    Returns:
+        The conversion report (also stored in the sidecar under ``verification``).
+    """
+    out = Path(out)
+    if out.suffix not in FORMATS:
+        raise ExportError(f"output {out} must end in {' or '.join(FORMATS)}")
+    if quantize not in FORMATS[out.suffix]:
+        raise ExportError(f"{out.suffix} supports --quantize {', '.join(FORMATS[out.suffix])}, not {quantize!r}")
+    input_shape = tuple(int(d) for d in model.input_shape[1:])
+    if data is not None and data.input_shape != input_shape:
+        raise DataError(f"data {data.name!r} has inputs {data.input_shape} but the model expects {input_shape}")
+    needs_calibration = quantize in CALIBRATED_MODES or (out.suffix == ".onnx" and quantize == "int8")
+    if needs_calibration and data is None:
+        raise ExportError(f"--quantize {quantize} needs --data to calibrate on the training split")
+    calibration = _calibration(data, calibration_size) if needs_calibration else None
+    sample = data.x_val[:VERIFY_SAMPLES] if data is not None else None
+    if out.suffix == ".tflite":
+        report = to_tflite(model, out, quantize=quantize, calibration=calibration, int8_io=int8_io,
+                           sample=sample, min_agreement=min_agreement)
+    else:
+        report = _to_onnx(model, out, quantize, calibration, sample, opset, min_agreement)
+    write_json(out.with_name(out.name + ".json"), _sidecar(out, quantize, int8_io, input_shape, data, meta, source, report))
+    return {**report, "size_bytes": out.stat().st_size}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _calibration(data: Dataset, size: int) -> np.ndarray:
+    """A seeded random subset of the training split: calibration never sees validation or test data."""
+    order = np.random.default_rng(data.seed).permutation(len(data.x_train))[:size]
+    return data.x_train[order]
+
+
+def _to_onnx(model, out: Path, quantize: str, calibration, sample, opset: int, min_agreement) -> dict:
+    from kerascomp.export import onnx
+
+    if quantize == "none":
+        return onnx.to_onnx(model, out, opset=opset, sample=sample, min_agreement=min_agreement)
+    float_path = out.with_name(out.stem + ".float.tmp.onnx")
+    try:
+        onnx.to_onnx(model, float_path, opset=opset, sample=sample, min_agreement=min_agreement)
+        report = onnx.quantize_onnx_int8(float_path, out, calibration)
+    finally:
+        float_path.unlink(missing_ok=True)
+    return report
+
+
+def _sidecar(out: Path, quantize: str, int8_io: bool, input_shape, data: Dataset | None, meta: dict | None,
+             source, report: dict) -> dict:
+    described = data.describe() if data is not None else (meta or {}).get("data", {})
+    num_classes = described.get("num_classes")
+    return {
+        "kerascomp_version": __version__,
+        "format": out.suffix[1:],
+        "quantization": quantize,
+        "int8_io": int8_io,
+        "input_shape": list(input_shape),
+        "output": "logits",
+        "class_names": described.get("class_names") or ([str(i) for i in range(num_classes)] if num_classes else None),
+        "scaling": described.get("scaling", {"scale": 1.0, "offset": 0.0}),
+        "dataset": described.get("name"),
+        "source_model": None if source is None else {"path": str(source), "sha256": file_sha256(source)},
+        "verification": report.get("verification"),
+    }

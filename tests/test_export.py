@@ -1,0 +1,107 @@
+import json
+
+import numpy as np
+import pytest
+
+from kerascomp import runtime
+from kerascomp.errors import DataError
+from kerascomp.export import ExportError, export, file_sha256
+from kerascomp.export.tflite import to_tflite
+
+
+def _accuracy(logits, y):
+    return float((logits.argmax(1) == y).mean())
+
+
+@pytest.mark.parametrize("mode, int8_io, min_agreement", [
+    ("none", False, 0.99), ("float16", False, 0.98), ("dynamic", False, 0.95),
+    ("int8", False, 0.95), ("int8", True, 0.95), ("int16x8", False, 0.95),
+])
+def test_every_mode_converts_verifies_and_keeps_accuracy(tmp_path, digits, digits_model, mode, int8_io, min_agreement):
+    source, model = digits_model
+    out = tmp_path / f"m_{mode}.tflite"
+    report = export(model, out, quantize=mode, data=digits, int8_io=int8_io, source=source)
+    assert report["verification"]["passed"] and report["verification"]["top1_agreement"] >= min_agreement
+    deployed = runtime.load(out)
+    keras_accuracy = _accuracy(model.predict(digits.x_test, verbose=0), digits.y_test)
+    assert abs(_accuracy(deployed.predict(digits.x_test), digits.y_test) - keras_accuracy) <= 0.02
+    sidecar = json.loads((tmp_path / f"m_{mode}.tflite.json").read_text())
+    assert sidecar["quantization"] == mode and sidecar["int8_io"] == int8_io
+    assert sidecar["class_names"] == list(digits.class_names)
+    assert sidecar["scaling"] == {"scale": 1 / 16, "offset": 0.0}
+    assert sidecar["source_model"]["sha256"] == file_sha256(source)
+    if int8_io:
+        assert deployed.input_dtype == np.int8
+
+
+def test_fp32_logits_match_keras_closely(tmp_path, digits, digits_model):
+    _, model = digits_model
+    report = export(model, tmp_path / "m.tflite", data=digits)
+    assert report["verification"]["top1_agreement"] == 1.0
+    assert report["verification"]["max_abs_diff"] < 1e-4
+
+
+def test_integer_modes_shrink_the_file(tmp_path, digits, digits_model):
+    _, model = digits_model
+    fp32 = export(model, tmp_path / "a.tflite", data=digits)["size_bytes"]
+    int8 = export(model, tmp_path / "b.tflite", quantize="int8", data=digits)["size_bytes"]
+    assert int8 < 0.5 * fp32
+
+
+def test_disagreeing_artifact_is_refused_and_not_written(tmp_path, digits, digits_model):
+    _, model = digits_model
+    out = tmp_path / "m.tflite"
+    with pytest.raises(ExportError, match="not writing it"):
+        export(model, out, quantize="int8", data=digits, min_agreement=1.01)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(quantize="int8"), ExportError, "needs --data"),
+    (dict(quantize="dynamic", int8_io=True), ExportError, "needs --quantize int8"),
+    (dict(quantize="bf8"), ExportError, "supports --quantize"),
+])
+def test_bad_conversion_requests_are_errors(tmp_path, digits_model, kwargs, error, message):
+    _, model = digits_model
+    with pytest.raises(error, match=message):
+        export(model, tmp_path / "m.tflite", **kwargs)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_data_with_other_input_shape_is_rejected(tmp_path, image_npz, digits_model):
+    from kerascomp.data import load_data
+
+    _, model = digits_model
+    with pytest.raises(DataError, match=r"has inputs \(12, 12, 1\) but the model expects \(8, 8, 1\)"):
+        export(model, tmp_path / "m.tflite", data=load_data(str(image_npz)))
+
+
+def test_output_suffix_picks_the_format(tmp_path, digits_model):
+    _, model = digits_model
+    with pytest.raises(ExportError, match="must end in .tflite or .onnx"):
+        export(model, tmp_path / "m.bin")
+
+
+def test_pruned_model_is_stripped_and_converts(tmp_path, digits, digits_model):
+    import tensorflow_model_optimization as tfmot
+
+    from kerascomp._compat import keras
+
+    _, model = digits_model
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(clone)
+    report = to_tflite(pruned, tmp_path / "p.tflite", sample=digits.x_val)
+    to_tflite(model, tmp_path / "o.tflite", sample=digits.x_val)
+    assert report["verification"]["top1_agreement"] == 1.0
+    sizes = [sum(t.size for t in runtime.constant_tensors(tmp_path / name)) for name in ("p.tflite", "o.tflite")]
+    assert sizes[0] == sizes[1]  # no mask or step variables left in the deployed file
+
+
+def test_qat_model_converts_to_int8(tmp_path, digits, digits_model):
+    import tensorflow_model_optimization as tfmot
+
+    _, model = digits_model
+    qat = tfmot.quantization.keras.quantize_model(model)
+    report = to_tflite(qat, tmp_path / "q.tflite", quantize="int8", calibration=digits.x_train[:100], sample=digits.x_val)
+    assert report["verification"]["top1_agreement"] >= 0.9

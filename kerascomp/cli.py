@@ -199,6 +199,174 @@ def bench(artifacts, data_spec, val_fraction, image_size, color_mode, seed, thre
         plot_tradeoff(document["results"], plot_path)
 
 
+@cli.command()
+@click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (models, artifacts, report).")
+@click.option("--resume", is_flag=True, help="Skip stages whose inputs and options are unchanged.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Override a config value, repeatable (e.g. stages.1.prune.sparsity=0.9).")
+def run(config_path, out, resume, overrides):
+    """Run a compression pipeline from a YAML config and write its report."""
+    from kerascomp.config import load_config
+    from kerascomp.pipeline import run_pipeline
+
+    document = run_pipeline(load_config(config_path, overrides), out, resume=resume)
+    summary = document["summary"]
+    if "gzip_ratio" in summary:
+        click.echo(f"{summary['final']} vs {summary['baseline']}: {summary['gzip_ratio']:.1f}x smaller (gzip), "
+                   f"{summary['latency_ratio']:.2f}x latency ratio, {summary['accuracy_drop_pp']:+.2f} pp accuracy drop")
+    click.echo(f"report -> {out}/report.md")
+
+
+@cli.command()
+@click.argument("run_dir", metavar="DIR", type=click.Path(file_okay=False))
+def report(run_dir):
+    """Re-render DIR/report.md and its plots from DIR/report.json."""
+    from kerascomp._pipeline_report import render
+
+    click.echo(f"report -> {render(run_dir)}")
+
+
+def _budget_options(fn):
+    """Training-budget options of the distill and sweep commands (the scratch student gets the same)."""
+    for option in reversed([
+        click.option("--epochs", default=60, show_default=True, type=int),
+        click.option("--batch-size", default=64, show_default=True, type=int, help="Global batch size."),
+        click.option("--learning-rate", default=3e-3, show_default=True, type=float, help="Peak AdamW learning rate."),
+        click.option("--patience", default=0, show_default=True, type=int,
+                     help="Early-stopping patience on val loss (0: off, a patient teacher trains to the end)."),
+        click.option("--strategy", default="default", show_default=True,
+                     type=click.Choice(["default", "mirrored", "multiworker"])),
+        click.option("--mixed-precision", is_flag=True, help="mixed_float16 on GPU, mixed_bfloat16 on CPU."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _distill_options(fn):
+    """Distillation settings; unset ones take DistillConfig's defaults."""
+    for option in reversed([
+        click.option("--temperature", type=float, help="Softmax temperature T > 0 [default: DistillConfig's]."),
+        click.option("--alpha", type=float, help="Weight of the hard-label loss, in [0, 1] [default: DistillConfig's]."),
+        click.option("--augment", help="none, or a comma list of flip, crop, shift, rotation, randaugment, mixup, "
+                                       "cutmix; teacher and student see the same augmented batch [default: none]."),
+        click.option("--teacher-cache/--no-teacher-cache", default=None,
+                     help="Run the teacher once and reuse its logits [default: on without augmentation]."),
+        click.option("--hint", "hints", multiple=True, metavar="T_LAYER:S_LAYER",
+                     help="Feature distillation: match student layer S_LAYER to teacher layer T_LAYER, repeatable."),
+        click.option("--hint-weight", type=float, help="Weight of each hint's MSE [default: 1.0]."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _distill_config(temperature, alpha, augment, teacher_cache, hints, hint_weight):
+    from kerascomp.compress.distill import DistillConfig
+
+    given = {"temperature": temperature, "alpha": alpha, "augment": augment, "teacher_cache": teacher_cache,
+             "hints": hints or None, "hint_weight": hint_weight}
+    return DistillConfig(**{k: v for k, v in given.items() if v is not None})
+
+
+def _train_config(epochs, batch_size, learning_rate, patience, seed, strategy, mixed_precision):
+    from kerascomp.training import TrainConfig
+
+    return TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
+                       seed=seed, strategy=strategy, mixed_precision=mixed_precision)
+
+
+@cli.command()
+@click.option("--teacher", "teacher_path", required=True, type=click.Path(dir_okay=False), help="Trained teacher .keras.")
+@click.option("--student", "student_name", required=True, help="Zoo model name of the student.")
+@click.option("--student-arg", multiple=True, metavar="K=V", help="Student model argument, repeatable (e.g. width=4).")
+@_data_options
+@_distill_options
+@_budget_options
+@click.option("--compare-scratch", is_flag=True, help="Also train the student from scratch with the same budget.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to save the student FILE.keras.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the metrics as JSON here.")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write training-curve, epoch-time and "
+              "confusion-matrix PNGs to this folder.")
+def distill(teacher_path, student_name, student_arg, data_spec, val_fraction, image_size, color_mode, seed,
+            temperature, alpha, augment, teacher_cache, hints, hint_weight, epochs, batch_size, learning_rate,
+            patience, strategy, mixed_precision, compare_scratch, out, json_path, plots_dir):
+    """Distil a teacher into a smaller zoo student (optionally compared with the student from scratch)."""
+    from kerascomp import models
+    from kerascomp._io import write_json
+    from kerascomp.compress import distill as distillation
+    from kerascomp.saving import check_output_path, load_model, save_model
+
+    check_output_path(out, ".keras")
+    config = _distill_config(temperature, alpha, augment, teacher_cache, hints, hint_weight)
+    train_config = _train_config(epochs, batch_size, learning_rate, patience, seed, strategy, mixed_precision)
+    student_args = _parse_key_values(student_arg, "--student-arg")
+    models.check_args(student_name, student_args)
+    teacher = load_model(teacher_path)
+    data = _load_data(data_spec, val_fraction, image_size, color_mode, seed)
+    distillation.check_compatible(teacher, models.build(student_name, data.input_shape, data.num_classes,
+                                                        **student_args), data)
+    student, metrics = distillation.apply(student_name, data, config, teacher=teacher, train_config=train_config,
+                                          student_args=student_args, compare_scratch=compare_scratch)
+    metrics = {"teacher": teacher_path, "student_model": {"name": student_name, "args": student_args}, **metrics,
+               "data": data.describe()}
+    save_model(student, out, meta={"model": metrics["student_model"], "data": data.describe(),
+                                   "distilled_from": teacher_path})
+    if json_path:
+        write_json(json_path, metrics)
+    if plots_dir:
+        distillation.write_plots(student, metrics, data, plots_dir)
+    click.echo(f"teacher {metrics['teacher_accuracy']:.4f} ({metrics['teacher_params']:,} params) -> student "
+               f"{metrics['student_accuracy']:.4f} ({metrics['student_params']:,} params) -> {out}")
+    if compare_scratch:
+        gap = metrics["gap_closed"]
+        click.echo(f"scratch {metrics['scratch_accuracy']:.4f}; gap closed "
+                   f"{'n/a (scratch matches the teacher)' if gap is None else f'{gap:.2f}'}; s/epoch distilled "
+                   f"{metrics['student_seconds_per_epoch']:.2f}, scratch {metrics['scratch_seconds_per_epoch']:.2f}")
+
+
+@cli.command()
+@click.option("--teacher", "teacher_path", required=True, type=click.Path(dir_okay=False), help="Trained teacher .keras.")
+@_data_options
+@click.option("--grid", "grid", multiple=True, required=True, metavar="KEY=V1,V2",
+              help="Values to sweep, repeatable: temperature, alpha, augment, hint_weight or student.<arg>.")
+@click.option("--student", "student_name", default="cnn", show_default=True, help="Zoo model name of the student.")
+@click.option("--student-arg", multiple=True, metavar="K=V", help="Fixed student argument, repeatable.")
+@_distill_options
+@_budget_options
+@click.option("--no-scratch", is_flag=True, help="Skip the from-scratch runs.")
+@click.option("--out", "out_dir", default="sweep", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for sweep.json (the resumable state), sweep.md and sweep.png.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="State/results JSON [default: OUT/sweep.json].")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Plot PNG [default: OUT/sweep.png].")
+def sweep(teacher_path, data_spec, val_fraction, image_size, color_mode, seed, grid, student_name, student_arg,
+          temperature, alpha, augment, teacher_cache, hints, hint_weight, epochs, batch_size, learning_rate, patience,
+          strategy, mixed_precision, no_scratch, out_dir, json_path, plot_path):
+    """Sweep distillation settings and student sizes (resumable): how much smaller can the student be?"""
+    from pathlib import Path
+
+    from kerascomp._io import atomic_path
+    from kerascomp.compress import sweep as sweeping
+    from kerascomp.report import plot_sweep
+    from kerascomp.saving import load_model
+
+    grid_values = sweeping.parse_grid(_parse_key_values(grid, "--grid"))
+    config = _distill_config(temperature, alpha, augment, teacher_cache, hints, hint_weight)
+    train_config = _train_config(epochs, batch_size, learning_rate, patience, seed, strategy, mixed_precision)
+    teacher = load_model(teacher_path)
+    data = _load_data(data_spec, val_fraction, image_size, color_mode, seed)
+    out = Path(out_dir)
+    json_path, plot_path = Path(json_path or out / "sweep.json"), Path(plot_path or out / "sweep.png")
+    state = sweeping.sweep(teacher, data, grid_values, json_path, student=student_name,
+                           student_args=_parse_key_values(student_arg, "--student-arg"), train_config=train_config,
+                           distill=config, compare_scratch=not no_scratch, progress=click.echo)
+    table = sweeping.sweep_table(state)
+    with atomic_path(out / "sweep.md") as tmp:
+        tmp.write_text(table + "\n")
+    plot_sweep(state["points"], plot_path)
+    click.echo(table)
+    click.echo(f"-> {json_path}, {out / 'sweep.md'}, {plot_path}")
+
+
 @cli.command("models")
 def list_models():
     """List the zoo's models and their arguments."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from kerascomp._io import atomic_path
 
-__all__ = ["results_table", "plot_tradeoff"]
+__all__ = ["results_table", "plot_tradeoff", "classification_details", "pareto_front"]
 
 _COLUMNS = ("name", "format", "quantization", "threads", "params", "nonzero", "size KB", "gzip KB",
             "accuracy", "p50 ms", "p90 ms")
@@ -41,6 +41,11 @@ def plot_tradeoff(results: Sequence[dict], path: str | os.PathLike, title: str =
             name = r["name"] if r["threads"] == 1 else f"{r['name']} ({r['threads']}t)"
             ax.scatter(x_of(r), 100 * r["accuracy"], s=40)
             ax.annotate(name, (x_of(r), 100 * r["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        points = [(x_of(r), 100 * r["accuracy"]) for r in results]
+        front = sorted(points[i] for i in pareto_front(points))
+        if len(front) > 1:
+            ax.step(*zip(*front), where="post", color="tab:red", alpha=0.6, lw=1, label="Pareto front")
+            ax.legend(loc="lower right", fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy of the artifact (%)")
@@ -49,3 +54,150 @@ def plot_tradeoff(results: Sequence[dict], path: str | os.PathLike, title: str =
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
+
+
+def classification_details(y_true, y_pred, class_names: Sequence[str]) -> dict:
+    """Confusion matrix (rows: true class) and per-class precision and recall, as plain lists for JSON."""
+    import numpy as np
+
+    k = len(class_names)
+    matrix = np.zeros((k, k), dtype=int)
+    np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    hits = np.diag(matrix)
+    return {
+        "class_names": list(class_names),
+        "accuracy": float(hits.sum() / max(matrix.sum(), 1)),
+        "confusion_matrix": matrix.tolist(),
+        "precision": (hits / np.maximum(matrix.sum(axis=0), 1)).tolist(),
+        "recall": (hits / np.maximum(matrix.sum(axis=1), 1)).tolist(),
+    }
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both cost (lower) and accuracy (higher)."""
+    return [i for i, (cost, acc) in enumerate(points)
+            if not any(c <= cost and a >= acc and (c, a) != (cost, acc) for c, a in points)]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    _pyplot().close(fig)
+
+
+def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], path: str | os.PathLike,
+                         title: str = "") -> None:
+    """Accuracy and loss per epoch (solid: training, dashed: validation), one colour per run.
+
+    ``histories`` maps a run name to a Keras ``History.history`` dict. Losses of
+    different objectives (distillation vs cross-entropy) share a panel but are
+    not comparable in value; accuracies are.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for (name, history), colour in zip(histories.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
+        for ax, key in zip(axes, ("accuracy", "loss")):
+            for prefix, style in (("", "-"), ("val_", "--")):
+                values = history.get(prefix + key)
+                if values:
+                    ax.plot(range(1, len(values) + 1), values, style, color=colour, label=f"{name} {prefix or 'train_'}{key}")
+    for ax, key in zip(axes, ("accuracy", "loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "training curves")
+    _save(fig, path)
+
+
+def plot_epoch_times(times: Mapping[str, Sequence[float]], path: str | os.PathLike, title: str = "") -> None:
+    """Wall seconds of every epoch per run (the first includes tracing, so the median is marked too)."""
+    import statistics
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    for name, seconds in times.items():
+        line, = ax.plot(range(1, len(seconds) + 1), seconds, marker="o", ms=3, label=name)
+        ax.axhline(statistics.median(seconds), color=line.get_color(), ls=":", lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("seconds (dotted: median)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "time per epoch")
+    _save(fig, path)
+
+
+def plot_confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str],
+                          path: str | os.PathLike, title: str = "") -> None:
+    """Counts of true (rows) vs predicted (columns) classes, with the accuracy in the title."""
+    import numpy as np
+
+    plt = _pyplot()
+    n = len(class_names)
+    matrix = np.zeros((n, n), dtype=int)
+    np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    size = min(4 + 0.35 * n, 14)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9), constrained_layout=True)
+    image = ax.imshow(matrix, cmap="Blues")
+    if n <= 20:
+        for i, j in np.ndindex(matrix.shape):
+            ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set_xticks(range(n), class_names, rotation=90 if n > 10 else 0, fontsize=8)
+    ax.set_yticks(range(n), class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+    ax.set_title(f"{title or 'confusion matrix'} (accuracy {accuracy:.2%})")
+    _save(fig, path)
+
+
+def plot_sweep(points: Sequence[dict], path: str | os.PathLike, title: str = "") -> None:
+    """Three panels from sweep points (``student_params``, ``student_accuracy``, ``scratch_accuracy``,
+    ``temperature``, ``alpha``): best accuracy vs student size for distilled and scratch students
+    ("how much smaller can the student be?"), then mean accuracy vs temperature and vs alpha."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+    sizes = sorted({p["student_params"] for p in points})
+    best = [max(p["student_accuracy"] for p in points if p["student_params"] == s) for s in sizes]
+    axes[0].plot(sizes, [100 * a for a in best], "o-", label="distilled (best T, alpha)")
+    scratch = [(s, [p["scratch_accuracy"] for p in points if p["student_params"] == s and p.get("scratch_accuracy") is not None])
+               for s in sizes]
+    scratch = [(s, max(a)) for s, a in scratch if a]
+    if scratch:
+        axes[0].plot([s for s, _ in scratch], [100 * a for _, a in scratch], "s--", label="from scratch")
+    teacher = [p["teacher_accuracy"] for p in points if p.get("teacher_accuracy") is not None]
+    if teacher:
+        axes[0].axhline(100 * teacher[0], color="grey", ls=":", label="teacher")
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("student parameters (log)")
+    for ax, key in zip(axes[1:], ("temperature", "alpha")):
+        for size in sizes:
+            values = sorted({p[key] for p in points if p["student_params"] == size})
+            means = [np.mean([p["student_accuracy"] for p in points if p["student_params"] == size and p[key] == v])
+                     for v in values]
+            ax.plot(values, [100 * m for m in means], "o-", label=f"{size:,} params")
+        ax.set_xlabel(key + (" (log)" if key == "temperature" else ""))
+        if key == "temperature":
+            ax.set_xscale("log", base=2)
+    for ax in axes:
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[1].set_title("mean over the other settings")
+    axes[2].set_title("mean over the other settings")
+    fig.suptitle(title or "distillation sweep: accuracy vs student size, temperature and alpha")
+    _save(fig, path)

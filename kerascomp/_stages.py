@@ -1,0 +1,255 @@
+"""The pipeline's stages: each checks its options up front and then calls the library function.
+
+A handler's ``check`` validates options against the library's own config
+class (so config errors name the YAML path) and says which models and
+artifacts the stage will produce; ``run`` calls the same function the CLI
+command calls. Adding a stage kind is one handler here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+from kerascomp.config import StageSpec, _dataclass, _known
+from kerascomp.data import Dataset
+from kerascomp.errors import ConfigError, KerascompError
+
+__all__ = ["HANDLERS", "Context", "StageResult", "fingerprint"]
+
+MODES = {"fp32": "none", "float16": "float16", "dynamic": "dynamic", "int8": "int8", "int16x8": "int16x8"}
+
+
+@dataclasses.dataclass
+class StageResult:
+    """What a stage produced, as paths relative to the run folder."""
+
+    model: str | None = None
+    artifacts: dict = dataclasses.field(default_factory=dict)
+    metrics: dict = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+    fingerprint: str = ""
+
+    @property
+    def outputs(self) -> list[str]:
+        return ([self.model] if self.model else []) + list(self.artifacts.values())
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "outputs": self.outputs}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "StageResult":
+        return cls(**{f.name: raw[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass
+class Context:
+    """The run so far: the data, every model and artifact by name, and the bench document."""
+
+    out: Path
+    data: Dataset
+    seed: int = 0
+    verbose: int = 1
+    models: dict = dataclasses.field(default_factory=dict)
+    artifacts: dict = dataclasses.field(default_factory=dict)
+    bench: dict = dataclasses.field(default_factory=dict)
+    sources: dict = dataclasses.field(default_factory=dict)  # artifact -> model it was converted from
+    last_fingerprint: str = ""
+
+    def record(self, stage: StageSpec, result: StageResult) -> None:
+        if result.model:
+            self.models[stage.name] = result.model
+        self.artifacts.update(result.artifacts)
+        if stage.kind == "convert":
+            self.sources.update({name: m["model"] for name, m in result.metrics.items()})
+        if stage.kind == "bench":
+            self.bench = result.metrics
+        self.last_fingerprint = result.fingerprint
+
+    def path(self, relative: str) -> Path:
+        return self.out / relative
+
+    def model_path(self, name: str | None) -> Path:
+        """The named model, or the latest one."""
+        return self.path(self.models[name] if name else list(self.models.values())[-1])
+
+    def final_details(self, final: str) -> dict:
+        """Confusion matrix and per-class precision/recall of the final artifact, run by its own runtime."""
+        from kerascomp.report import classification_details
+
+        if final not in self.artifacts:
+            return {}
+        from kerascomp import runtime
+
+        model = runtime.load(self.path(self.artifacts[final]))
+        predicted = model.predict(self.data.x_test).argmax(axis=1)
+        details = {"name": final, **classification_details(self.data.y_test, predicted, self.data.class_names)}
+        source = self.sources.get(final)
+        if source:
+            details["layer_sparsity"] = layer_sparsity(self.model_path(source))
+        return details
+
+
+def layer_sparsity(path: Path) -> dict:
+    """Share of exactly-zero weights in each layer's kernel, read from the saved model."""
+    from kerascomp.saving import load_model
+
+    sparsity = {}
+    for layer in load_model(path).layers:
+        kernels = [w.numpy() for w in layer.weights if "kernel" in w.name and w.shape.rank and w.shape.rank > 1]
+        if kernels:
+            sparsity[layer.name] = float(sum((k == 0).sum() for k in kernels) / sum(k.size for k in kernels))
+    return sparsity
+
+
+def fingerprint(stage: StageSpec, ctx: Context, data: Dataset) -> str:
+    """A stage's identity: its kind and options, the data, the seed, and everything before it."""
+    payload = {"kind": stage.kind, "options": stage.options, "data": data.describe(), "seed": ctx.seed,
+               "before": ctx.last_fingerprint}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class Handler:
+    check: Callable[[StageSpec, list, list], dict]
+    run: Callable[[StageSpec, Context], StageResult]
+
+
+def _split(options: dict, own: set[str]) -> tuple[dict, dict]:
+    """Stage-level options (``own``) apart from those handed to the library config."""
+    return {k: v for k, v in options.items() if k in own}, {k: v for k, v in options.items() if k not in own}
+
+
+def _train_config(options: dict, ctx_seed: int, verbose: int, where: str):
+    from kerascomp.training import TrainConfig
+
+    config = _dataclass(TrainConfig, options, where)
+    return dataclasses.replace(config, seed=options.get("seed", ctx_seed), verbose=verbose)
+
+
+def _save(model, ctx: Context, name: str, meta: dict) -> str:
+    from kerascomp.saving import save_model
+
+    relative = f"models/{name}.keras"
+    save_model(model, ctx.path(relative), meta={"data": ctx.data.describe(), **meta})
+    return relative
+
+
+# --- train / load -------------------------------------------------------------------------------------------------
+
+def _check_train(stage: StageSpec, models: list, artifacts: list) -> dict:
+    from kerascomp import models as zoo
+
+    own, rest = _split(stage.options, {"model", "args"})
+    if "model" not in own:
+        raise ConfigError(f"{stage.where}: 'model' (a zoo name) is required")
+    try:
+        zoo.check_args(own["model"], own.get("args") or {})
+    except KerascompError as exc:
+        raise ConfigError(f"{stage.where}: {exc}") from None
+    _train_config(rest, 0, 0, stage.where)
+    return {"models": [stage.name]}
+
+
+def _run_train(stage: StageSpec, ctx: Context) -> StageResult:
+    from kerascomp.training import train
+
+    own, rest = _split(stage.options, {"model", "args"})
+    config = _train_config(rest, ctx.seed, ctx.verbose, stage.where)
+    model, metrics = train(own["model"], ctx.data, config, model_args=own.get("args") or {})
+    info = {"name": own["model"], "args": own.get("args") or {}}
+    return StageResult(model=_save(model, ctx, stage.name, {"model": info}), metrics={"model": info, **metrics})
+
+
+def _check_load(stage: StageSpec, models: list, artifacts: list) -> dict:
+    if not Path(stage.options["path"]).is_file():
+        raise ConfigError(f"{stage.where}.path: model file {stage.options['path']} not found")
+    return {"models": [stage.name]}
+
+
+def _run_load(stage: StageSpec, ctx: Context) -> StageResult:
+    """Copy the user's model into the run (so the run folder is self-contained) and measure it."""
+    from kerascomp.saving import load_meta, load_model
+    from kerascomp.training import evaluate
+
+    path = stage.options["path"]
+    model = load_model(path)
+    metrics = {**evaluate(model, ctx.data), "params": int(model.count_params())}
+    return StageResult(model=_save(model, ctx, stage.name, {"source": str(path), **(load_meta(path) or {})}),
+                       metrics=metrics)
+
+
+# --- convert / bench ----------------------------------------------------------------------------------------------
+
+def _conversions(stage: StageSpec, models: list) -> list[tuple[str, str, str]]:
+    """(model, mode, artifact name) for every conversion the stage asks for."""
+    own, rest = _split(stage.options, {"models", "quantize", "int8_io", "calibration_size"})
+    _known(rest, set(), stage.where)
+    names = own.get("models") or ["teacher", models[-1]]
+    modes = own.get("quantize") or ["fp32"]
+    for name in names:
+        if name not in models:
+            raise ConfigError(f"{stage.where}.models: no model named {name!r} before this stage "
+                              f"(models: {', '.join(models)})")
+    for mode in modes:
+        if mode not in MODES:
+            raise ConfigError(f"{stage.where}.quantize: unknown mode {mode!r}; use {', '.join(MODES)}")
+    return [(name, mode, f"{name}_{mode}") for name in dict.fromkeys(names) for mode in modes]
+
+
+def _check_convert(stage: StageSpec, models: list, artifacts: list) -> dict:
+    return {"artifacts": [artifact for *_, artifact in _conversions(stage, models)]}
+
+
+def _run_convert(stage: StageSpec, ctx: Context) -> StageResult:
+    from kerascomp.export import export
+    from kerascomp.saving import load_meta, load_model
+
+    result = StageResult()
+    for name, mode, artifact in _conversions(stage, list(ctx.models)):
+        source = ctx.model_path(name)
+        relative = f"tflite_models/{artifact}.tflite"
+        report = export(load_model(source), ctx.path(relative), quantize=MODES[mode], data=ctx.data,
+                        meta=load_meta(source), source=source,
+                        int8_io=bool(stage.options.get("int8_io")) and mode == "int8",
+                        calibration_size=stage.options.get("calibration_size", 500))
+        result.artifacts[artifact] = relative
+        result.metrics[artifact] = {"model": name, "size_bytes": report["size_bytes"], "verification": report["verification"]}
+    return result
+
+
+_BENCH_KEYS = {"threads", "runs", "warmup", "op_resolver", "keras"}
+
+
+def _check_bench(stage: StageSpec, models: list, artifacts: list) -> dict:
+    _known(stage.options, _BENCH_KEYS, stage.where)
+    if not artifacts and not stage.options.get("keras"):
+        raise ConfigError(f"{stage.where}: nothing to benchmark; put a convert stage before it")
+    return {}
+
+
+def _run_bench(stage: StageSpec, ctx: Context) -> StageResult:
+    from kerascomp.bench import bench
+
+    options = stage.options
+    paths = [ctx.path(p) for p in ctx.artifacts.values()]
+    if options.get("keras"):
+        paths = [ctx.path(p) for p in ctx.models.values()] + paths
+    threads = options.get("threads", [1])
+    document = bench(paths, ctx.data, threads=threads if isinstance(threads, list) else [threads],
+                     runs=options.get("runs", 200), warmup=options.get("warmup", 20),
+                     op_resolver=options.get("op_resolver", "auto"))
+    for row in document["results"]:
+        row["path"] = str(Path(row["path"]).resolve().relative_to(ctx.out.resolve()))
+    return StageResult(metrics=document)
+
+
+HANDLERS: dict[str, Handler] = {
+    "load": Handler(_check_load, _run_load),
+    "train": Handler(_check_train, _run_train),
+    "convert": Handler(_check_convert, _run_convert),
+    "bench": Handler(_check_bench, _run_bench),
+}

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kerascomp.errors import DataError
+from kerascomp.errors import DataError, first_line
 
 __all__ = ["Dataset", "Scaling", "load_data", "SPLITS"]
 
@@ -203,7 +203,7 @@ def _npz(path: Path) -> _Source:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"cannot read {path} as .npz: {_first_line(exc)}") from None
+        raise DataError(f"cannot read {path} as .npz: {first_line(exc)}") from None
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         x, y = _images(arrays["x_train"], path, "x_train"), _labels(arrays["y_train"], path, "y_train")
         x_test, y_test = _images(arrays["x_test"], path, "x_test"), _labels(arrays["y_test"], path, "y_test")
@@ -314,7 +314,7 @@ def _read_folder(root: Path, size: tuple[int, int], color_mode: str, class_names
             color_mode=color_mode, image_size=size, batch_size=None, shuffle=False,
         ).as_numpy_iterator())
     except Exception as exc:  # a missing class folder (ValueError) or an undecodable file (TF op error)
-        raise DataError(f"cannot read images from {root}: {_first_line(exc)}") from None
+        raise DataError(f"cannot read images from {root}: {first_line(exc)}") from None
     if not pairs:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in class subfolders of {root}")
     x = np.stack([p[0] for p in pairs]).astype(np.float32)
@@ -330,11 +330,11 @@ def _tfds(name: str) -> _Source:
     try:
         builder = tfds.builder(name)
     except Exception as exc:  # tfds raises its own DatasetNotFoundError and friends
-        raise DataError(f"unknown tfds dataset {name!r}: {_first_line(exc)}") from None
+        raise DataError(f"unknown tfds dataset {name!r}: {first_line(exc)}") from None
     try:
         builder.download_and_prepare()
     except Exception as exc:  # network errors surface as many types, all meaning "could not fetch"
-        raise DataError(f"could not download tfds dataset {name!r} (offline? tfds: needs network the first time): {_first_line(exc)}") from None
+        raise DataError(f"could not download tfds dataset {name!r} (offline? tfds: needs network the first time): {first_line(exc)}") from None
     splits = builder.info.splits
     if "train" not in splits:
         raise DataError(f"tfds dataset {name!r} has no 'train' split")
@@ -347,8 +347,3 @@ def _tfds(name: str) -> _Source:
     class_names = tuple(builder.info.features[label].names)
     x = _images(x, Path(name), "train")
     return _Source(x, _labels(y, Path(name), "train labels"), class_names, _scaling_for(x), x_test, y_test)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

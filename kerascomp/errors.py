@@ -4,7 +4,7 @@ The CLI turns every :class:`KerascompError` into one ``Error:`` line and a
 non-zero exit; anything else is a bug and keeps its traceback for debugging.
 """
 
-__all__ = ["KerascompError", "DataError", "ModelError", "ConfigError"]
+__all__ = ["KerascompError", "DataError", "ModelError", "ConfigError", "first_line"]
 
 
 class KerascompError(Exception):
@@ -21,3 +21,14 @@ class ModelError(KerascompError, ValueError):
 
 class ConfigError(KerascompError, ValueError):
     """A configuration value that is missing, unknown or out of range."""
+
+
+def first_line(exc: BaseException, prefer: str | None = None) -> str:
+    """The most telling line of an exception's message, for a one-line ``Error:``.
+
+    Converters and loaders put whole logs into their messages; ``prefer`` picks
+    the first line that contains it (case-insensitive), e.g. ``"error"``.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    preferred = [line for line in lines if prefer and prefer in line.lower()]
+    return (preferred or lines or [type(exc).__name__])[0]

@@ -33,7 +33,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from kerascomp.errors import ConfigError, ModelError
+from kerascomp.errors import ConfigError, ModelError, first_line
 
 __all__ = ["load", "TFLiteModel", "Scaling", "softmax", "constant_tensors"]
 
@@ -112,7 +112,7 @@ class TFLiteModel:
             )
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise ModelError(f"{self.path} is not a usable TFLite model: {_one_line(e)}") from None
+            raise ModelError(f"{self.path} is not a usable TFLite model: {first_line(e)}") from None
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(
@@ -175,7 +175,7 @@ class TFLiteModel:
                 self._resize(x.shape)
             except (ValueError, RuntimeError) as e:
                 self._resize(self._base_shape)
-                raise ModelError(f"{self.path} cannot run a batch shaped {x.shape}: {_one_line(e)}") from None
+                raise ModelError(f"{self.path} cannot run a batch shaped {x.shape}: {first_line(e)}") from None
         self._interpreter.set_tensor(self._input["index"], x)
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output["index"])
@@ -305,7 +305,7 @@ def constant_tensors(path: str | os.PathLike) -> list[np.ndarray]:
     except OSError as e:
         raise ModelError(f"cannot read {path}: {e.strerror}") from None
     except ValueError as e:
-        raise ModelError(f"{path} is not a usable TFLite model: {_one_line(e)}") from None
+        raise ModelError(f"{path} is not a usable TFLite model: {first_line(e)}") from None
     model = schema.Model.GetRootAs(data, 0)
     arrays, seen = [], set()
     for g in range(model.SubgraphsLength()):
@@ -385,11 +385,7 @@ def _read_sidecar(path: str) -> dict:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)
     except (OSError, ValueError) as e:
-        raise ModelError(f"cannot read sidecar {path}: {_one_line(e)}") from None
+        raise ModelError(f"cannot read sidecar {path}: {first_line(e)}") from None
     if not isinstance(meta, dict):
         raise ModelError(f"sidecar {path} must hold a JSON object")
     return meta
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split()) or type(error).__name__

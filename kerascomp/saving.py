@@ -8,14 +8,16 @@ original data spec.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import zipfile
 from pathlib import Path
 
 from kerascomp import __version__
 from kerascomp._compat import keras
 from kerascomp._io import atomic_path, write_json
-from kerascomp.errors import ModelError
+from kerascomp.errors import ModelError, first_line
 
 import kerascomp.models  # noqa: F401  (registers the zoo's custom layers for safe loading)
 
@@ -56,10 +58,24 @@ def load_model(path: str | os.PathLike) -> keras.Model:
     if not path.is_file():
         raise ModelError(f"model file {path} not found")
     try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        with _custom_objects(path):
+            return keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises many types for unreadable or foreign files
-        text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-        raise ModelError(f"cannot load {path} as a Keras model: {text}") from None
+        raise ModelError(f"cannot load {path} as a Keras model: {first_line(exc)}") from None
+
+
+def _custom_objects(path: Path) -> contextlib.AbstractContextManager:
+    """tfmot's classes (QAT wrappers, quantizers) for files that use them; tfmot is imported only then."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            uses_tfmot = b"tensorflow_model_optimization" in archive.read("config.json")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        uses_tfmot = False
+    if not uses_tfmot:
+        return contextlib.nullcontext()
+    from kerascomp.compress._tfmot import load_scope
+
+    return load_scope()
 
 
 def load_meta(path: str | os.PathLike) -> dict | None:

@@ -25,7 +25,7 @@ from onnx import numpy_helper
 
 from kerascomp._compat import keras, tf
 from kerascomp._io import atomic_path
-from kerascomp.errors import ModelError
+from kerascomp.errors import ModelError, first_line
 from kerascomp.export._verify import ExportError, check, compare
 from kerascomp.export.tflite import strip_wrappers
 
@@ -141,7 +141,7 @@ class OnnxModel:
         try:
             self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises a different type per failure
-            raise ModelError(f"cannot load {self.path} as an ONNX model: {_first_line(exc)}") from None
+            raise ModelError(f"cannot load {self.path} as an ONNX model: {first_line(exc)}") from None
         (model_input,) = self._session.get_inputs()
         self.input_name = model_input.name
         self.input_shape = tuple(model_input.shape[1:])
@@ -172,7 +172,7 @@ def onnx_constant_params(path: str | os.PathLike) -> list[np.ndarray]:
     try:
         graph = onnx.load(str(path)).graph
     except Exception as exc:  # missing file, truncated protobuf, not ONNX at all
-        raise ModelError(f"cannot load {path} as an ONNX model: {_first_line(exc)}") from None
+        raise ModelError(f"cannot load {path} as an ONNX model: {first_line(exc)}") from None
     quantization_params = {name for node in graph.node if node.op_type in _QDQ_OPS for name in node.input[1:]}
     quantized_weights = {node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
     params = []
@@ -212,7 +212,7 @@ def _convert(model: keras.Model, opset: int) -> onnx.ModelProto:
     try:
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
     except Exception as exc:  # tf2onnx raises whatever its handlers hit
-        raise ExportError(f"ONNX conversion failed: {_first_line(exc)}") from None
+        raise ExportError(f"ONNX conversion failed: {first_line(exc)}") from None
     finally:
         tf2onnx_logger.setLevel(level)
     onnx_ops = [node.op_type for node in proto.graph.node if node.domain in ("", "ai.onnx")]
@@ -228,8 +228,3 @@ def _convert(model: keras.Model, opset: int) -> onnx.ModelProto:
 def _default_sample(model: keras.Model, n: int = 64) -> np.ndarray:
     shape = tuple(model.input_shape[1:])
     return np.random.default_rng(0).uniform(0.0, 1.0, size=(n, *shape)).astype(np.float32)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines or [type(exc).__name__])[0]

@@ -14,7 +14,7 @@ import click
 import yaml
 
 from kerascomp import __version__
-from kerascomp.errors import KerascompError
+from kerascomp.errors import KerascompError, first_line
 
 __all__ = ["cli", "main"]
 
@@ -367,6 +367,216 @@ def sweep(teacher_path, data_spec, val_fraction, image_size, color_mode, seed, g
     click.echo(f"-> {json_path}, {out / 'sweep.md'}, {plot_path}")
 
 
+@cli.command()
+@click.argument("model_path", metavar="MODEL.keras", type=click.Path(dir_okay=False))
+@_data_options
+@click.option("--tolerance", default=1.0, show_default=True, type=float,
+              help="Largest accepted drop of validation accuracy below the original (percentage points).")
+@click.option("--epochs-per-block", default=1, show_default=True, type=int,
+              help="End-to-end distillation epochs per replacement (0: local fit only).")
+@click.option("--order", default="forward", show_default=True,
+              type=click.Choice(["forward", "backward", "cheapest-first"]))
+@click.option("--blocks", "blocks_regex", metavar="REGEX",
+              help="Layer-name regex defining blocks; the match (or its first group) names the block.")
+@click.option("--candidates", help="Replacements to try, comma separated (default: every one that fits).")
+@click.option("--fit-samples", default=2048, show_default=True, type=int,
+              help="Training examples for the local fit of each replacement.")
+@click.option("--fit-epochs", default=20, show_default=True, type=int, help="Local fit epochs (0: skip).")
+@click.option("--finetune-epochs", default=0, show_default=True, type=int, help="Final unfrozen fine-tune epochs.")
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--learning-rate", default=3e-3, show_default=True, type=float)
+@click.option("--temperature", type=float, help="Distillation temperature [default: DistillConfig's].")
+@click.option("--alpha", type=float, help="Weight of the hard-label loss [default: DistillConfig's].")
+@click.option("--bench-runs", default=100, show_default=True, type=int,
+              help="Timed .tflite calls per model for the latency totals (0: skip).")
+@click.option("--plan", "plan_only", is_flag=True, help="Print the blocks and their replacements; train nothing.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Where to save the swapped FILE.keras.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the metrics as JSON here.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the accuracy/params plot (PNG).")
+def swap(model_path, data_spec, val_fraction, image_size, color_mode, seed, tolerance, epochs_per_block, order,
+         blocks_regex, candidates, fit_samples, fit_epochs, finetune_epochs, batch_size, learning_rate, temperature,
+         alpha, bench_runs, plan_only, out, json_path, plot_path):
+    """Swap a model's blocks for lighter ones, one at a time, keeping those that hold validation accuracy."""
+    from kerascomp._io import write_json
+    from kerascomp.compress import swap as block_swap
+    from kerascomp.report import plot_swap, swap_table
+    from kerascomp.saving import check_output_path, load_model, save_model
+
+    if not plan_only and not out:
+        raise click.UsageError("--out FILE.keras is required (or pass --plan)")
+    for path, suffix in ((out, ".keras"), (json_path, ".json"), (plot_path, ".png")):
+        if path and not plan_only:
+            check_output_path(path, suffix)
+    config = block_swap.SwapConfig(
+        tolerance=tolerance, epochs_per_block=epochs_per_block, order=order, blocks=blocks_regex,
+        candidates=tuple(c.strip() for c in candidates.split(",") if c.strip()) if candidates else None,
+        fit_samples=fit_samples, fit_epochs=fit_epochs, finetune_epochs=finetune_epochs, batch_size=batch_size,
+        learning_rate=learning_rate, temperature=temperature, alpha=alpha, bench_runs=bench_runs, seed=seed)
+    model = load_model(model_path)
+    click.echo(block_swap.format_plan(block_swap.plan(model, config)))
+    if plan_only:
+        return
+    data = _load_data(data_spec, val_fraction, image_size, color_mode, seed)
+    swapped, metrics = block_swap.apply(model, data, config)
+    save_model(swapped, out, meta={"data": data.describe(), "swap": {
+        "source": str(model_path), "replaced": metrics["replaced"], "params_before": metrics["params_before"],
+        "params_after": metrics["params_after"]}})
+    if json_path:
+        write_json(json_path, metrics)
+    if plot_path:
+        plot_swap(metrics, plot_path)
+    click.echo(swap_table(metrics))
+    click.echo(f"replaced {len(metrics['replaced'])} of {len(metrics['blocks'])} blocks: {metrics['params_before']:,} -> "
+               f"{metrics['params_after']:,} params, val accuracy {metrics['val_accuracy_before']:.4f} -> "
+               f"{metrics['val_accuracy_after']:.4f}, test {metrics['test_accuracy_before']:.4f} -> "
+               f"{metrics['test_accuracy_after']:.4f} -> {out}")
+
+
+def _finetune_options(fn):
+    """Options shared by prune, cluster and qat: fine-tuning, the original model as teacher, outputs."""
+    for option in reversed([
+        click.argument("model_path", metavar="MODEL.keras", type=click.Path(dir_okay=False)),
+        _data_options,
+        click.option("--epochs", type=int, help="Fine-tuning epochs [default: the technique's]."),
+        click.option("--batch-size", default=64, show_default=True, type=int),
+        click.option("--learning-rate", type=float, help="Peak fine-tuning learning rate [default: the technique's]."),
+        click.option("--distill-from", type=click.Path(dir_okay=False), metavar="ORIGINAL.keras",
+                     help="Fine-tune with this (uncompressed) model as teacher."),
+        click.option("--temperature", type=float, help="Distillation temperature [default: DistillConfig's]."),
+        click.option("--alpha", type=float, help="Weight of the hard-label loss [default: DistillConfig's]."),
+        click.option("--out", type=click.Path(dir_okay=False), help="Output FILE.keras [default: MODEL_<stage>.keras]."),
+        click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the metrics as JSON here."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _compress(stage, module, config_class, options, **settings):
+    """Shared body of prune/cluster/qat: validate, print the pre-flight plan, fine-tune, save; returns the metrics."""
+    from pathlib import Path
+
+    from kerascomp._io import write_json
+    from kerascomp.compress._tfmot import format_plan
+    from kerascomp.saving import check_output_path, load_meta, load_model, save_model
+
+    model_path = Path(options["model_path"])
+    out = check_output_path(options["out"] or model_path.with_name(f"{model_path.stem}_{stage}.keras"), ".keras")
+    if options["json_path"]:
+        check_output_path(options["json_path"], ".json")
+    tuning = {k: options[k] for k in ("epochs", "learning_rate", "temperature", "alpha") if options[k] is not None}
+    config = config_class(**tuning, **settings, batch_size=options["batch_size"], seed=options["seed"],
+                          distill_from=options["distill_from"])
+    model, meta = load_model(model_path), load_meta(model_path) or {}
+    teacher = load_model(config.distill_from) if config.distill_from else None
+    click.echo(format_plan(module.plan(model, config)))
+    data = _load_data(*(options[k] for k in ("data_spec", "val_fraction", "image_size", "color_mode", "seed")))
+    split = meta.get("data", {})
+    if split.get("name") == data.name and split.get("seed", data.seed) != data.seed:
+        click.echo(f"warning: --seed {data.seed} splits {data.name} unlike the model's training run (seed "
+                   f"{split['seed']}): validation and test images may have been trained on", err=True)
+    result, metrics = module.apply(model, data, config, teacher=teacher)
+    metrics = {"source": str(model_path), "out": str(out), **metrics}
+    summary = {k: v for k, v in metrics.items() if k not in ("fine_tune", "preflight", "sensitivity", "baseline")}
+    save_model(result, out, meta={**meta, "data": data.describe(),
+                                  "compression": [*meta.get("compression", []), {"stage": stage, **summary}]})
+    if options["json_path"]:
+        write_json(options["json_path"], metrics)
+    base = metrics["baseline"]
+    click.echo(f"val accuracy {base['val_accuracy']:.4f} -> {metrics['val_accuracy']:.4f}, "
+               f"test {base['test_accuracy']:.4f} -> {metrics['test_accuracy']:.4f}"
+               f"{' (distilled)' if teacher is not None else ''} -> {out}")
+    return metrics
+
+
+@cli.command()
+@_finetune_options
+@click.option("--sparsity", metavar="S|auto",
+              help="Share of zeros in each pruned kernel, in [0, 1), or 'auto' (per layer, from a sensitivity scan); "
+                   "required except with --structure 2:4 (fixed at 0.5).")
+@click.option("--max-drop", default=1.0, show_default=True, type=float,
+              help="With --sparsity auto: largest summed one-shot validation drop (percentage points).")
+@click.option("--schedule", default="polynomial", show_default=True, type=click.Choice(["polynomial", "constant"]))
+@click.option("--structure", default="unstructured", show_default=True, metavar="unstructured|2:4|block:RxC")
+@click.option("--layers", metavar="REGEX", help="Prune only layers whose name matches.")
+def prune(sparsity, max_drop, schedule, structure, layers, **options):
+    """Magnitude-prune a .keras model (tfmot), fine-tune, and save the stripped sparse model."""
+    from kerascomp.compress import prune as pruning
+
+    try:
+        value = sparsity if sparsity in (None, "auto") else float(sparsity)
+    except ValueError:
+        raise click.UsageError(f"--sparsity expects a number in [0, 1) or 'auto', got {sparsity!r}") from None
+    metrics = _compress("pruned", pruning, pruning.PruneConfig, options, sparsity=value, max_drop=max_drop,
+                        schedule=schedule, structure=structure, layers=layers)
+    click.echo(f"sparsity {metrics['sparsity']:.4f} over {metrics['pruned_weights']:,} pruned weights; per layer: "
+               + ", ".join(f"{name} {s:.3f}" for name, s in metrics["per_layer"].items()))
+
+
+@cli.command()
+@_finetune_options
+@click.option("--clusters", default=16, show_default=True, type=int, help="Distinct values per clustered kernel (K).")
+@click.option("--init", default="kmeans++", show_default=True, type=click.Choice(["kmeans++", "linear", "density"]),
+              help="Centroid initialisation.")
+@click.option("--preserve-sparsity", is_flag=True, help="Keep the zeros of a pruned model at zero.")
+@click.option("--layers", metavar="REGEX", help="Cluster only layers whose name matches.")
+def cluster(clusters, init, preserve_sparsity, layers, **options):
+    """Cluster the weights of a .keras model (tfmot), fine-tune, and save the stripped model."""
+    from kerascomp.compress import cluster as clustering
+
+    metrics = _compress("clustered", clustering, clustering.ClusterConfig, options, clusters=clusters, init=init,
+                        preserve_sparsity=preserve_sparsity, layers=layers)
+    click.echo("distinct values per layer: " + ", ".join(f"{k} {v}" for k, v in metrics["unique_values"].items()))
+
+
+@cli.command()
+@_finetune_options
+@click.option("--preserve", default="none", show_default=True, type=click.Choice(["none", "sparsity", "clusters"]),
+              help="QAT scheme: plain, sparsity-preserving (PQAT) or cluster-preserving (CQAT).")
+@click.option("--float-fallback", is_flag=True, help="Leave layers QAT cannot quantize in float instead of failing.")
+def qat(preserve, float_fallback, **options):
+    """Quantization-aware fine-tuning; the saved model converts with `convert --quantize int8`."""
+    from kerascomp.compress import quantize
+
+    metrics = _compress("qat", quantize, quantize.QATConfig, options, preserve=preserve, float_fallback=float_fallback)
+    sparsity = metrics["kernel_sparsity"]
+    click.echo(f"kernel sparsity {sparsity['before']:.4f} -> {sparsity['after']:.4f}"
+               + (f"; left in float: {', '.join(metrics['float_layers'])}" if metrics["float_layers"] else ""))
+
+
+@cli.command()
+@click.argument("model_path", metavar="MODEL.keras", type=click.Path(dir_okay=False))
+@_data_options
+@click.option("--sparsities", default="0.5,0.7,0.9", show_default=True, help="Sparsities to try, comma separated.")
+@click.option("--layers", metavar="REGEX", help="Scan only layers whose name matches.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the scan as JSON here.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the per-layer curves (PNG) here.")
+def sensitivity(model_path, data_spec, val_fraction, image_size, color_mode, seed, sparsities, layers, json_path,
+                plot_path):
+    """One-shot per-layer pruning sensitivity: validation accuracy drop of each layer pruned alone."""
+    from kerascomp._io import write_json
+    from kerascomp.compress import sensitivity as scan
+    from kerascomp.report import plot_sensitivity, sensitivity_table
+    from kerascomp.saving import check_output_path, load_model
+
+    for path, suffix in ((json_path, ".json"), (plot_path, ".png")):
+        if path:
+            check_output_path(path, suffix)
+    values = _parse_value(sparsities)
+    values = values if isinstance(values, tuple) else (values,)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise click.UsageError(f"--sparsities expects numbers like 0.5,0.7,0.9, got {sparsities!r}")
+    config = scan.SensitivityConfig(sparsities=values, layers=layers)
+    model = load_model(model_path)
+    data = _load_data(data_spec, val_fraction, image_size, color_mode, seed)
+    _, result = scan.apply(model, data, config)
+    click.echo(sensitivity_table(result))
+    if json_path:
+        write_json(json_path, {"source": str(model_path), **result})
+    if plot_path:
+        plot_sensitivity(result, plot_path)
+    click.echo("most sensitive first: " + ", ".join(result["ranking"]))
+
+
 @cli.command("models")
 def list_models():
     """List the zoo's models and their arguments."""
@@ -395,8 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("KERASCOMP_DEBUG"):
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        click.echo(f"Error: unexpected {type(exc).__name__}: {message} (set KERASCOMP_DEBUG=1 for the traceback)", err=True)
+        click.echo(f"Error: unexpected {type(exc).__name__}: {first_line(exc)} (set KERASCOMP_DEBUG=1 for the traceback)",
+                   err=True)
         return 1
     return code if isinstance(code, int) else 0
 

@@ -30,8 +30,8 @@ STATE_FILE = "state.json"
 
 def validate(config: PipelineConfig) -> None:
     """Check every stage's options and references before anything trains."""
-    models, artifacts = ["teacher"], []
-    for stage in config.stages:
+    models, artifacts = [], []
+    for stage in (_teacher_stage(config.teacher), *config.stages):
         produced = HANDLERS[stage.kind].check(stage, models, artifacts)
         models += produced.get("models", [])
         artifacts += produced.get("artifacts", [])

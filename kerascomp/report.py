@@ -201,3 +201,81 @@ def plot_sweep(points: Sequence[dict], path: str | os.PathLike, title: str = "")
     axes[2].set_title("mean over the other settings")
     fig.suptitle(title or "distillation sweep: accuracy vs student size, temperature and alpha")
     _save(fig, path)
+
+
+def swap_table(metrics: Mapping) -> str:
+    """Markdown of a block swap: one row per block in the order visited, then before/after totals."""
+    lines = ["| block | kind | decision | replacement | tried | params before | params after | val acc before "
+             "| val acc after | seconds |", "|" + "---|" * 10]
+    for b in metrics["blocks"]:
+        tried = ", ".join(f"{t['candidate']} {100 * t['val_accuracy']:.1f}%" for t in b["tried"]) or "-"
+        lines.append(f"| {b['block']} | {b['kind'] or '-'} | {b['decision']} | {b['candidate'] or '-'} | {tried} "
+                     f"| {b['params_before']:,} | {b['params_after']:,} | {b['val_accuracy_before']:.4f} "
+                     f"| {b['val_accuracy_after']:.4f} | {b['seconds']:.1f} |")
+    rows = [("params", f"{metrics['params_before']:,}", f"{metrics['params_after']:,}"),
+            ("FLOPs (estimate)", f"{metrics['flops_before']:,}", f"{metrics['flops_after']:,}"),
+            ("val accuracy", f"{metrics['val_accuracy_before']:.4f}", f"{metrics['val_accuracy_after']:.4f}"),
+            ("test accuracy", f"{metrics['test_accuracy_before']:.4f}", f"{metrics['test_accuracy_after']:.4f}")]
+    if metrics.get("tflite"):
+        before, after = metrics["tflite"]["before"], metrics["tflite"]["after"]
+        rows += [(".tflite KB (gzip KB)", f"{before['size_bytes'] / 1024:.1f} ({before['gzip_bytes'] / 1024:.1f})",
+                  f"{after['size_bytes'] / 1024:.1f} ({after['gzip_bytes'] / 1024:.1f})"),
+                 (".tflite p50 ms, batch 1", f"{before['latency_ms']['p50']:.3f}", f"{after['latency_ms']['p50']:.3f}"),
+                 (".tflite test accuracy", f"{before['accuracy']:.4f}", f"{after['accuracy']:.4f}")]
+    lines += ["", "| total | before | after |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def plot_swap(metrics: Mapping, path: str | os.PathLike, title: str = "") -> None:
+    """Validation accuracy and parameter count of the model after each block's decision, in the order visited."""
+    plt = _pyplot()
+    blocks = metrics["blocks"]
+    labels = ["original"] + [f"{b['block']}\n{b['candidate'] or 'kept'}" for b in blocks]
+    accuracy = [metrics["val_accuracy_before"]] + [b["val_accuracy_after"] for b in blocks]
+    params = [metrics["params_before"]] + [b["model_params_after"] for b in blocks]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(labels)), 4.2), constrained_layout=True)
+    steps = range(len(labels))
+    ax.plot(steps, [100 * a for a in accuracy], "o-", color="tab:blue", label="val accuracy")
+    floor = 100 * metrics["val_accuracy_before"] - metrics["config"]["tolerance"]
+    ax.axhline(floor, color="tab:blue", ls=":", lw=1, label="lowest accepted")
+    ax.set_ylim(min(floor, *(100 * a for a in accuracy)) - 0.5, 100 * max(accuracy) + 0.5)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_ylabel("validation accuracy (%)", color="tab:blue")
+    ax.set_xticks(list(steps), labels, fontsize=8)
+    ax.grid(True, alpha=0.3)
+    right = ax.twinx()
+    right.plot(steps, params, "s--", color="tab:orange", label="parameters")
+    right.set_ylabel("parameters", color="tab:orange")
+    right.set_ylim(bottom=0)
+    fig.suptitle(title or f"block swap (tolerance {metrics['config']['tolerance']} pp): accuracy and size per step")
+    _save(fig, path)
+
+
+def sensitivity_table(scan: Mapping) -> str:
+    """Markdown of a pruning sensitivity scan: validation drop (pp) per layer and sparsity, most sensitive first."""
+    by_name = {layer["name"]: layer for layer in scan["layers"]}
+    header = ["layer", "kind", "weights", *(f"drop @{s:g}" for s in scan["sparsities"])]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name in scan["ranking"]:
+        layer = by_name[name]
+        lines.append(f"| {name} | {layer['kind']} | {layer['weights']:,} | "
+                     + " | ".join(f"{d:+.2f}" for d in layer["drop_pp"]) + " |")
+    lines.append(f"\nbaseline validation accuracy {scan['baseline']['val_accuracy']:.4f} on {scan['n_val']} examples "
+                 f"(one example = {100 / scan['n_val']:.2f} pp)")
+    return "\n".join(lines)
+
+
+def plot_sensitivity(scan: Mapping, path: str | os.PathLike, title: str = "") -> None:
+    """Validation accuracy drop against sparsity, one curve per layer pruned alone (one-shot)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), constrained_layout=True)
+    sparsities = [100 * s for s in scan["sparsities"]]
+    for layer in scan["layers"]:
+        ax.plot(sparsities, layer["drop_pp"], "o-", label=f"{layer['name']} ({layer['weights']:,})")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("sparsity of the layer (%)")
+    ax.set_ylabel("validation accuracy drop (pp)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(scan["layers"]) > 8 else 1)
+    fig.suptitle(title or "pruning sensitivity: each layer pruned alone, no fine-tuning")
+    _save(fig, path)

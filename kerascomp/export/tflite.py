@@ -16,7 +16,9 @@ import numpy as np
 
 from kerascomp._compat import keras, tf
 from kerascomp._io import atomic_path
+from kerascomp.compress._tfmot import strip as strip_wrappers
 from kerascomp.export._verify import ExportError, check, compare
+from kerascomp.errors import first_line
 
 __all__ = ["QUANTIZE_MODES", "CALIBRATED_MODES", "to_tflite", "strip_wrappers"]
 
@@ -62,26 +64,12 @@ def to_tflite(
     try:
         flatbuffer = converter.convert()
     except Exception as exc:  # the converter raises ConverterError and plain exceptions alike
-        raise ExportError(f"TFLite conversion ({quantize}) failed: {_first_line(exc)}") from None
+        raise ExportError(f"TFLite conversion ({quantize}) failed: {first_line(exc, prefer='error')}") from None
     sample = _default_sample(model) if sample is None else sample
     with atomic_path(path) as tmp:
         tmp.write_bytes(flatbuffer)
         verification = check(compare(model.predict(sample, verbose=0), _run(tmp, sample)), quantize, min_agreement)
     return {"path": str(path), "quantization": quantize, "int8_io": int8_io, "verification": verification}
-
-
-def strip_wrappers(model: keras.Model) -> keras.Model:
-    """Remove tfmot pruning and clustering wrappers, which hold training-only state."""
-    names = {type(layer).__name__ for layer in model.layers}
-    if not names & {"PruneLowMagnitude", "ClusterWeights"}:
-        return model
-    import tensorflow_model_optimization as tfmot
-
-    if "PruneLowMagnitude" in names:
-        model = tfmot.sparsity.keras.strip_pruning(model)
-    if "ClusterWeights" in names:
-        model = tfmot.clustering.keras.strip_clustering(model)
-    return model
 
 
 def _configure(converter, quantize: str, calibration: np.ndarray | None, int8_io: bool) -> None:
@@ -121,9 +109,3 @@ def _run(path: Path, sample: np.ndarray) -> np.ndarray:
     from kerascomp import runtime
 
     return runtime.load(path).predict(sample)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    errors = [line for line in lines if "error" in line.lower()]
-    return (errors or lines or [type(exc).__name__])[0]

@@ -1,0 +1,314 @@
+"""What pruning, clustering and QAT share on top of tensorflow-model-optimization.
+
+tfmot's entry points are easy to misuse in ways that fail silently:
+``prune_low_magnitude`` wraps the *same* layer objects (so the input model is
+masked in place), schedules written for ImageNet-sized runs never reach their
+target on a small dataset, early stopping can restore weights from before the
+target was reached, and unsupported layers raise deep inside a clone. This
+module holds the answers once: a pre-flight plan of which layers get wrapped
+and why others do not, wrapping on a private clone, step counts derived from
+the real run, a fine-tuning loop that keeps only weights at the final
+compression, wrapper stripping, and the custom objects that let QAT models
+load from ``.keras`` files. tfmot itself is imported on first use only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import math
+import re
+from typing import Callable, Collection, Iterator, Sequence
+
+import numpy as np
+
+from kerascomp._compat import keras
+from kerascomp.data import Dataset
+from kerascomp.errors import ConfigError, DataError, ModelError
+
+__all__ = [
+    "FineTuneConfig", "LayerPlan", "KeepBest", "tfmot", "check_model", "check_data", "clone", "compile_pattern",
+    "plan_layers", "format_plan", "wrap", "chosen", "strip", "schedule_steps", "fine_tune", "load_scope",
+]
+
+WRAPPERS = ("PruneLowMagnitude", "ClusterWeights", "ClusterWeightsRNN", "ClusterWeightsMHA")
+
+
+def tfmot():
+    """The ``tensorflow_model_optimization`` package, imported on first use (it loads slowly)."""
+    import tensorflow_model_optimization
+
+    return tensorflow_model_optimization
+
+
+@dataclasses.dataclass(kw_only=True)
+class FineTuneConfig:
+    """Fine-tuning options shared by prune, cluster and QAT.
+
+    ``learning_rate`` is lower than for training from scratch because the
+    model starts trained; there is no warm-up and no early stopping, so the
+    compression schedule always runs to its end (see :class:`KeepBest`).
+    ``distill_from`` names the original model, used as teacher.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 0
+    verbose: int = 1
+    distill_from: str | None = None
+    temperature: float = 4.0
+    alpha: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.train_config()
+        self.distill_config()
+
+    def train_config(self):
+        """The :class:`~kerascomp.training.TrainConfig` of the fine-tuning run (validates the shared fields)."""
+        from kerascomp.training import TrainConfig
+
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                           warmup_epochs=0, patience=0, seed=self.seed, verbose=self.verbose)
+
+    def distill_config(self):
+        """The :class:`~kerascomp.compress.distill.DistillConfig` used with a teacher (validates T and alpha)."""
+        from kerascomp.compress.distill import DistillConfig
+
+        return DistillConfig(temperature=self.temperature, alpha=self.alpha)
+
+
+@dataclasses.dataclass
+class LayerPlan:
+    """What a technique will do to one layer, decided before any work (``weights``: how many it changes)."""
+
+    name: str
+    kind: str
+    weights: int
+    action: str  # the technique's verb ("prune", "cluster", "quantize") or "skip"
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def check_model(model: object) -> keras.Model:
+    """Refuse what tfmot cannot wrap: non-tf_keras objects (e.g. Keras 3) and subclassed models."""
+    if not isinstance(model, keras.Model):
+        raise ModelError(f"expected a tf_keras model (Keras 2), got {type(model).__module__}.{type(model).__name__}; "
+                         "Keras 3 models cannot be compressed with tfmot")
+    functional = model._is_graph_network  # noqa: SLF001 (tf_keras has no public test)
+    if not (functional or isinstance(model, keras.Sequential)):
+        raise ModelError(f"{model.name}: subclassed models cannot be wrapped by tfmot; build it as a functional model")
+    return model
+
+
+def check_data(model: keras.Model, data: Dataset) -> None:
+    """The data must fit the model's input and output before any fine-tuning starts."""
+    expected = tuple(int(d) for d in model.input_shape[1:])
+    if data.input_shape != expected:
+        raise DataError(f"data {data.name!r} has inputs {data.input_shape} but the model expects {expected}")
+    if model.output_shape[-1] != data.num_classes:
+        raise DataError(f"data {data.name!r} has {data.num_classes} classes, the model {model.output_shape[-1]} outputs")
+
+
+def clone(model: keras.Model) -> keras.Model:
+    """A copy with fresh layer objects and the same weights, so wrapping never touches ``model``."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def plan_layers(
+    model: keras.Model,
+    action: str,
+    decide: Callable[[keras.layers.Layer], tuple[int, str]],
+    pattern: str | None = None,
+    weightless: bool = False,
+) -> list[LayerPlan]:
+    """One :class:`LayerPlan` per layer with weights (with ``weightless``, also per weightless layer skipped).
+
+    ``decide(layer)`` returns ``(number of weights the technique would change,
+    reason it cannot)``; an empty reason means the layer is wrapped. Layers
+    whose name does not match ``pattern`` (``re.search``) are skipped.
+    """
+    matcher = compile_pattern(pattern)
+    plans = []
+    for layer in model.layers:
+        total = int(sum(np.prod(w.shape) for w in layer.weights))
+        if isinstance(layer, keras.layers.InputLayer) or not (total or weightless):
+            continue
+        if isinstance(layer, keras.Model):
+            count, reason = 0, "nested model: tfmot wraps top-level layers only"
+        elif matcher and not matcher.search(layer.name):
+            count, reason = 0, f"name does not match --layers {pattern!r}"
+        else:
+            count, reason = decide(layer)
+        if total or reason:
+            verb = "skip" if reason else action
+            plans.append(LayerPlan(layer.name, type(layer).__name__, count or total, verb, reason))
+    if not any(p.action != "skip" for p in plans):
+        why = "; ".join(f"{p.name} ({p.reason})" for p in plans) or "the model has no weights"
+        raise ModelError(f"no layer can be {_past(action)}: {why}")
+    return plans
+
+
+def format_plan(plans: Sequence[LayerPlan]) -> str:
+    """The pre-flight summary printed before fine-tuning: every listed layer, wrapped or why not."""
+    wrapped = [p for p in plans if p.action != "skip"]
+    lines = [f"pre-flight: {len(wrapped)} layers will be {_past(wrapped[0].action)} "
+             f"({sum(p.weights for p in wrapped):,} weights), {len(plans) - len(wrapped)} skipped"]
+    width = max(len(p.name) for p in plans)
+    for p in plans:
+        lines.append(f"  {p.action:<8} {p.name:<{width}} {p.kind:<20} {p.weights:>9,}  {p.reason}".rstrip())
+    return "\n".join(lines)
+
+
+def wrap(model: keras.Model, names: Collection[str], wrapper: Callable[[keras.layers.Layer], keras.layers.Layer]):
+    """A clone of ``model`` whose layers named in ``names`` are wrapped by ``wrapper``; ``model`` is left untouched."""
+    copy = clone(model)
+    return keras.models.clone_model(copy, clone_function=lambda layer: wrapper(layer) if layer.name in names else layer)
+
+
+def chosen(plans: Sequence[LayerPlan]) -> list[str]:
+    """Names of the layers a plan wraps."""
+    return [p.name for p in plans if p.action != "skip"]
+
+
+def strip(model: keras.Model) -> keras.Model:
+    """Remove tfmot pruning and clustering wrappers, which hold training-only state (masks, centroids)."""
+    names = {type(layer).__name__ for layer in model.layers}
+    if not names & set(WRAPPERS):
+        return model
+    if "PruneLowMagnitude" in names:
+        model = tfmot().sparsity.keras.strip_pruning(model)
+    if names & set(WRAPPERS[1:]):
+        model = tfmot().clustering.keras.strip_clustering(model)
+    return model
+
+
+def schedule_steps(steps_per_epoch: int, epochs: int, ramp: float = 2 / 3, updates: int = 20) -> tuple[int, int, int]:
+    """``(begin, end, frequency)`` in optimizer steps for a tfmot schedule over this very run.
+
+    tfmot's default frequency of 100 steps with an open end suits ImageNet; on
+    a small dataset the run can end before the target is ever applied. Here
+    the masks change ``updates`` times over the first ``ramp`` of the steps,
+    ``end`` falls exactly on an update (so the final sparsity is applied), and
+    the remaining epochs fine-tune with fixed masks. The wrappers count steps
+    from 1.
+    """
+    total = steps_per_epoch * epochs
+    last = max(1, int(total * ramp))
+    frequency = max(1, (last - 1) // updates) if last > 1 else 1
+    end = 1 + (last - 1) // frequency * frequency
+    return 1, end, frequency
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Keep the weights of the best validation epoch among those at the final compression.
+
+    ``training.train`` restores its early-stopping best weights at the end of
+    every run, which for a pruning schedule may be an epoch *before* the target
+    sparsity was reached. This callback runs after it and puts back the best
+    epoch from ``start_epoch`` on (0-based), or the last epoch when none is
+    better.
+    """
+
+    def __init__(self, start_epoch: int = 0, monitor: str = "val_loss"):
+        super().__init__()
+        self.start_epoch, self.monitor = start_epoch, monitor
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_epoch, self._weights = math.inf, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch < self.start_epoch:
+            return
+        value = (logs or {}).get(self.monitor)
+        if value is None or value < self.best:  # without validation the latest epoch is kept
+            self.best = self.best if value is None else value
+            self.best_epoch, self._weights = epoch, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self._weights is not None:
+            self.model.set_weights(self._weights)
+
+
+def fine_tune(
+    model: keras.Model,
+    data: Dataset,
+    config: FineTuneConfig,
+    *,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    keep_from_epoch: int = 0,
+    teacher: keras.Model | None = None,
+) -> tuple[keras.Model, dict]:
+    """Fine-tune a wrapped model with ``training.train``, optionally distilled from ``teacher``.
+
+    ``teacher`` (or the model at ``config.distill_from``) is the original,
+    uncompressed model; it trains the student through the shared Distiller.
+    """
+    from kerascomp import training
+
+    if teacher is None and config.distill_from:
+        from kerascomp.saving import load_model
+
+        teacher = load_model(config.distill_from)
+    # the Distiller freezes its teacher; a copy keeps the caller's model (often the one being compressed) trainable
+    extra = {} if teacher is None else {"teacher": clone(check_model(teacher)), "distill": config.distill_config()}
+    keep = KeepBest(keep_from_epoch)
+    tuned, metrics = training.train(model, data, config.train_config(), callbacks=[*callbacks, keep], **extra)
+    summary = {k: metrics[k] for k in ("val_accuracy", "test_accuracy", "epochs", "seconds_per_epoch", "train_seconds")}
+    summary["kept_epoch"] = None if keep.best_epoch is None else keep.best_epoch + 1
+    summary["distill"] = metrics.get("distill")  # the settings when distilled, else None
+    summary["history"] = metrics["history"]
+    return tuned, summary
+
+
+@contextlib.contextmanager
+def load_scope() -> Iterator[None]:
+    """Custom objects that load tfmot models from ``.keras`` files in safe mode.
+
+    ``quantize_scope`` alone is not enough in tf_keras 2.21: ``QuantizeLayer``
+    does not mark itself built, so the loader builds it twice, and
+    ``QuantizeWrapperV2`` lists its inner layer's weights only when that layer
+    was built first. The two subclasses below (same class names, so the saved
+    weight paths match) restore the variable layout the model was saved with.
+    """
+    mot = tfmot()
+    with mot.quantization.keras.quantize_scope(), mot.sparsity.keras.prune_scope(), \
+            mot.clustering.keras.cluster_scope(), keras.utils.custom_object_scope(_loadable_quantize_layers()):
+        yield
+
+
+@functools.cache
+def _loadable_quantize_layers() -> dict:
+    from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer, quantize_wrapper
+
+    class QuantizeLayer(quantize_layer.QuantizeLayer):
+        def build(self, input_shape):
+            super().build(input_shape)
+            self.built = True
+
+    class QuantizeWrapperV2(quantize_wrapper.QuantizeWrapperV2):
+        def build(self, input_shape):
+            if not self.layer.built:
+                self.layer.build(input_shape)
+            super().build(input_shape)
+
+    return {"QuantizeLayer": QuantizeLayer, "QuantizeWrapperV2": QuantizeWrapperV2}
+
+
+def compile_pattern(pattern: str | None) -> re.Pattern | None:
+    """The ``--layers`` regular expression, or a ConfigError that says why it is invalid."""
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"--layers {pattern!r} is not a valid regular expression: {exc}") from None
+
+
+def _past(action: str) -> str:
+    return {"prune": "pruned", "cluster": "clustered", "quantize": "quantized"}.get(action, action)

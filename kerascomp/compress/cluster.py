@@ -1,0 +1,112 @@
+"""Weight clustering with tfmot: every clustered kernel keeps at most K distinct values.
+
+Shared weights compress well (gzip, or palette formats) and combine with int8:
+clustering runs on a clone of the model, fine-tunes the centroids, strips the
+wrappers and reports the distinct values per layer measured on the stripped
+weights. ``preserve_sparsity`` keeps the zeros of a pruned model at zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from kerascomp._compat import keras
+from kerascomp.compress import _tfmot
+from kerascomp.compress._tfmot import FineTuneConfig, LayerPlan
+from kerascomp.data import Dataset
+from kerascomp.errors import ConfigError
+
+__all__ = ["ClusterConfig", "plan", "apply", "strip", "target_weights", "unique_values", "INITS"]
+
+INITS = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED"}
+strip = _tfmot.strip
+
+
+@dataclasses.dataclass(kw_only=True)
+class ClusterConfig(FineTuneConfig):
+    """Clustering options: ``clusters`` (K) per kernel, centroid ``init``, ``preserve_sparsity``, a ``layers`` regex."""
+
+    clusters: int = 16
+    init: str = "kmeans++"
+    preserve_sparsity: bool = False
+    layers: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _tfmot.compile_pattern(self.layers)
+        if not isinstance(self.clusters, int) or self.clusters < 2:
+            raise ConfigError(f"clusters must be an integer of at least 2, got {self.clusters!r}")
+        if self.preserve_sparsity and self.clusters < 3:
+            raise ConfigError("preserving sparsity needs at least 3 clusters (one is reserved for zero)")
+        if self.init not in INITS:
+            raise ConfigError(f"unknown init {self.init!r}; use one of {', '.join(INITS)}")
+
+
+def plan(model: keras.Model, config: ClusterConfig) -> list[LayerPlan]:
+    """Which layers will be clustered and, for every other layer with weights, why not."""
+    _tfmot.check_model(model)
+    return _tfmot.plan_layers(model, "cluster", lambda layer: _decide(layer, config), config.layers)
+
+
+def apply(
+    model: keras.Model, data: Dataset, config: ClusterConfig, *, teacher: keras.Model | None = None
+) -> tuple[keras.Model, dict]:
+    """Cluster ``model`` (left untouched) and fine-tune; returns the stripped model and its metrics.
+
+    Metrics: ``unique_values`` per clustered layer (at most ``clusters``, plus
+    zero when sparsity is preserved), ``val_accuracy``/``test_accuracy`` and
+    the input model's (``baseline``), the ``preflight`` plan and the
+    fine-tuning record.
+    """
+    from kerascomp.training import evaluate
+
+    plans = plan(model, config)
+    _tfmot.check_data(model, data)
+    clustering = _tfmot.tfmot().clustering.keras
+    init = getattr(clustering.CentroidInitialization, INITS[config.init])
+    wrapped = _tfmot.wrap(model, _tfmot.chosen(plans), lambda layer: clustering.cluster_weights(
+        layer, number_of_clusters=config.clusters, cluster_centroids_init=init,
+        preserve_sparsity=config.preserve_sparsity))
+    tuned, fit = _tfmot.fine_tune(wrapped, data, config, teacher=teacher)
+    stripped = strip(tuned)
+    metrics = {
+        "clusters": config.clusters,
+        "unique_values": unique_values(stripped, _tfmot.chosen(plans)),
+        **{k: fit[k] for k in ("val_accuracy", "test_accuracy")},
+        "baseline": evaluate(model, data, config.batch_size),
+        "preflight": [p.to_dict() for p in plans],
+        "fine_tune": fit,
+    }
+    return stripped, metrics
+
+
+def target_weights(layer: keras.layers.Layer) -> list | None:
+    """The variables tfmot clusters in ``layer`` (``[]``: none), or ``None`` when it cannot cluster it."""
+    from tensorflow_model_optimization.python.core.clustering.keras import clusterable_layer, clustering_registry
+
+    if isinstance(layer, clusterable_layer.ClusterableLayer):
+        return [w for _, w in layer.get_clusterable_weights()]
+    registry = clustering_registry.ClusteringRegistry
+    if not registry.supports(layer):
+        return None
+    return [w for _, w in registry.make_clusterable(layer).get_clusterable_weights()]
+
+
+def unique_values(model: keras.Model, names: list[str]) -> dict[str, int]:
+    """Most distinct values in any clustered kernel of each named layer."""
+    return {name: max(len(np.unique(w.numpy())) for w in target_weights(model.get_layer(name))) for name in names}
+
+
+def _decide(layer: keras.layers.Layer, config: ClusterConfig) -> tuple[int, str]:
+    weights = target_weights(layer)
+    kind = type(layer).__name__
+    if weights is None:
+        return 0, f"tfmot cannot cluster {kind} (not in its registry, not a ClusterableLayer)"
+    if not weights:
+        return 0, f"tfmot clusters no weights of {kind}"
+    count = int(sum(np.prod(w.shape) for w in weights))
+    if count <= config.clusters:
+        return 0, f"only {count} weights for {config.clusters} clusters"
+    return count, ""

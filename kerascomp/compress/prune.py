@@ -1,0 +1,200 @@
+"""Magnitude pruning with tfmot: a schedule that really reaches its target, then stripped sparse weights.
+
+``apply`` wraps the chosen layers of a *clone* with ``prune_low_magnitude``
+(the input model stays dense), derives the schedule's begin/end/frequency
+from the run's real step count, fine-tunes with ``UpdatePruningStep`` (and
+optionally the original model as teacher), strips the wrappers and measures
+the sparsity on the stripped weights. ``sparsity="auto"`` picks one sparsity
+per layer from a one-shot sensitivity scan (:mod:`kerascomp.compress.sensitivity`)
+so that overall sparsity is as high as the allowed accuracy drop permits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+import numpy as np
+
+from kerascomp._compat import keras
+from kerascomp.compress import _tfmot
+from kerascomp.compress._tfmot import FineTuneConfig, LayerPlan
+from kerascomp.data import Dataset
+from kerascomp.errors import ConfigError, ModelError
+
+__all__ = ["PruneConfig", "plan", "apply", "strip", "target_weights", "sparsity_of", "SCHEDULES", "STRUCTURES"]
+
+SCHEDULES = ("polynomial", "constant")
+STRUCTURES = ("unstructured", "2:4", "block:RxC")
+AUTO_SPARSITIES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+strip = _tfmot.strip
+
+
+@dataclasses.dataclass(kw_only=True)
+class PruneConfig(FineTuneConfig):
+    """Pruning options.
+
+    ``sparsity`` is the share of zeros in every pruned kernel, in [0, 1), or
+    ``"auto"``: per-layer sparsities chosen from a sensitivity scan over
+    ``auto_sparsities`` so that the summed one-shot validation drop stays
+    within ``max_drop`` percentage points. ``structure`` ``"2:4"`` (two zeros
+    in every four consecutive input weights, fixed at 50%) and ``"block:RxC"``
+    (zeros in whole RxC blocks of Dense kernels) are the patterns sparse
+    kernels can exploit. ``layers`` is a regular expression on layer names.
+    """
+
+    sparsity: float | str | None = None
+    schedule: str = "polynomial"
+    structure: str = "unstructured"
+    layers: str | None = None
+    max_drop: float = 1.0
+    auto_sparsities: tuple[float, ...] = AUTO_SPARSITIES
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _tfmot.compile_pattern(self.layers)
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
+        self.block_size  # noqa: B018  (validates the structure)
+        if self.structure == "2:4":
+            if self.sparsity not in (None, 0.5):
+                raise ConfigError(f"2:4 structure fixes sparsity at 0.5, got {self.sparsity}")
+            self.sparsity = 0.5
+        if self.sparsity is None:
+            raise ConfigError("sparsity is required: a value in [0, 1) or 'auto'")
+        if self.sparsity == "auto":
+            if self.structure != "unstructured":
+                raise ConfigError("sparsity 'auto' works with unstructured pruning only")
+            if self.max_drop < 0:
+                raise ConfigError(f"max_drop must be non-negative, got {self.max_drop}")
+            from kerascomp.compress.sensitivity import SensitivityConfig
+
+            self.auto_sparsities = SensitivityConfig(sparsities=self.auto_sparsities).sparsities
+        elif isinstance(self.sparsity, str) or not 0 <= self.sparsity < 1:
+            raise ConfigError(f"sparsity must be in [0, 1) or 'auto', got {self.sparsity!r}")
+
+    @property
+    def block_size(self) -> tuple[int, int]:
+        """``(R, C)`` of ``block:RxC``, ``(1, 1)`` otherwise."""
+        if self.structure in ("unstructured", "2:4"):
+            return (1, 1)
+        match = re.fullmatch(r"block:(\d+)x(\d+)", self.structure)
+        if not match or min(int(match[1]), int(match[2])) < 1:
+            raise ConfigError(f"unknown structure {self.structure!r}; use unstructured, 2:4 or block:RxC "
+                              "(e.g. block:1x4)")
+        return int(match[1]), int(match[2])
+
+
+def plan(model: keras.Model, config: PruneConfig) -> list[LayerPlan]:
+    """Which layers will be pruned and, for every other layer with weights, why not."""
+    _tfmot.check_model(model)
+    return _tfmot.plan_layers(model, "prune", lambda layer: _decide(layer, config), config.layers)
+
+
+def apply(
+    model: keras.Model, data: Dataset, config: PruneConfig, *, teacher: keras.Model | None = None
+) -> tuple[keras.Model, dict]:
+    """Prune ``model`` (left untouched) and fine-tune; returns the stripped sparse model and its metrics.
+
+    Metrics: ``sparsity`` (zeros over all pruned kernels, measured on the
+    stripped weights), ``per_layer`` sparsity, ``target`` per layer,
+    ``val_accuracy``/``test_accuracy`` and those of the input model
+    (``baseline``), the derived ``schedule``, the ``preflight`` plan, the
+    fine-tuning record and, for ``auto``, the sensitivity scan.
+    """
+    from kerascomp.training import evaluate
+
+    plans = plan(model, config)
+    _tfmot.check_data(model, data)
+    targets, scan = {name: config.sparsity for name in _tfmot.chosen(plans)}, None
+    if config.sparsity == "auto":
+        targets, scan = _auto_targets(model, data, config, plans)
+        plans = [p if p.name in targets or p.action == "skip" else
+                 dataclasses.replace(p, action="skip", reason=f"auto: no sparsity fits --max-drop {config.max_drop} pp")
+                 for p in plans]
+    steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
+    begin, end, frequency = _tfmot.schedule_steps(steps_per_epoch, config.epochs)
+    prune = _tfmot.tfmot().sparsity.keras
+    wrapped = _tfmot.wrap(model, targets, lambda layer: prune.prune_low_magnitude(
+        layer, pruning_schedule=_schedule(config.schedule, targets[layer.name], begin, end, frequency),
+        block_size=config.block_size, sparsity_m_by_n=(2, 4) if config.structure == "2:4" else None))
+    tuned, fit = _tfmot.fine_tune(wrapped, data, config, callbacks=[prune.UpdatePruningStep()],
+                                  keep_from_epoch=(end - 1) // steps_per_epoch, teacher=teacher)
+    stripped = strip(tuned)
+    metrics = {
+        **sparsity_of(stripped, list(targets)),
+        "target": targets,
+        **{k: fit[k] for k in ("val_accuracy", "test_accuracy")},
+        "baseline": evaluate(model, data, config.batch_size),
+        "schedule": {"kind": config.schedule, "begin_step": begin, "end_step": end, "frequency": frequency,
+                     "steps_per_epoch": steps_per_epoch, "structure": config.structure},
+        "preflight": [p.to_dict() for p in plans],
+        "fine_tune": fit,
+    }
+    if scan is not None:
+        metrics["sensitivity"] = scan
+    return stripped, metrics
+
+
+def target_weights(layer: keras.layers.Layer) -> list | None:
+    """The variables tfmot prunes in ``layer`` (``[]``: none), or ``None`` when tfmot cannot prune it.
+
+    Registry layers get tfmot's ``get_prunable_weights`` attached, as
+    ``prune_low_magnitude`` itself does; the weights are not changed.
+    """
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+
+    if hasattr(layer, "get_prunable_weights"):
+        return list(layer.get_prunable_weights())
+    registry = prune_registry.PruneRegistry
+    if not registry.supports(layer):
+        return None
+    return list(registry.make_prunable(layer).get_prunable_weights())
+
+
+def sparsity_of(model: keras.Model, names: list[str]) -> dict:
+    """Share of exact zeros over the prunable kernels of the named layers: overall and per layer."""
+    per_layer, zeros, total = {}, 0, 0
+    for name in names:
+        arrays = [np.asarray(w.numpy()) for w in target_weights(model.get_layer(name)) or []]
+        layer_zeros, layer_total = sum(int((a == 0).sum()) for a in arrays), sum(a.size for a in arrays)
+        per_layer[name] = layer_zeros / layer_total if layer_total else 0.0
+        zeros, total = zeros + layer_zeros, total + layer_total
+    return {"sparsity": zeros / total if total else 0.0, "per_layer": per_layer, "pruned_weights": total}
+
+
+def _decide(layer: keras.layers.Layer, config: PruneConfig) -> tuple[int, str]:
+    weights = target_weights(layer)
+    kind = type(layer).__name__
+    if weights is None:
+        return 0, f"tfmot cannot prune {kind} (not in its registry, no get_prunable_weights)"
+    if not weights:
+        return 0, f"tfmot prunes no weights of {kind}"
+    shapes = [tuple(w.shape) for w in weights]
+    if config.structure == "2:4" and any(len(s) not in (2, 4) or s[-2] % 4 for s in shapes):
+        return 0, f"2:4 needs 2-D/4-D kernels with input channels divisible by 4 (got {shapes})"
+    if config.block_size != (1, 1) and any(len(s) != 2 for s in shapes):
+        return 0, f"block sparsity needs 2-D kernels (Dense); {kind} has {shapes}"
+    return int(sum(np.prod(s) for s in shapes)), ""
+
+
+def _schedule(kind: str, target: float, begin: int, end: int, frequency: int):
+    schedules = _tfmot.tfmot().sparsity.keras
+    if kind == "polynomial" and end > begin:
+        return schedules.PolynomialDecay(0.0, target, begin, end, frequency=frequency)
+    return schedules.ConstantSparsity(target, begin, end, frequency=frequency)
+
+
+def _auto_targets(model: keras.Model, data: Dataset, config: PruneConfig, plans: list[LayerPlan]):
+    from kerascomp.compress import sensitivity
+
+    names = _tfmot.chosen(plans)
+    scan_config = sensitivity.SensitivityConfig(sparsities=config.auto_sparsities, layers=config.layers,
+                                                batch_size=max(config.batch_size, 256))
+    _, scan = sensitivity.apply(model, data, scan_config)
+    targets = {name: s for name, s in sensitivity.choose_sparsities(scan, config.max_drop).items()
+               if name in names and s > 0}
+    if not targets:
+        raise ModelError(f"auto: no layer can be pruned within --max-drop {config.max_drop} pp; raise --max-drop")
+    return targets, scan

@@ -16,12 +16,23 @@ _LAZY = {
     "TrainConfig": "kerascomp.training",
     "load_model": "kerascomp.saving",
     "save_model": "kerascomp.saving",
+    "prune": "kerascomp.compress.prune",
+    "PruneConfig": "kerascomp.compress.prune",
+    "cluster": "kerascomp.compress.cluster",
+    "ClusterConfig": "kerascomp.compress.cluster",
+    "qat": "kerascomp.compress.quantize",
+    "QATConfig": "kerascomp.compress.quantize",
+    "sensitivity": "kerascomp.compress.sensitivity",
+    "SensitivityConfig": "kerascomp.compress.sensitivity",
+    "choose_sparsities": "kerascomp.compress.sensitivity",
+    "load_config": "kerascomp.config",
+    "run_pipeline": "kerascomp.pipeline",
     "KerascompError": "kerascomp.errors",
     "DataError": "kerascomp.errors",
     "ModelError": "kerascomp.errors",
     "ConfigError": "kerascomp.errors",
 }
-_ALIASES = {"build_model": "build"}
+_ALIASES = {"build_model": "build", "prune": "apply", "cluster": "apply", "qat": "apply", "sensitivity": "apply"}
 
 __all__ = ["__version__", *_LAZY]
 

@@ -7,6 +7,7 @@ from kerascomp import runtime
 from kerascomp.errors import DataError
 from kerascomp.export import ExportError, export, file_sha256
 from kerascomp.export.tflite import to_tflite
+from kerascomp.export._verify import MIN_AGREEMENT
 
 
 def _accuracy(logits, y):
@@ -104,4 +105,15 @@ def test_qat_model_converts_to_int8(tmp_path, digits, digits_model):
     _, model = digits_model
     qat = tfmot.quantization.keras.quantize_model(model)
     report = to_tflite(qat, tmp_path / "q.tflite", quantize="int8", calibration=digits.x_train[:100], sample=digits.x_val)
+    assert report["verification"]["top1_agreement"] >= 0.9
+
+
+def test_qat_model_in_a_float_mode_is_checked_as_the_integer_model_it_becomes(tmp_path, digits, digits_model):
+    import tensorflow_model_optimization as tfmot
+
+    _, model = digits_model
+    qat = tfmot.quantization.keras.quantize_model(model)
+    qat.predict(digits.x_train[:256], verbose=0)
+    report = to_tflite(qat, tmp_path / "q.tflite", sample=digits.x_val)
+    assert report["verification"]["min_agreement"] == MIN_AGREEMENT["int8"]
     assert report["verification"]["top1_agreement"] >= 0.9

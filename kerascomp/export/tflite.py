@@ -68,8 +68,15 @@ def to_tflite(
     sample = _default_sample(model) if sample is None else sample
     with atomic_path(path) as tmp:
         tmp.write_bytes(flatbuffer)
-        verification = check(compare(model.predict(sample, verbose=0), _run(tmp, sample)), quantize, min_agreement)
+        verification = check(compare(model.predict(sample, verbose=0), _run(tmp, sample)),
+                             "int8" if _is_quantization_aware(model) else quantize, min_agreement)
     return {"path": str(path), "quantization": quantize, "int8_io": int8_io, "verification": verification}
+
+
+def _is_quantization_aware(model: keras.Model) -> bool:
+    """QAT models carry fake-quant ranges: every mode yields integer kernels, so they are checked as int8."""
+    return any(type(layer).__module__.startswith("tensorflow_model_optimization.python.core.quantization")
+               for layer in model.layers)
 
 
 def _configure(converter, quantize: str, calibration: np.ndarray | None, int8_io: bool) -> None:

@@ -266,6 +266,9 @@ def _run_technique(stage: StageSpec, ctx: Context) -> StageResult:
     module, config, source, teacher = _technique_parts(stage, list(ctx.models), ctx.seed, ctx.verbose)
     kwargs = {"teacher": load_model(ctx.model_path(teacher))} if teacher else {}
     model, metrics = module.apply(load_model(ctx.model_path(source)), ctx.data, config, **kwargs)
+    tuned = metrics.get("fine_tune") or {}  # lifted so every stage's curves and epoch times read alike
+    metrics = {"params": int(model.count_params()), "history": tuned.get("history"),
+               "seconds_per_epoch": tuned.get("seconds_per_epoch"), **metrics}
     return StageResult(model=_save(model, ctx, stage.name, {"source_stage": source}), metrics=metrics)
 
 

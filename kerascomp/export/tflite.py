@@ -75,8 +75,8 @@ def to_tflite(
 
 def _is_quantization_aware(model: keras.Model) -> bool:
     """QAT models carry fake-quant ranges: every mode yields integer kernels, so they are checked as int8."""
-    return any(type(layer).__module__.startswith("tensorflow_model_optimization.python.core.quantization")
-               for layer in model.layers)
+    return any(cls.__module__.startswith("tensorflow_model_optimization.python.core.quantization")
+               for layer in model.layers for cls in type(layer).__mro__)
 
 
 def _configure(converter, quantize: str, calibration: np.ndarray | None, int8_io: bool) -> None:

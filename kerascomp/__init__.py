@@ -16,6 +16,10 @@ _LAZY = {
     "TrainConfig": "kerascomp.training",
     "load_model": "kerascomp.saving",
     "save_model": "kerascomp.saving",
+    "distill": "kerascomp.compress.distill",
+    "Distiller": "kerascomp.compress.distill",
+    "DistillConfig": "kerascomp.compress.distill",
+    "sweep": "kerascomp.compress.sweep",
     "prune": "kerascomp.compress.prune",
     "PruneConfig": "kerascomp.compress.prune",
     "cluster": "kerascomp.compress.cluster",
@@ -32,7 +36,7 @@ _LAZY = {
     "ModelError": "kerascomp.errors",
     "ConfigError": "kerascomp.errors",
 }
-_ALIASES = {"build_model": "build", "prune": "apply", "cluster": "apply", "qat": "apply", "sensitivity": "apply"}
+_ALIASES = {"build_model": "build", "distill": "apply", "prune": "apply", "cluster": "apply", "qat": "apply", "sensitivity": "apply"}
 
 __all__ = ["__version__", *_LAZY]
 

@@ -230,7 +230,7 @@ def report(run_dir):
 def _budget_options(fn):
     """Training-budget options of the distill and sweep commands (the scratch student gets the same)."""
     for option in reversed([
-        click.option("--epochs", default=60, show_default=True, type=int),
+        click.option("--epochs", default=150, show_default=True, type=int),
         click.option("--batch-size", default=64, show_default=True, type=int, help="Global batch size."),
         click.option("--learning-rate", default=3e-3, show_default=True, type=float, help="Peak AdamW learning rate."),
         click.option("--patience", default=0, show_default=True, type=int,
@@ -246,8 +246,8 @@ def _budget_options(fn):
 def _distill_options(fn):
     """Distillation settings; unset ones take DistillConfig's defaults."""
     for option in reversed([
-        click.option("--temperature", type=float, help="Softmax temperature T > 0 [default: DistillConfig's]."),
-        click.option("--alpha", type=float, help="Weight of the hard-label loss, in [0, 1] [default: DistillConfig's]."),
+        click.option("--temperature", type=float, help="Softmax temperature T > 0 [default: 8]."),
+        click.option("--alpha", type=float, help="Weight of the hard-label loss, in [0, 1] [default: 0, pure KD]."),
         click.option("--augment", help="none, or a comma list of flip, crop, shift, rotation, randaugment, mixup, "
                                        "cutmix; teacher and student see the same augmented batch [default: none]."),
         click.option("--teacher-cache/--no-teacher-cache", default=None,
@@ -362,7 +362,7 @@ def sweep(teacher_path, data_spec, val_fraction, image_size, color_mode, seed, g
     table = sweeping.sweep_table(state)
     with atomic_path(out / "sweep.md") as tmp:
         tmp.write_text(table + "\n")
-    plot_sweep(state["points"], plot_path)
+    plot_sweep(state["points"], plot_path, teacher_accuracy=state["teacher_accuracy"])
     click.echo(table)
     click.echo(f"-> {json_path}, {out / 'sweep.md'}, {plot_path}")
 

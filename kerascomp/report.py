@@ -111,6 +111,7 @@ def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]],
                 if values:
                     ax.plot(range(1, len(values) + 1), values, style, color=colour, label=f"{name} {prefix or 'train_'}{key}")
     for ax, key in zip(axes, ("accuracy", "loss")):
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(True, alpha=0.3)
@@ -128,6 +129,7 @@ def plot_epoch_times(times: Mapping[str, Sequence[float]], path: str | os.PathLi
     for name, seconds in times.items():
         line, = ax.plot(range(1, len(seconds) + 1), seconds, marker="o", ms=3, label=name)
         ax.axhline(statistics.median(seconds), color=line.get_color(), ls=":", lw=1)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("epoch")
     ax.set_ylabel("seconds (dotted: median)")
     ax.set_ylim(bottom=0)
@@ -163,45 +165,50 @@ def plot_confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], class_na
     _save(fig, path)
 
 
-def plot_sweep(points: Sequence[dict], path: str | os.PathLike, title: str = "") -> None:
-    """Three panels from sweep points (``student_params``, ``student_accuracy``, ``scratch_accuracy``,
-    ``temperature``, ``alpha``): best accuracy vs student size for distilled and scratch students
-    ("how much smaller can the student be?"), then mean accuracy vs temperature and vs alpha."""
+def plot_sweep(points: Sequence[dict], path: str | os.PathLike, title: str = "",
+               teacher_accuracy: float | None = None) -> None:
+    """Accuracy vs student size, and vs temperature and alpha, from sweep points.
+
+    Each point has ``student_params``, ``student_accuracy``, ``scratch_accuracy``
+    (or None), ``temperature`` and ``alpha``. The first panel answers "how much
+    smaller can the student be?": the best distilled accuracy per size next to
+    the same student from scratch (and the teacher as a line). A temperature or
+    alpha panel appears when the sweep varied it, one line per student size,
+    each value averaged over the other settings.
+    """
     import numpy as np
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
     sizes = sorted({p["student_params"] for p in points})
-    best = [max(p["student_accuracy"] for p in points if p["student_params"] == s) for s in sizes]
-    axes[0].plot(sizes, [100 * a for a in best], "o-", label="distilled (best T, alpha)")
-    scratch = [(s, [p["scratch_accuracy"] for p in points if p["student_params"] == s and p.get("scratch_accuracy") is not None])
-               for s in sizes]
-    scratch = [(s, max(a)) for s, a in scratch if a]
+    varied = [k for k in ("temperature", "alpha") if len({p[k] for p in points}) > 1]
+    fig, axes = plt.subplots(1, 1 + len(varied), figsize=(5.5 * (1 + len(varied)), 4.2), constrained_layout=True,
+                             squeeze=False)
+    axes = axes[0]
+    at_size = {s: [p for p in points if p["student_params"] == s] for s in sizes}
+    axes[0].plot(sizes, [100 * max(p["student_accuracy"] for p in at_size[s]) for s in sizes], "o-",
+                 label="distilled (best setting)")
+    scratch = [(s, at_size[s][0]["scratch_accuracy"]) for s in sizes if at_size[s][0].get("scratch_accuracy") is not None]
     if scratch:
         axes[0].plot([s for s, _ in scratch], [100 * a for _, a in scratch], "s--", label="from scratch")
-    teacher = [p["teacher_accuracy"] for p in points if p.get("teacher_accuracy") is not None]
-    if teacher:
-        axes[0].axhline(100 * teacher[0], color="grey", ls=":", label="teacher")
+    if teacher_accuracy is not None:
+        axes[0].axhline(100 * teacher_accuracy, color="grey", ls=":", label="teacher")
     axes[0].set_xscale("log")
+    axes[0].set_xticks(sizes, [f"{s:,}" for s in sizes], rotation=30, fontsize=8)
+    axes[0].minorticks_off()
     axes[0].set_xlabel("student parameters (log)")
-    for ax, key in zip(axes[1:], ("temperature", "alpha")):
+    for ax, key in zip(axes[1:], varied):
         for size in sizes:
-            values = sorted({p[key] for p in points if p["student_params"] == size})
-            means = [np.mean([p["student_accuracy"] for p in points if p["student_params"] == size and p[key] == v])
-                     for v in values]
+            values = sorted({p[key] for p in at_size[size]})
+            means = [np.mean([p["student_accuracy"] for p in at_size[size] if p[key] == v]) for v in values]
             ax.plot(values, [100 * m for m in means], "o-", label=f"{size:,} params")
-        ax.set_xlabel(key + (" (log)" if key == "temperature" else ""))
-        if key == "temperature":
-            ax.set_xscale("log", base=2)
+        ax.set_xlabel(key)
+        ax.set_title("distilled, mean over the other settings", fontsize=9)
     for ax in axes:
         ax.set_ylabel("test accuracy (%)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    axes[1].set_title("mean over the other settings")
-    axes[2].set_title("mean over the other settings")
-    fig.suptitle(title or "distillation sweep: accuracy vs student size, temperature and alpha")
+    fig.suptitle(title or "distillation sweep: how much smaller can the student be?")
     _save(fig, path)
-
 
 def swap_table(metrics: Mapping) -> str:
     """Markdown of a block swap: one row per block in the order visited, then before/after totals."""

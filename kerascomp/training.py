@@ -10,13 +10,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from kerascomp import models
 from kerascomp._compat import keras
 from kerascomp._distribute import STRATEGIES, get_strategy, precision, to_float32
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kerascomp.compress.distill import DistillConfig
 
 __all__ = ["TrainConfig", "train", "evaluate", "EpochTimer"]
 
@@ -74,6 +77,8 @@ def train(
     *,
     model_args: dict | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
+    teacher: keras.Model | None = None,
+    distill: "DistillConfig | None" = None,
 ) -> tuple[keras.Model, dict]:
     """Train ``model`` on ``data`` and measure it on the held-out test split.
 
@@ -85,28 +90,44 @@ def train(
         config: training options.
         model_args: keyword arguments for the zoo builder.
         callbacks: extra Keras callbacks.
+        teacher: when given, the model is trained as a student by
+            distillation from this frozen teacher (see
+            :class:`kerascomp.compress.distill.Distiller`); the callbacks see the
+            distiller, whose ``layers`` include the student.
+        distill: distillation settings (defaults of ``DistillConfig`` when None).
 
     Returns:
-        The trained float32 model (best validation epoch) and a metrics dict
-        with ``test_accuracy``, ``val_accuracy``, ``params``, ``epochs``,
-        ``seconds_per_epoch`` and the per-epoch ``history``.
+        The trained float32 model (best validation epoch; the student when
+        distilling) and a metrics dict with ``test_accuracy``, ``val_accuracy``,
+        ``params``, ``epochs``, ``seconds_per_epoch`` and the per-epoch
+        ``history`` (plus ``distill`` settings and ``teacher_cache_seconds``).
     """
     config = config or TrainConfig()
+    if distill is not None and teacher is None:
+        raise ConfigError("distillation settings need a teacher")
     keras.utils.set_random_seed(config.seed)
     strategy = get_strategy(config.strategy)
     with precision(config.mixed_precision) as policy, strategy.scope():
         net = _instantiate(model, data, model_args or {}, config)
         steps = math.ceil(len(data.y_train) / config.batch_size)
-        net.compile(
-            optimizer=keras.optimizers.AdamW(_schedule(config, steps), weight_decay=config.weight_decay),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
+        optimizer = keras.optimizers.AdamW(_schedule(config, steps), weight_decay=config.weight_decay)
+        if teacher is None:
+            fitted, extra = net, {}
+            fitted.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                           metrics=["accuracy"])
+            train_data = data.as_tf("train", config.batch_size, shuffle=True, seed=config.seed)
+            val_data = data.as_tf("val", config.batch_size)
+        else:
+            from kerascomp.compress import distill as distillation  # lazy: distill imports this module
+
+            fitted, train_data, val_data, extra = distillation.prepare(net, _copy_into_scope(teacher, config), data,
+                                                                       distill, config)
+            fitted.compile(optimizer=optimizer)
     timer = EpochTimer()
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience or config.epochs, restore_best_weights=True)
-    history = net.fit(
-        data.as_tf("train", config.batch_size, shuffle=True, seed=config.seed),
-        validation_data=data.as_tf("val", config.batch_size),
+    history = fitted.fit(
+        train_data,
+        validation_data=val_data,
         epochs=config.epochs,
         callbacks=[timer, stop, *(callbacks or [])],
         verbose=config.verbose,
@@ -124,6 +145,7 @@ def train(
         "precision_policy": policy,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         "config": dataclasses.asdict(config),
+        **extra,
     }
     return net, metrics
 
@@ -148,12 +170,17 @@ def _instantiate(model: ModelSpec, data: Dataset, model_args: dict, config: Trai
     if isinstance(model, keras.Model):
         if config.mixed_precision:
             raise ConfigError("mixed precision needs a zoo name or a builder function, not a built model")
-        if config.strategy == "default":
-            return model
-        clone = keras.models.clone_model(model)
-        clone.set_weights(model.get_weights())
-        return clone
+        return _copy_into_scope(model, config)
     return model()
+
+
+def _copy_into_scope(model: keras.Model, config: TrainConfig) -> keras.Model:
+    """The model itself on one device; under a strategy, a copy whose variables the strategy owns."""
+    if config.strategy == "default":
+        return model
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def _schedule(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:

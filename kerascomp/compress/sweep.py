@@ -1,0 +1,156 @@
+"""Distillation sweeps: a grid over temperature, alpha and student size, resumable.
+
+The question a sweep answers is "how much smaller can the student be?": every
+grid point distils one student, and every student architecture is also trained
+once from scratch with the same budget, so the table and plot show distilled
+and scratch accuracy side by side as the student shrinks. The state file is
+rewritten atomically after every point; running the same sweep again skips
+the points already there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+from pathlib import Path
+from typing import Callable, Mapping
+
+from kerascomp import __version__, models
+from kerascomp._compat import keras
+from kerascomp._io import write_json
+from kerascomp.compress.distill import DistillConfig, check_compatible, default_budget, gap_closed
+from kerascomp.data import Dataset
+from kerascomp.errors import ConfigError
+from kerascomp.training import TrainConfig, evaluate, train
+
+__all__ = ["sweep", "parse_grid", "sweep_table"]
+
+STUDENT_PREFIX = "student."
+DISTILL_KEYS = ("temperature", "alpha", "augment", "hint_weight")
+
+
+def parse_grid(grid: Mapping[str, object]) -> dict[str, tuple]:
+    """Check grid keys (``temperature``, ``alpha``, ``augment``, ``hint_weight``, ``student.<arg>``); values become tuples."""
+    parsed = {}
+    for key, values in grid.items():
+        if key not in DISTILL_KEYS and not (key.startswith(STUDENT_PREFIX) and len(key) > len(STUDENT_PREFIX)):
+            raise ConfigError(f"unknown grid key {key!r}; use {', '.join(DISTILL_KEYS)} or student.<model argument>")
+        values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
+        if not values:
+            raise ConfigError(f"grid key {key!r} has no values")
+        parsed[key] = values
+    return parsed
+
+
+def sweep(teacher: keras.Model, data: Dataset, grid: Mapping[str, object], state_path: str | os.PathLike, *,
+          student: str = "cnn", student_args: dict | None = None, train_config: TrainConfig | None = None,
+          distill: DistillConfig | None = None, compare_scratch: bool = True,
+          progress: Callable[[str], None] | None = None) -> dict:
+    """Distil ``teacher`` into ``student`` at every grid point; state (and results) go to ``state_path``.
+
+    Every point is validated before the first run, so a bad value fails at
+    once. Returns the state: settings, ``teacher_accuracy``, ``scratch`` results
+    per student architecture and ``points`` (one dict per grid point with
+    ``student_accuracy``, ``scratch_accuracy``, ``gap_closed``, ``student_params``).
+    """
+    grid = parse_grid(grid)
+    train_config, distill = train_config or default_budget(), distill or DistillConfig()
+    runs = [_point(dict(zip(grid, values)), student, student_args or {}, distill)
+            for values in itertools.product(*grid.values())]
+    for _, args, _ in runs:
+        check_compatible(teacher, models.build(student, data.input_shape, data.num_classes, **args), data)
+    settings = {"kerascomp_version": __version__, "student": student, "student_args": student_args or {},
+                "data": data.describe(), "train": dataclasses.asdict(train_config),
+                "distill": dataclasses.asdict(distill), "teacher_params": int(teacher.count_params()),
+                "teacher_sha1": _fingerprint(teacher)}
+    state = _resume(Path(state_path), settings) or {**settings, "grid": {}, "scratch": {}, "points": []}
+    state["grid"] = {k: sorted({*state["grid"].get(k, ()), *v}, key=lambda v: (isinstance(v, str), v))
+                     for k, v in {**state["grid"], **grid}.items()}
+    state["teacher_accuracy"] = evaluate(teacher, data, train_config.batch_size)["test_accuracy"]
+    done = {p["key"] for p in state["points"]}
+    for number, (point, args, config) in enumerate(runs, 1):
+        if _key(point) in done:
+            continue
+        if progress:
+            progress(f"[{number}/{len(runs)}] {_key(point)}")
+        scratch = state["scratch"].get(_key(args))
+        if compare_scratch and scratch is None:
+            _, metrics = train(student, data, train_config, model_args=args)
+            scratch = state["scratch"][_key(args)] = _summary(metrics)
+        _, metrics = train(student, data, train_config, model_args=args, teacher=teacher, distill=config)
+        state["points"].append(_result(point, args, config, _summary(metrics), scratch, state["teacher_accuracy"]))
+        write_json(state_path, state)
+    write_json(state_path, state)
+    return state
+
+
+def _result(point: dict, args: dict, config: DistillConfig, distilled: dict, scratch: dict | None,
+            teacher_accuracy: float) -> dict:
+    """One finished grid point as stored and tabled."""
+    return {"key": _key(point), **point, "temperature": config.temperature, "alpha": config.alpha,
+            "student_args": args, "student_params": distilled["params"], "student_accuracy": distilled["accuracy"],
+            "scratch_accuracy": scratch and scratch["accuracy"],
+            "gap_closed": scratch and gap_closed(teacher_accuracy, distilled["accuracy"], scratch["accuracy"]),
+            "seconds_per_epoch": distilled["seconds_per_epoch"], "epochs": distilled["epochs"]}
+
+
+def sweep_table(state: dict) -> str:
+    """Markdown: one row per grid point, best distilled accuracy first."""
+    keys = list(state["grid"])
+    columns = [*keys, "student params", "distilled", "scratch", "gap closed", "s/epoch"]
+    lines = [f"Teacher: {state['teacher_params']:,} params, test accuracy {state['teacher_accuracy']:.4f}.", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for p in sorted(state["points"], key=lambda p: -p["student_accuracy"]):
+        cells = [p.get(k, "-") for k in keys] + [f"{p['student_params']:,}", f"{p['student_accuracy']:.4f}",
+                                         _fmt(p["scratch_accuracy"]), _fmt(p["gap_closed"], ".2f"),
+                                         f"{p['seconds_per_epoch']:.2f}"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _point(point: dict, student: str, base_args: dict, base: DistillConfig) -> tuple[dict, dict, DistillConfig]:
+    """One grid point -> (its settings, student arguments, distillation config), all validated."""
+    args = {**base_args, **{k[len(STUDENT_PREFIX):]: v for k, v in point.items() if k.startswith(STUDENT_PREFIX)}}
+    models.check_args(student, args)
+    config = dataclasses.replace(base, **{k: v for k, v in point.items() if k in DISTILL_KEYS})
+    return point, args, config
+
+
+def _key(settings: Mapping[str, object]) -> str:
+    return ",".join(f"{k}={settings[k]}" for k in sorted(settings))
+
+
+def _summary(metrics: dict) -> dict:
+    return {"accuracy": metrics["test_accuracy"], "params": metrics["params"],
+            "seconds_per_epoch": metrics["seconds_per_epoch"], "epochs": metrics["epochs"]}
+
+
+def _fingerprint(model: keras.Model) -> str:
+    """A digest of the weights: resuming with another teacher of the same shape must not mix results."""
+    digest = hashlib.sha1()
+    for weight in model.get_weights():
+        digest.update(weight.tobytes())
+    return digest.hexdigest()
+
+
+def _resume(path: Path, settings: dict) -> dict | None:
+    """The earlier state at ``path`` if it was made with the same settings; ConfigError if not."""
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot resume from {path}: {exc}") from None
+    earlier = json.loads(json.dumps({k: state.get(k) for k in settings if k != "kerascomp_version"}))
+    now = json.loads(json.dumps({k: v for k, v in settings.items() if k != "kerascomp_version"}))
+    changed = sorted(k for k in now if earlier.get(k) != now[k])
+    if changed:
+        raise ConfigError(f"{path} holds a sweep with different {', '.join(changed)}; use another output or delete it")
+    return state

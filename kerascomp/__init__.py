@@ -20,6 +20,9 @@ _LAZY = {
     "Distiller": "kerascomp.compress.distill",
     "DistillConfig": "kerascomp.compress.distill",
     "sweep": "kerascomp.compress.sweep",
+    "swap": "kerascomp.compress.swap",
+    "SwapConfig": "kerascomp.compress.swap",
+    "swap_plan": "kerascomp.compress.swap",
     "prune": "kerascomp.compress.prune",
     "PruneConfig": "kerascomp.compress.prune",
     "cluster": "kerascomp.compress.cluster",
@@ -36,7 +39,7 @@ _LAZY = {
     "ModelError": "kerascomp.errors",
     "ConfigError": "kerascomp.errors",
 }
-_ALIASES = {"build_model": "build", "distill": "apply", "prune": "apply", "cluster": "apply", "qat": "apply", "sensitivity": "apply"}
+_ALIASES = {"build_model": "build", "swap": "apply", "swap_plan": "plan", "distill": "apply", "prune": "apply", "cluster": "apply", "qat": "apply", "sensitivity": "apply"}
 
 __all__ = ["__version__", *_LAZY]
 

@@ -1,0 +1,335 @@
+"""Block swap: replace a trained model's blocks one at a time by lighter ones, keeping only what holds accuracy.
+
+With every original weight frozen, each block in turn is offered its
+replacements (see :mod:`kerascomp.compress._candidates`), the lightest first.
+A replacement is first fitted locally, by regression onto the original block's
+outputs on cached training activations (cheap: one small block, no labels),
+then trained end to end with everything else frozen by distillation from the
+original model. It is kept if the validation accuracy stays within
+``tolerance`` percentage points of the original model's; otherwise the block
+is left exactly as it was. Only validation data decides; the test split is
+measured once, at the end. An optional short unfrozen fine-tune follows.
+
+The result is a plain functional model: the pipeline's later stages (prune,
+QAT, convert, bench) take it like any other. New replacements are added with
+:func:`register_candidate` (see :mod:`kerascomp.compress._candidates`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kerascomp._compat import keras
+from kerascomp.compress import _candidates
+from kerascomp.compress._blocks import Block, Swap, compile_pattern, find_blocks, model_flops, replay
+from kerascomp.compress._candidates import NotApplicable, register as register_candidate
+from kerascomp.compress.distill import DistillConfig
+from kerascomp.data import Dataset
+from kerascomp.errors import ConfigError, DataError
+from kerascomp.training import TrainConfig, evaluate, train
+
+__all__ = ["SwapConfig", "apply", "plan", "format_plan", "register_candidate", "NotApplicable", "ORDERS"]
+
+ORDERS = ("forward", "backward", "cheapest-first")
+
+
+@dataclasses.dataclass
+class SwapConfig:
+    """Options of one block swap; validated on creation.
+
+    Attributes:
+        tolerance: largest accepted validation accuracy drop, in percentage
+            points, of the swapped model below the original.
+        epochs_per_block: end-to-end epochs per replacement (0: local fit only).
+        order: ``forward``, ``backward``, or ``cheapest-first`` (blocks with the
+            fewest parameters first).
+        blocks: regular expression on layer names that defines the blocks
+            (default: the zoo's ``block_<i>_`` names, else residual structure).
+        candidates: replacement names to try (default: all that fit a block).
+        fit_samples: training examples whose activations the local fit uses.
+        fit_epochs: epochs of the local fit (0: skip it).
+        finetune_epochs: epochs of the final unfrozen fine-tune (0: none).
+        temperature, alpha: distillation settings (``None``: ``DistillConfig``'s defaults).
+        bench_runs: timed LiteRT calls per model for the latency totals (0: no
+            ``.tflite`` measurement).
+    """
+
+    tolerance: float = 1.0
+    epochs_per_block: int = 1
+    order: str = "forward"
+    blocks: str | None = None
+    candidates: tuple[str, ...] | None = None
+    fit_samples: int = 2048
+    fit_epochs: int = 20
+    finetune_epochs: int = 0
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    temperature: float | None = None
+    alpha: float | None = None
+    bench_runs: int = 100
+    seed: int = 0
+    verbose: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.tolerance >= 0:
+            raise ConfigError(f"tolerance must be at least 0 percentage points, got {self.tolerance}")
+        for name in ("epochs_per_block", "fit_epochs", "finetune_epochs", "bench_runs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be non-negative, got {getattr(self, name)}")
+        for name in ("fit_samples", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.order not in ORDERS:
+            raise ConfigError(f"unknown order {self.order!r}; use one of {', '.join(ORDERS)}")
+        if self.blocks is not None:
+            compile_pattern(self.blocks)
+        if self.candidates is not None:
+            self.candidates = tuple(self.candidates)
+            known = {name for names in _candidates.available().values() for name in names}
+            unknown = sorted(set(self.candidates) - known)
+            if unknown or not self.candidates:
+                raise ConfigError(f"unknown candidate(s) {', '.join(unknown) or '(none given)'}; "
+                                  f"known: {', '.join(sorted(known))}")
+        self.distill_config()
+
+    def distill_config(self) -> DistillConfig:
+        given = {"temperature": self.temperature, "alpha": self.alpha}
+        return DistillConfig(**{k: v for k, v in given.items() if v is not None})
+
+
+def plan(model: keras.Model, config: SwapConfig | None = None) -> list[dict]:
+    """The blocks :func:`apply` would visit, in its order, each with its replacements and their sizes."""
+    config = config or SwapConfig()
+    return [{**block.describe(), "candidates": [_summary(option) for option in _options(block, model, config)]}
+            for block in _ordered(find_blocks(model, config.blocks), config.order)]
+
+
+def format_plan(entries: list[dict]) -> str:
+    """The plan as indented text: one line per block, one per replacement."""
+    lines = []
+    for entry in entries:
+        lines.append(f"{entry['name']} ({entry['kind'] or 'unknown kind'}, {len(entry['layers'])} layers, "
+                     f"{entry['params']:,} params, {entry['flops'] / 1e6:.2f} MFLOPs): "
+                     f"{tuple(entry['input_shape'])} -> {tuple(entry['output_shape'])}")
+        for c in entry["candidates"] or [{"candidate": "-", "skipped": "no replacement for this kind of block"}]:
+            if "skipped" in c:
+                lines.append(f"    {c['candidate']:<14} skipped: {c['skipped']}")
+            else:
+                lines.append(f"    {c['candidate']:<14} {c['params']:>10,} params ({c['params_saved_pct']:+.0f}%), "
+                             f"{c['flops'] / 1e6:.2f} MFLOPs")
+    return "\n".join(lines)
+
+
+def apply(model: keras.Model, data: Dataset, config: SwapConfig | None = None) -> tuple[keras.Model, dict]:
+    """Swap ``model``'s blocks for lighter ones where validation accuracy allows.
+
+    ``model`` itself is left untouched. Returns the swapped model (a plain
+    functional copy, all layers trainable) and the metrics: one entry per
+    block in ``blocks``, parameter, FLOP and accuracy totals before and
+    after, and ``.tflite`` size and latency before and after.
+    """
+    config = config or SwapConfig()
+    start = time.perf_counter()
+    _check_data(model, data)
+    keras.utils.set_random_seed(config.seed)  # replacement initialisers and local-fit shuffles
+    search = _Search(model, data, config)
+    records = [search.visit(block) for block in _ordered(find_blocks(search.base, config.blocks), config.order)]
+    swapped, finetune = _finetune(_copy(search.current, trainable=True), search.teacher, search.tuning, config)
+    before, after = evaluate(model, data, config.batch_size), evaluate(swapped, data, config.batch_size)
+    return swapped, {
+        "blocks": records,
+        "replaced": [r["block"] for r in records if r["decision"] == "replaced"],
+        "params_before": int(model.count_params()),
+        "params_after": int(swapped.count_params()),
+        "flops_before": model_flops(model),
+        "flops_after": model_flops(swapped),
+        **{f"{key}_before": value for key, value in before.items()},
+        **{f"{key}_after": value for key, value in after.items()},
+        "finetune": finetune,
+        "tflite": _tflite(model, swapped, data, config) if config.bench_runs else None,
+        "seconds": time.perf_counter() - start,
+        "config": dataclasses.asdict(config),
+        "data": data.describe(),
+    }
+
+
+class _Search:
+    """The state of one swap: the frozen original graph, the swaps kept so far and the model they make."""
+
+    def __init__(self, model: keras.Model, data: Dataset, config: SwapConfig):
+        self.config = config
+        self.base, self.teacher = _copy(model, trainable=False), _copy(model, trainable=False)
+        # Training runs inside the search never see the test split: their "test" split is the validation split.
+        self.tuning = dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val)
+        self.reference = self.accuracy = _accuracy(self.base, data.x_val, data.y_val)
+        order = np.random.default_rng(config.seed).permutation(len(data.x_train))
+        self.fit_x = data.x_train[order[:config.fit_samples]]
+        self.swaps: list[Swap] = []
+        self.current, self.tmap = self.base, {}
+
+    def visit(self, block: Block) -> dict:
+        """Try ``block``'s replacements, lightest first, and keep the first that holds accuracy."""
+        start = time.perf_counter()
+        every = _options(block, self.base, self.config)
+        options = [o for o in every if "model" in o]
+        record = {"block": block.name, "kind": block.kind, "decision": "kept original" if options else "no candidate",
+                  "candidate": None, "tried": [], "skipped": [o for o in every if "model" not in o],
+                  "params_before": block.params, "params_after": block.params, "flops_before": block.flops,
+                  "flops_after": block.flops, "val_accuracy_before": self.accuracy,
+                  "val_accuracy_after": self.accuracy, "model_params_after": int(self.current.count_params())}
+        cache = self._activations(block) if options else None
+        for option in options:
+            tried, swap, candidate = self._try(block, option, cache)
+            record["tried"].append(tried)
+            if tried["kept"]:
+                option["model"].trainable = False
+                self.swaps.append(swap)
+                self.current, self.tmap = candidate
+                self.accuracy = tried["val_accuracy"]
+                record.update(decision="replaced", candidate=option["candidate"], params_after=option["params"],
+                              flops_after=option["flops"], val_accuracy_after=self.accuracy,
+                              model_params_after=int(self.current.count_params()))
+                break
+        record["seconds"] = time.perf_counter() - start
+        return record
+
+    def _try(self, block: Block, option: dict, cache) -> tuple[dict, Swap, tuple]:
+        """Fit one replacement locally, then end to end with the rest frozen; judge it on validation accuracy."""
+        config, start, new = self.config, time.perf_counter(), option["model"]
+        _log(config, f"{block.name}: trying {option['candidate']} ({option['params']:,} params, was {block.params:,})")
+        fit_error = _fit_locally(new, cache, config)
+        swap = Swap(block, lambda x: replay(new, [x])[0][0])
+        outputs, tmap = replay(self.base, self.base.inputs, [*self.swaps, swap])
+        candidate = keras.Model(self.base.inputs, outputs, name=self.base.name)
+        fitted = _accuracy(candidate, self.tuning.x_val, self.tuning.y_val)
+        _log(config, f"{block.name}: {option['candidate']} fitted locally on {len(cache[0])} examples in "
+                     f"{time.perf_counter() - start:.1f} s, relative error {fit_error:.3f}, val accuracy {fitted:.4f}")
+        if config.epochs_per_block:
+            train(candidate, self.tuning, _train_config(config, config.epochs_per_block, config.learning_rate),
+                  teacher=self.teacher, distill=config.distill_config())
+        accuracy = _accuracy(candidate, self.tuning.x_val, self.tuning.y_val)
+        drop = 100.0 * (self.reference - accuracy)
+        tried = {"candidate": option["candidate"], "params": option["params"], "flops": option["flops"],
+                 "fit_relative_error": fit_error, "val_accuracy_after_fit": fitted, "val_accuracy": accuracy,
+                 "drop_pp": drop, "kept": drop <= config.tolerance, "seconds": time.perf_counter() - start}
+        _log(config, f"{block.name}: {option['candidate']} val accuracy {accuracy:.4f} (original "
+                     f"{self.reference:.4f}, drop {drop:+.2f} pp) -> {'kept' if tried['kept'] else 'reverted'}")
+        return tried, swap, (candidate, tmap)
+
+    def _activations(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
+        """The block's input in the current (partly swapped) model and the original block's output."""
+        entry = keras.Model(self.base.inputs, self.tmap.get(id(block.input), block.input))
+        target = keras.Model(self.base.inputs, block.output)
+        return (entry.predict(self.fit_x, batch_size=256, verbose=0),
+                target.predict(self.fit_x, batch_size=256, verbose=0))
+
+
+def _options(block: Block, source: keras.Model, config: SwapConfig) -> list[dict]:
+    """Every registered replacement of ``block``: built ones lightest first, then those skipped and why."""
+    built, skipped = [], []
+    for candidate in _candidates.candidates(block.kind):
+        if config.candidates is not None and candidate.name not in config.candidates:
+            continue
+        entry = {"candidate": candidate.name, "description": candidate.description}
+        try:
+            new = candidate.instantiate(block, source, f"{block.name}_{candidate.name}_")
+        except NotApplicable as exc:
+            skipped.append({**entry, "skipped": str(exc)})
+            continue
+        params = int(new.count_params())
+        if params >= block.params:
+            skipped.append({**entry, "skipped": f"{params:,} params, no saving"})
+            continue
+        built.append({**entry, "model": new, "params": params, "flops": model_flops(new),
+                      "params_saved_pct": -100.0 * (block.params - params) / max(block.params, 1)})
+    return sorted(built, key=lambda o: o["params"]) + skipped
+
+
+def _summary(option: dict) -> dict:
+    return {k: v for k, v in option.items() if k != "model"}
+
+
+def _ordered(blocks: list[Block], order: str) -> list[Block]:
+    if order == "backward":
+        return blocks[::-1]
+    if order == "cheapest-first":
+        return sorted(blocks, key=lambda b: b.params)
+    return blocks
+
+
+def _fit_locally(new: keras.Model, cache, config: SwapConfig) -> float:
+    """Regress the replacement onto the original block's outputs; returns MSE relative to their variance."""
+    x, target = cache
+    if config.fit_epochs:
+        new.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+        new.fit(x, target, epochs=config.fit_epochs, batch_size=config.batch_size, shuffle=True, verbose=0)
+    error = np.mean((new.predict(x, batch_size=256, verbose=0) - target) ** 2)
+    return float(error / max(float(np.var(target)), 1e-12))
+
+
+def _finetune(model: keras.Model, teacher, tuning: Dataset, config: SwapConfig):
+    """Optional short unfrozen fine-tune, kept only if it does not lower validation accuracy."""
+    if not config.finetune_epochs:
+        return model, None
+    before = _accuracy(model, tuning.x_val, tuning.y_val)
+    tuned = _copy(model, trainable=True)
+    train(tuned, tuning, _train_config(config, config.finetune_epochs, config.learning_rate / 10),
+          teacher=teacher, distill=config.distill_config())
+    after = _accuracy(tuned, tuning.x_val, tuning.y_val)
+    kept = after >= before
+    return (tuned if kept else model), {"epochs": config.finetune_epochs, "val_accuracy_before": before,
+                                        "val_accuracy_after": after, "kept": kept}
+
+
+def _train_config(config: SwapConfig, epochs: int, learning_rate: float) -> TrainConfig:
+    """Short runs: no warm-up, no early stopping (the best validation epoch is still restored)."""
+    return TrainConfig(epochs=epochs, batch_size=config.batch_size, learning_rate=learning_rate, warmup_epochs=0,
+                       patience=0, seed=config.seed, verbose=config.verbose)
+
+
+def _tflite(original: keras.Model, swapped: keras.Model, data: Dataset, config: SwapConfig) -> dict:
+    """Float32 ``.tflite`` size, gzip size, test accuracy and batch-1 latency of both models (LiteRT, 1 thread)."""
+    from kerascomp import bench
+    from kerascomp.export import export
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [Path(folder) / "original.tflite", Path(folder) / "swapped.tflite"]
+        for net, path in zip((original, swapped), paths):
+            export(net, path, data=data)
+        results = bench.bench(paths, data, runs=config.bench_runs, warmup=min(20, config.bench_runs))["results"]
+    keys = ("size_bytes", "gzip_bytes", "accuracy", "latency_ms")
+    return {"before": {k: results[0][k] for k in keys}, "after": {k: results[1][k] for k in keys}}
+
+
+def _copy(model: keras.Model, trainable: bool) -> keras.Model:
+    """An independent functional copy (own layers and weights), every layer ``trainable`` or frozen."""
+    clone = keras.models.clone_model(model)
+    for layer in clone.layers:
+        layer.set_weights(model.get_layer(layer.name).get_weights())
+        layer.trainable = trainable
+    return clone
+
+
+def _accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    return float((model.predict(x, batch_size=256, verbose=0).argmax(axis=1) == y).mean())
+
+
+def _check_data(model: keras.Model, data: Dataset) -> None:
+    shape = tuple(int(d) for d in model.input_shape[1:])
+    if shape != data.input_shape:
+        raise DataError(f"data {data.name!r} has inputs {data.input_shape} but the model expects {shape}")
+    if model.output_shape[-1] != data.num_classes:
+        raise DataError(f"data {data.name!r} has {data.num_classes} classes but the model outputs "
+                        f"{model.output_shape[-1]}")
+
+
+def _log(config: SwapConfig, message: str) -> None:
+    if config.verbose:
+        print(message, flush=True)

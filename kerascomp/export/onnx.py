@@ -97,7 +97,10 @@ def quantize_onnx_int8(
     float_model = OnnxModel(src)
     with tempfile.TemporaryDirectory(prefix="kerascomp-onnx-") as scratch, atomic_path(dst) as tmp:
         prepared = os.path.join(scratch, "prepared.onnx")
-        quantization.quant_pre_process(str(src), prepared)
+        try:
+            quantization.quant_pre_process(str(src), prepared)
+        except Exception:  # symbolic shape inference gives up on some graphs (the ViT's); ONNX's own suffices
+            quantization.quant_pre_process(str(src), prepared, skip_symbolic_shape=True)
         quantization.quantize_static(
             prepared,
             tmp,

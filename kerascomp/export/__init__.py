@@ -108,7 +108,7 @@ def _to_onnx(model, out: Path, quantize: str, calibration, sample, opset: int, m
     float_path = out.with_name(out.stem + ".float.tmp.onnx")
     try:
         onnx.to_onnx(model, float_path, opset=opset, sample=sample, min_agreement=min_agreement)
-        report = onnx.quantize_onnx_int8(float_path, out, calibration)
+        report = onnx.quantize_onnx_int8(float_path, out, calibration, min_agreement=min_agreement)
     finally:
         float_path.unlink(missing_ok=True)
     return report

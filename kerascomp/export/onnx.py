@@ -13,10 +13,12 @@ files over 2 GB, which we never take, so no workaround is needed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
@@ -73,6 +75,7 @@ def quantize_onnx_int8(
     *,
     per_channel: bool = True,
     reduce_range: bool = True,
+    min_agreement: float | None = None,
 ) -> dict:
     """Quantize the float ``.onnx`` at ``src`` with onnxruntime's static QDQ quantization.
 
@@ -97,10 +100,12 @@ def quantize_onnx_int8(
     float_model = OnnxModel(src)
     with tempfile.TemporaryDirectory(prefix="kerascomp-onnx-") as scratch, atomic_path(dst) as tmp:
         prepared = os.path.join(scratch, "prepared.onnx")
-        try:
-            quantization.quant_pre_process(str(src), prepared)
-        except Exception:  # symbolic shape inference gives up on some graphs (the ViT's); ONNX's own suffices
-            quantization.quant_pre_process(str(src), prepared, skip_symbolic_shape=True)
+        source = str(Path(src).resolve())
+        with _working_directory(scratch):  # onnxruntime leaves shape-inference temp files in the cwd
+            try:
+                quantization.quant_pre_process(source, prepared)
+            except Exception:  # symbolic shape inference gives up on some graphs (the ViT's); ONNX's own suffices
+                quantization.quant_pre_process(source, prepared, skip_symbolic_shape=True)
         quantization.quantize_static(
             prepared,
             tmp,
@@ -112,7 +117,7 @@ def quantize_onnx_int8(
             weight_type=quantization.QuantType.QInt8,
         )
         report = compare(float_model.predict(calibration), OnnxModel(tmp).predict(calibration))
-        verification = check(report, "int8")
+        verification = check(report, "int8", min_agreement)
     return {
         "path": str(dst),
         "quantization": "int8",
@@ -231,3 +236,13 @@ def _convert(model: keras.Model, opset: int) -> onnx.ModelProto:
 def _default_sample(model: keras.Model, n: int = 64) -> np.ndarray:
     shape = tuple(model.input_shape[1:])
     return np.random.default_rng(0).uniform(0.0, 1.0, size=(n, *shape)).astype(np.float32)
+
+
+@contextlib.contextmanager
+def _working_directory(path: str) -> Iterator[None]:
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kerascomp._io import atomic_path, write_json
 from kerascomp.errors import ConfigError
-from kerascomp.report import plot_tradeoff, results_table
+from kerascomp.report import _pyplot, _save, plot_confusion_matrix, plot_training_curves, plot_tradeoff, results_table
 
 __all__ = ["write_pipeline_report", "render"]
 
@@ -87,7 +87,8 @@ def _stages_section(document: dict, plots: Path) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     trained = [s for s in stages if (s.get("metrics") or {}).get("history")]
     if trained:
-        _plot_curves(trained, plots / "curves.png")
+        plot_training_curves({s["name"]: s["metrics"]["history"] for s in trained}, plots / "curves.png",
+                             title="training curves per stage")
         _plot_epoch_seconds(trained, plots / "epoch_seconds.png")
         lines += ["", "![training curves](plots/curves.png)", "", "![seconds per epoch](plots/epoch_seconds.png)"]
     return "\n".join(lines)
@@ -96,7 +97,8 @@ def _stages_section(document: dict, plots: Path) -> str:
 def _final_section(final: dict, plots: Path) -> str:
     if not final.get("confusion_matrix"):
         return ""
-    _plot_confusion(final, plots / "confusion.png")
+    plot_confusion_matrix(final["confusion_matrix"], final["class_names"], plots / "confusion.png",
+                          title=f"{final['name']}: test set")
     _plot_per_class(final, plots / "per_class.png")
     lines = [f"## Final artifact: {final['name']}", "",
              f"Test accuracy of the deployed file, run by the LiteRT interpreter: {100 * final['accuracy']:.2f}%.", "",
@@ -111,41 +113,6 @@ def _fmt(value, fmt: str) -> str:
     return "" if value is None else fmt.format(value)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    _pyplot().close(fig)
-
-
-def _plot_curves(stages: list[dict], path: Path) -> None:
-    """Loss and accuracy by epoch (train solid, validation dashed), one colour per stage."""
-    plt = _pyplot()
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for i, stage in enumerate(stages):
-        history, colour = stage["metrics"]["history"], f"C{i}"
-        for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
-            for prefix, style in (("", "-"), ("val_", "--")):
-                if prefix + key in history:
-                    label = stage["name"] if not prefix else None
-                    ax.plot(range(1, len(history[prefix + key]) + 1), history[prefix + key], style, color=colour,
-                            label=label)
-    for ax, name in ((loss_ax, "loss"), (acc_ax, "accuracy")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(f"{name} (solid: train, dashed: validation)")
-        ax.grid(alpha=0.3)
-    acc_ax.legend(fontsize=8)
-    _save(fig, path)
-
-
 def _plot_epoch_seconds(stages: list[dict], path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5), constrained_layout=True)
@@ -153,25 +120,6 @@ def _plot_epoch_seconds(stages: list[dict], path: Path) -> None:
     ax.bar(names, [s["metrics"].get("seconds_per_epoch", 0) for s in stages], color="tab:blue")
     ax.set_ylabel("seconds per epoch")
     ax.set_title("time per epoch by stage")
-    _save(fig, path)
-
-
-def _plot_confusion(final: dict, path: Path) -> None:
-    import numpy as np
-
-    plt = _pyplot()
-    matrix, names = np.array(final["confusion_matrix"]), final["class_names"]
-    size = max(4.0, 0.45 * len(names) + 2)
-    fig, ax = plt.subplots(figsize=(size, size), constrained_layout=True)
-    ax.imshow(matrix, cmap="Blues")
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, count, ha="center", va="center", fontsize=7,
-                color="white" if count > matrix.max() / 2 else "black")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{final['name']}: confusion matrix (test)")
     _save(fig, path)
 
 

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from kerascomp.config import StageSpec, _dataclass, _known
+from kerascomp.config import StageSpec, build_dataclass, check_keys
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, KerascompError
 
@@ -126,7 +126,7 @@ def _split(options: dict, own: set[str]) -> tuple[dict, dict]:
 def _train_config(options: dict, ctx_seed: int, verbose: int, where: str):
     from kerascomp.training import TrainConfig
 
-    config = _dataclass(TrainConfig, options, where)
+    config = build_dataclass(TrainConfig, options, where)
     return dataclasses.replace(config, seed=options.get("seed", ctx_seed), verbose=verbose)
 
 
@@ -196,7 +196,7 @@ def _distill_parts(stage: StageSpec, models: list, seed: int = 0, verbose: int =
         raise ConfigError(f"{stage.where}.teacher: no model named {teacher!r} before this stage")
     fields = {f.name for f in dataclasses.fields(DistillConfig)}
     distill_options, train_options = _split(rest, fields)
-    config = _dataclass(DistillConfig, distill_options, stage.where)
+    config = build_dataclass(DistillConfig, distill_options, stage.where)
     return own, config, _train_config(train_options, seed, verbose, stage.where)
 
 
@@ -251,7 +251,7 @@ def _technique_parts(stage: StageSpec, models: list, seed: int = 0, verbose: int
                               f"(models: {', '.join(models)})")
     if "distill_from" in own and stage.kind == "swap":
         raise ConfigError(f"{stage.where}.distill_from: swap always distils from the model it swaps")
-    config = _dataclass(getattr(module, config_name), {"seed": seed, "verbose": verbose, **rest}, stage.where)
+    config = build_dataclass(getattr(module, config_name), {"seed": seed, "verbose": verbose, **rest}, stage.where)
     return module, config, own.get("input", models[-1]), own.get("distill_from")
 
 
@@ -277,7 +277,7 @@ def _run_technique(stage: StageSpec, ctx: Context) -> StageResult:
 def _conversions(stage: StageSpec, models: list) -> list[tuple[str, str, str]]:
     """(model, mode, artifact name) for every conversion the stage asks for."""
     own, rest = _split(stage.options, {"models", "quantize", "int8_io", "calibration_size"})
-    _known(rest, set(), stage.where)
+    check_keys(rest, set(), stage.where)
     names = own.get("models") or ["teacher", models[-1]]
     modes = own.get("quantize") or ["fp32"]
     for name in names:
@@ -315,7 +315,7 @@ _BENCH_KEYS = {"threads", "runs", "warmup", "op_resolver", "keras"}
 
 
 def _check_bench(stage: StageSpec, models: list, artifacts: list) -> dict:
-    _known(stage.options, _BENCH_KEYS, stage.where)
+    check_keys(stage.options, _BENCH_KEYS, stage.where)
     if not artifacts and not stage.options.get("keras"):
         raise ConfigError(f"{stage.where}: nothing to benchmark; put a convert stage before it")
     return {}

@@ -19,7 +19,7 @@ import yaml
 from kerascomp.errors import ConfigError
 
 __all__ = ["PipelineConfig", "StageSpec", "DataSpec", "TeacherSpec", "STAGE_KINDS", "load_config", "parse_config",
-           "apply_overrides"]
+           "apply_overrides", "build_dataclass", "check_keys"]
 
 STAGE_KINDS = ("train", "distill", "swap", "prune", "cluster", "qat", "convert", "bench")
 # Stages whose product is a new model; convert and bench work on artifacts.
@@ -105,14 +105,14 @@ def parse_config(raw: Any) -> PipelineConfig:
     """Validate a raw mapping (as read from YAML) into a :class:`PipelineConfig`."""
     raw = _mapping(raw, "config")
     original = copy.deepcopy(raw)
-    _known(raw, {"data", "teacher", "stages", "summary", "seed"}, "config")
-    data = _dataclass(DataSpec, _mapping(raw.get("data", {}), "data"), "data")
+    check_keys(raw, {"data", "teacher", "stages", "summary", "seed"}, "config")
+    data = build_dataclass(DataSpec, _mapping(raw.get("data", {}), "data"), "data")
     if data.image_size is not None:
         data = dataclasses.replace(data, image_size=tuple(data.image_size))
     teacher = _teacher(_mapping(raw.get("teacher"), "teacher"))
     stages = _stages(raw.get("stages") or [])
     summary = _mapping(raw.get("summary", {}), "summary")
-    _known(summary, {"baseline", "final"}, "summary")
+    check_keys(summary, {"baseline", "final"}, "summary")
     seed = raw.get("seed", 0)
     if not isinstance(seed, int):
         raise ConfigError(f"seed: expected an integer, got {seed!r}")
@@ -121,7 +121,7 @@ def parse_config(raw: Any) -> PipelineConfig:
 
 
 def _teacher(raw: dict) -> TeacherSpec:
-    teacher = _dataclass(TeacherSpec, raw, "teacher")
+    teacher = build_dataclass(TeacherSpec, raw, "teacher")
     if (teacher.model is None) == (teacher.path is None):
         raise ConfigError("teacher: give either 'model' (a zoo name to train) or 'path' (a .keras file)")
     _mapping(teacher.args, "teacher.args")
@@ -149,9 +149,9 @@ def _stages(raw: Any) -> tuple[StageSpec, ...]:
     return tuple(stages)
 
 
-def _dataclass(cls, raw: dict, where: str):
+def build_dataclass(cls, raw: dict, where: str):
     """Build ``cls`` from ``raw``, naming the offending key when one is unknown or a value is invalid."""
-    _known(raw, {f.name for f in dataclasses.fields(cls)}, where)
+    check_keys(raw, {f.name for f in dataclasses.fields(cls)}, where)
     try:
         return cls(**raw)
     except ConfigError as exc:
@@ -160,7 +160,7 @@ def _dataclass(cls, raw: dict, where: str):
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _known(raw: dict, known: set[str], where: str) -> None:
+def check_keys(raw: dict, known: set[str], where: str) -> None:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")

@@ -7,7 +7,9 @@ from typing import Mapping, Sequence
 
 from kerascomp._io import atomic_path
 
-__all__ = ["results_table", "plot_tradeoff", "classification_details", "pareto_front"]
+__all__ = ["results_table", "plot_tradeoff", "classification_details", "pareto_front", "plot_training_curves",
+           "plot_epoch_times", "plot_confusion_matrix", "plot_sweep", "swap_table", "plot_swap", "sensitivity_table",
+           "plot_sensitivity"]
 
 _COLUMNS = ("name", "format", "quantization", "threads", "params", "nonzero", "size KB", "gzip KB",
             "accuracy", "p50 ms", "p90 ms")
@@ -139,15 +141,14 @@ def plot_epoch_times(times: Mapping[str, Sequence[float]], path: str | os.PathLi
     _save(fig, path)
 
 
-def plot_confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str],
-                          path: str | os.PathLike, title: str = "") -> None:
-    """Counts of true (rows) vs predicted (columns) classes, with the accuracy in the title."""
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str | os.PathLike,
+                          title: str = "") -> None:
+    """Counts of true (rows) vs predicted (columns) classes, as :func:`classification_details` gives them."""
     import numpy as np
 
     plt = _pyplot()
     n = len(class_names)
-    matrix = np.zeros((n, n), dtype=int)
-    np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    matrix = np.asarray(matrix, dtype=int)
     size = min(4 + 0.35 * n, 14)
     fig, ax = plt.subplots(figsize=(size, size * 0.9), constrained_layout=True)
     image = ax.imshow(matrix, cmap="Blues")

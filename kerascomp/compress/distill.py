@@ -330,7 +330,7 @@ def _fresh_copy(student: ModelSpec) -> ModelSpec:
 
 def write_plots(student: keras.Model, metrics: dict, data: Dataset, directory: str | os.PathLike) -> list[Path]:
     """Training curves and epoch times of the distilled (and scratch) run, and the student's test confusion matrix."""
-    from kerascomp.report import plot_confusion_matrix, plot_epoch_times, plot_training_curves
+    from kerascomp.report import classification_details, plot_confusion_matrix, plot_epoch_times, plot_training_curves
 
     directory = Path(directory)
     runs = {"distilled": metrics["student"], **({"scratch": metrics["scratch"]} if "scratch" in metrics else {})}
@@ -339,5 +339,6 @@ def write_plots(student: keras.Model, metrics: dict, data: Dataset, directory: s
                          title="distilled student vs the same student from scratch" if len(runs) > 1 else "")
     plot_epoch_times({name: run["epoch_seconds"] for name, run in runs.items()}, paths[1])
     predictions = student.predict(data.x_test, batch_size=256, verbose=0).argmax(axis=1)
-    plot_confusion_matrix(data.y_test, predictions, data.class_names, paths[2], title="distilled student, test set")
+    matrix = classification_details(data.y_test, predictions, data.class_names)["confusion_matrix"]
+    plot_confusion_matrix(matrix, data.class_names, paths[2], title="distilled student, test set")
     return paths

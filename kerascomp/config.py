@@ -22,8 +22,6 @@ __all__ = ["PipelineConfig", "StageSpec", "DataSpec", "TeacherSpec", "STAGE_KIND
            "apply_overrides", "build_dataclass", "check_keys"]
 
 STAGE_KINDS = ("train", "distill", "swap", "prune", "cluster", "qat", "convert", "bench")
-# Stages whose product is a new model; convert and bench work on artifacts.
-MODEL_STAGES = STAGE_KINDS[:6]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -442,8 +442,8 @@ def _finetune_options(fn):
         click.option("--learning-rate", type=float, help="Peak fine-tuning learning rate [default: the technique's]."),
         click.option("--distill-from", type=click.Path(dir_okay=False), metavar="ORIGINAL.keras",
                      help="Fine-tune with this (uncompressed) model as teacher."),
-        click.option("--temperature", type=float, help="Distillation temperature [default: DistillConfig's]."),
-        click.option("--alpha", type=float, help="Weight of the hard-label loss [default: DistillConfig's]."),
+        click.option("--temperature", type=float, help="Distillation temperature [default: FineTuneConfig's, 4]."),
+        click.option("--alpha", type=float, help="Weight of the hard-label loss [default: FineTuneConfig's, 0.1]."),
         click.option("--out", type=click.Path(dir_okay=False), help="Output FILE.keras [default: MODEL_<stage>.keras]."),
         click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the metrics as JSON here."),
     ]):

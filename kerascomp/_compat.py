@@ -40,4 +40,6 @@ with _quiet_native_stderr():
     import tensorflow as tf
     import tf_keras as keras
 
+    tf.config.list_physical_devices()  # device probing (CUDA's cuInit line) happens here, silenced, not later
+
 __all__ = ["tf", "keras"]

@@ -112,6 +112,8 @@ def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, war
     else:
         runners = [_open_artifact(path, kind, t, op_resolver) for t in threads]
     first = runners[0]
+    if first.scaling:  # an artifact that expects other input scaling (e.g. raw pixels) gets the data that way
+        data = data.with_scaling(first.scaling)
     _check_compatible(path, first.input_shape, data)
     params = first.params()
     logits = first.predict(data.x_test)
@@ -159,6 +161,7 @@ class _TFLiteRunner:
     def __init__(self, model):
         self.model, self.threads, self.input_shape = model, model.threads, model.input_shape
         self.quantization, self.kernel_path = model.quantization, model.kernel_path
+        self.scaling = (model.meta or {}).get("scaling")
 
     def params(self):
         from kerascomp import runtime
@@ -183,7 +186,8 @@ class _OnnxRunner:
         from kerascomp.saving import load_meta
 
         self.model, self.threads, self.input_shape = model, model.threads, model.input_shape
-        self.quantization = (load_meta(model.path) or {}).get("quantization", "unknown")
+        meta = load_meta(model.path) or {}
+        self.quantization, self.scaling = meta.get("quantization", "unknown"), meta.get("scaling")
 
     def params(self):
         from kerascomp.export.onnx import onnx_constant_params
@@ -210,9 +214,10 @@ class _KerasRunner:
     def __init__(self, path: Path):
         from kerascomp._compat import tf
         from kerascomp.export.tflite import strip_wrappers
-        from kerascomp.saving import load_model
+        from kerascomp.saving import load
 
-        self.model = strip_wrappers(load_model(path))
+        model, meta = load(path)
+        self.model, self.scaling = strip_wrappers(model), meta.get("data", {}).get("scaling")
         self.input_shape = tuple(self.model.input_shape[1:])
         self.threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
         self._call = tf.function(lambda x: self.model(x, training=False))

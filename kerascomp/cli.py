@@ -77,6 +77,16 @@ def _load_data(data_spec, val_fraction, image_size, color_mode, seed):
                      image_size=_parse_size(image_size), color_mode=color_mode)
 
 
+def _model_and_data(model_path, data_spec, val_fraction, image_size, color_mode, seed):
+    """A model file of any format, its metadata, and the data in the input scaling the model expects."""
+    from kerascomp.saving import load
+
+    data = _load_data(data_spec, val_fraction, image_size, color_mode, seed)
+    model, meta = load(model_path, data)
+    scaling = meta.get("data", {}).get("scaling")
+    return model, meta, (data.with_scaling(scaling) if data is not None and scaling else data)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kerascomp")
 def cli() -> None:
@@ -139,12 +149,10 @@ def convert(model_path, out, quantize, data_spec, val_fraction, image_size, colo
             calibration_size, opset, min_agreement):
     """Convert a .keras model to .tflite or .onnx and verify it against the model."""
     from kerascomp.export import default_output, export
-    from kerascomp.saving import load_meta, load_model
 
-    model = load_model(model_path)
-    data = _load_data(data_spec, val_fraction, image_size, color_mode, seed)
+    model, meta, data = _model_and_data(model_path, data_spec, val_fraction, image_size, color_mode, seed)
     out = out or default_output(model_path, quantize)
-    report = export(model, out, quantize=quantize, data=data, meta=load_meta(model_path), int8_io=int8_io,
+    report = export(model, out, quantize=quantize, data=data, meta=meta, int8_io=int8_io,
                     calibration_size=calibration_size, opset=opset, min_agreement=min_agreement, source=model_path)
     check = report["verification"]
     diffs = f", max |dlogit| {check['max_abs_diff']:.2g}, mean {check['mean_abs_diff']:.2g}"
@@ -294,15 +302,14 @@ def distill(teacher_path, student_name, student_arg, data_spec, val_fraction, im
     from kerascomp import models
     from kerascomp._io import write_json
     from kerascomp.compress import distill as distillation
-    from kerascomp.saving import check_output_path, load_model, save_model
+    from kerascomp.saving import check_output_path, save_model
 
     check_output_path(out, ".keras")
     config = _distill_config(temperature, alpha, augment, teacher_cache, hints, hint_weight)
     train_config = _train_config(epochs, batch_size, learning_rate, patience, seed, strategy, mixed_precision)
     student_args = _parse_key_values(student_arg, "--student-arg")
     models.check_args(student_name, student_args)
-    teacher = load_model(teacher_path)
-    data = _load_data(data_spec, val_fraction, image_size, color_mode, seed)
+    teacher, _, data = _model_and_data(teacher_path, data_spec, val_fraction, image_size, color_mode, seed)
     distillation.check_compatible(teacher, models.build(student_name, data.input_shape, data.num_classes,
                                                         **student_args), data)
     student, metrics = distillation.apply(student_name, data, config, teacher=teacher, train_config=train_config,
@@ -347,13 +354,11 @@ def sweep(teacher_path, data_spec, val_fraction, image_size, color_mode, seed, g
     from kerascomp._io import atomic_path
     from kerascomp.compress import sweep as sweeping
     from kerascomp.report import plot_sweep
-    from kerascomp.saving import load_model
 
     grid_values = sweeping.parse_grid(_parse_key_values(grid, "--grid"))
     config = _distill_config(temperature, alpha, augment, teacher_cache, hints, hint_weight)
     train_config = _train_config(epochs, batch_size, learning_rate, patience, seed, strategy, mixed_precision)
-    teacher = load_model(teacher_path)
-    data = _load_data(data_spec, val_fraction, image_size, color_mode, seed)
+    teacher, _, data = _model_and_data(teacher_path, data_spec, val_fraction, image_size, color_mode, seed)
     out = Path(out_dir)
     json_path, plot_path = Path(json_path or out / "sweep.json"), Path(plot_path or out / "sweep.png")
     state = sweeping.sweep(teacher, data, grid_values, json_path, student=student_name,
@@ -400,7 +405,7 @@ def swap(model_path, data_spec, val_fraction, image_size, color_mode, seed, tole
     from kerascomp._io import write_json
     from kerascomp.compress import swap as block_swap
     from kerascomp.report import plot_swap, swap_table
-    from kerascomp.saving import check_output_path, load_model, save_model
+    from kerascomp.saving import check_output_path, save_model
 
     if not plan_only and not out:
         raise click.UsageError("--out FILE.keras is required (or pass --plan)")
@@ -412,13 +417,13 @@ def swap(model_path, data_spec, val_fraction, image_size, color_mode, seed, tole
         candidates=tuple(c.strip() for c in candidates.split(",") if c.strip()) if candidates else None,
         fit_samples=fit_samples, fit_epochs=fit_epochs, finetune_epochs=finetune_epochs, batch_size=batch_size,
         learning_rate=learning_rate, temperature=temperature, alpha=alpha, bench_runs=bench_runs, seed=seed)
-    model = load_model(model_path)
+    model, meta, data = _model_and_data(model_path, None if plan_only else data_spec, val_fraction, image_size,
+                                        color_mode, seed)
     click.echo(block_swap.format_plan(block_swap.plan(model, config)))
     if plan_only:
         return
-    data = _load_data(data_spec, val_fraction, image_size, color_mode, seed)
     swapped, metrics = block_swap.apply(model, data, config)
-    save_model(swapped, out, meta={"data": data.describe(), "swap": {
+    save_model(swapped, out, meta={**meta, "data": data.describe(), "swap": {
         "source": str(model_path), "replaced": metrics["replaced"], "params_before": metrics["params_before"],
         "params_after": metrics["params_after"]}})
     if json_path:
@@ -457,7 +462,7 @@ def _compress(stage, module, config_class, options, **settings):
 
     from kerascomp._io import write_json
     from kerascomp.compress._tfmot import format_plan
-    from kerascomp.saving import check_output_path, load_meta, load_model, save_model
+    from kerascomp.saving import check_output_path, load, save_model
 
     model_path = Path(options["model_path"])
     out = check_output_path(options["out"] or model_path.with_name(f"{model_path.stem}_{stage}.keras"), ".keras")
@@ -466,10 +471,10 @@ def _compress(stage, module, config_class, options, **settings):
     tuning = {k: options[k] for k in ("epochs", "learning_rate", "temperature", "alpha") if options[k] is not None}
     config = config_class(**tuning, **settings, batch_size=options["batch_size"], seed=options["seed"],
                           distill_from=options["distill_from"])
-    model, meta = load_model(model_path), load_meta(model_path) or {}
-    teacher = load_model(config.distill_from) if config.distill_from else None
+    model, meta, data = _model_and_data(model_path, *(options[k] for k in ("data_spec", "val_fraction", "image_size",
+                                                                            "color_mode", "seed")))
+    teacher = load(config.distill_from, data)[0] if config.distill_from else None
     click.echo(format_plan(module.plan(model, config)))
-    data = _load_data(*(options[k] for k in ("data_spec", "val_fraction", "image_size", "color_mode", "seed")))
     split = meta.get("data", {})
     if split.get("name") == data.name and split.get("seed", data.seed) != data.seed:
         click.echo(f"warning: --seed {data.seed} splits {data.name} unlike the model's training run (seed "
@@ -556,7 +561,7 @@ def sensitivity(model_path, data_spec, val_fraction, image_size, color_mode, see
     from kerascomp._io import write_json
     from kerascomp.compress import sensitivity as scan
     from kerascomp.report import plot_sensitivity, sensitivity_table
-    from kerascomp.saving import check_output_path, load_model
+    from kerascomp.saving import check_output_path
 
     for path, suffix in ((json_path, ".json"), (plot_path, ".png")):
         if path:
@@ -566,8 +571,7 @@ def sensitivity(model_path, data_spec, val_fraction, image_size, color_mode, see
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise click.UsageError(f"--sparsities expects numbers like 0.5,0.7,0.9, got {sparsities!r}")
     config = scan.SensitivityConfig(sparsities=values, layers=layers)
-    model = load_model(model_path)
-    data = _load_data(data_spec, val_fraction, image_size, color_mode, seed)
+    model, _, data = _model_and_data(model_path, data_spec, val_fraction, image_size, color_mode, seed)
     _, result = scan.apply(model, data, config)
     click.echo(sensitivity_table(result))
     if json_path:

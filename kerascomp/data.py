@@ -82,6 +82,16 @@ class Dataset:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
+    def with_scaling(self, scaling: Scaling | dict) -> "Dataset":
+        """The same examples under another input scaling (e.g. raw pixels for a model that rescales itself)."""
+        scaling = scaling if isinstance(scaling, Scaling) else Scaling(**scaling)
+        if scaling == self.scaling:
+            return self
+        def convert(x: np.ndarray) -> np.ndarray:
+            return scaling.apply((x - self.scaling.offset) / self.scaling.scale)
+        return dataclasses.replace(self, x_train=convert(self.x_train), x_val=convert(self.x_val),
+                                   x_test=convert(self.x_test), scaling=scaling)
+
     def describe(self) -> dict:
         """The facts a report, a sidecar or a resumed run needs about this data."""
         return {

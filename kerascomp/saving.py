@@ -17,11 +17,12 @@ from pathlib import Path
 from kerascomp import __version__
 from kerascomp._compat import keras
 from kerascomp._io import atomic_path, write_json
+from kerascomp.data import Dataset
 from kerascomp.errors import ModelError, first_line
 
 import kerascomp.models  # noqa: F401  (registers the zoo's custom layers for safe loading)
 
-__all__ = ["save_model", "load_model", "load_meta", "sidecar_path", "check_output_path"]
+__all__ = ["save_model", "load", "load_model", "load_meta", "sidecar_path", "check_output_path"]
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -52,11 +53,36 @@ def save_model(model: keras.Model, path: str | os.PathLike, meta: dict | None = 
     return path
 
 
+def load(path: str | os.PathLike, data: Dataset | None = None) -> tuple[keras.Model, dict]:
+    """Any Keras model file as a tf_keras model, and its metadata.
+
+    kerascomp's own files (tf_keras ``.keras`` with a sidecar) load as saved.
+    A Keras 3 ``.keras``, a legacy ``.h5`` or a foreign tf_keras file is
+    imported (:func:`kerascomp.interop.import_model`, checked on ``data``'s
+    validation inputs); its metadata says what the import did, and under
+    ``data.scaling`` which input scaling the model expects.
+    """
+    from kerascomp import interop
+
+    fmt, _ = interop.detect_format(path)
+    meta = load_meta(path)
+    if fmt == "tf_keras" and meta is not None:
+        return load_model(path), meta
+    return interop.import_model(path, data, loaded=load_model(path) if fmt == "tf_keras" else None)
+
+
 def load_model(path: str | os.PathLike) -> keras.Model:
-    """Load a ``.keras`` model in Keras safe mode (no code from the file is executed)."""
+    """Load a tf_keras ``.keras`` model in Keras safe mode (no code from the file is executed).
+
+    Other formats (Keras 3, ``.h5``) go through :func:`load`.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file {path} not found")
+    from kerascomp import interop
+
+    if interop.detect_format(path)[0] != "tf_keras":
+        return load(path)[0]
     try:
         with _custom_objects(path):
             return keras.models.load_model(path, safe_mode=True, compile=False)

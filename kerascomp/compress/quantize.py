@@ -19,6 +19,7 @@ from kerascomp.compress import _tfmot
 from kerascomp.compress._tfmot import FineTuneConfig, LayerPlan
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, ModelError, first_line
+from kerascomp.interop._layers import PREPROCESSING
 
 __all__ = ["QATConfig", "plan", "apply", "PRESERVE"]
 
@@ -54,7 +55,7 @@ def plan(model: keras.Model, config: QATConfig) -> list[LayerPlan]:
     _tfmot.check_model(model)
     unsupported = _unsupported(model, _scheme(config.preserve))
     plans = _tfmot.plan_layers(model, "quantize", lambda layer: _decide(layer, unsupported), weightless=True)
-    skipped = [p for p in plans if p.action == "skip"]
+    skipped = [p for p in plans if p.action == "skip" and p.kind not in PREPROCESSING]
     if skipped and not config.float_fallback:
         names = "; ".join(f"{p.name} ({p.reason})" for p in skipped)
         raise ModelError(f"QAT cannot quantize {len(skipped)} layer(s): {names}. "
@@ -78,9 +79,8 @@ def apply(
     plans = plan(model, config)
     _tfmot.check_data(model, data)
     quantization = _tfmot.tfmot().quantization.keras
-    skipped = {p.name for p in plans if p.action == "skip"}
-    annotated = _tfmot.wrap(model, {layer.name for layer in model.layers if layer.name not in skipped},
-                            quantization.quantize_annotate_layer)
+    skipped = {p.name for p in plans if p.action == "skip" and p.kind not in PREPROCESSING}
+    annotated = _tfmot.wrap(model, {layer.name for layer in model.layers if layer.name not in skipped}, _annotate)
     try:
         with quantization.quantize_scope():
             qat = quantization.quantize_apply(annotated, _scheme(config.preserve))
@@ -103,6 +103,16 @@ def apply(
     return tuned, metrics
 
 
+def _annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """tfmot's QAT annotation; preprocessing layers (which tfmot rejects, #647) get a no-op config and stay float."""
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_configs import (
+        NoOpQuantizeConfig,
+    )
+
+    config = NoOpQuantizeConfig() if type(layer).__name__ in PREPROCESSING else None
+    return _tfmot.tfmot().quantization.keras.quantize_annotate_layer(layer, quantize_config=config)
+
+
 def _unsupported(model: keras.Model, scheme) -> set[str]:
     """Layers the scheme leaves without a quantize config, found by a dry run of its layout transform.
 
@@ -121,6 +131,8 @@ def _decide(layer: keras.layers.Layer, unsupported: set[str]) -> tuple[int, str]
         QuantizeAwareActivation as activations,
     )
 
+    if type(layer).__name__ in PREPROCESSING:
+        return 0, "input preprocessing: kept in float"
     if layer.name in unsupported:
         return 0, f"{type(layer).__name__} is not supported by tfmot's 8-bit QAT scheme"
     activation = getattr(layer, "activation", None)

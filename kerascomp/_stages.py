@@ -60,6 +60,8 @@ class Context:
     last_fingerprint: str = ""
 
     def record(self, stage: StageSpec, result: StageResult) -> None:
+        if "input_scaling" in result.metrics:  # a loaded model that scales raw pixels itself
+            self.data = self.data.with_scaling(result.metrics["input_scaling"])
         if result.model:
             self.models[stage.name] = result.model
         self.artifacts.update(result.artifacts)
@@ -171,14 +173,22 @@ def _check_load(stage: StageSpec, models: list, artifacts: list) -> dict:
 
 
 def _run_load(stage: StageSpec, ctx: Context) -> StageResult:
-    """Copy the user's model into the run (so the run folder is self-contained) and measure it."""
-    from kerascomp.saving import load_meta, load_model
+    """Copy the user's model (any format, e.g. Keras 3) into the run as tf_keras, and measure it.
+
+    A model that scales raw pixels itself records ``input_scaling``; the run
+    then feeds every later stage raw pixels (see :meth:`Context.record`).
+    """
+    from kerascomp.saving import load
     from kerascomp.training import evaluate
 
     path = stage.options["path"]
-    model = load_model(path)
-    metrics = {**evaluate(model, ctx.data), "params": int(model.count_params())}
-    return StageResult(model=_save(model, ctx, stage.name, {"source": str(path), **(load_meta(path) or {})}),
+    model, meta = load(path, ctx.data)
+    scaling = meta.get("data", {}).get("scaling")
+    data = ctx.data.with_scaling(scaling) if scaling else ctx.data
+    metrics = {**evaluate(model, data), "params": int(model.count_params())}
+    if scaling:
+        metrics["input_scaling"] = scaling
+    return StageResult(model=_save(model, ctx, stage.name, {"source": str(path), **meta, "data": data.describe()}),
                        metrics=metrics)
 
 

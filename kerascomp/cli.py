@@ -450,6 +450,9 @@ def _finetune_options(fn):
         click.option("--temperature", type=float, help="Distillation temperature [default: FineTuneConfig's, 4]."),
         click.option("--alpha", type=float, help="Weight of the hard-label loss [default: FineTuneConfig's, 0.1]."),
         click.option("--out", type=click.Path(dir_okay=False), help="Output FILE.keras [default: MODEL_<stage>.keras]."),
+        click.option("--save-format", default="keras", show_default=True, type=click.Choice(["keras", "keras3"]),
+                     help="keras: tf_keras .keras (what every kerascomp command reads); keras3: a Keras 3 .keras "
+                          "(pruned and clustered models; QAT models stay tf_keras)."),
         click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the metrics as JSON here."),
     ]):
         fn = option(fn)
@@ -462,12 +465,15 @@ def _compress(stage, module, config_class, options, **settings):
 
     from kerascomp._io import write_json
     from kerascomp.compress._tfmot import format_plan
-    from kerascomp.saving import check_output_path, load, save_model
+    from kerascomp.saving import check_output_path, load, save_model, sidecar_path
 
     model_path = Path(options["model_path"])
     out = check_output_path(options["out"] or model_path.with_name(f"{model_path.stem}_{stage}.keras"), ".keras")
     if options["json_path"]:
         check_output_path(options["json_path"], ".json")
+    if options["save_format"] == "keras3" and stage == "qat":
+        raise click.UsageError("--save-format keras3: a QAT model stays tf_keras (its fake-quant layers are tfmot's); "
+                               "its deployable form is the .tflite from `kerascomp convert --quantize int8`")
     tuning = {k: options[k] for k in ("epochs", "learning_rate", "temperature", "alpha") if options[k] is not None}
     config = config_class(**tuning, **settings, batch_size=options["batch_size"], seed=options["seed"],
                           distill_from=options["distill_from"])
@@ -482,8 +488,15 @@ def _compress(stage, module, config_class, options, **settings):
     result, metrics = module.apply(model, data, config, teacher=teacher)
     metrics = {"source": str(model_path), "out": str(out), **metrics}
     summary = {k: v for k, v in metrics.items() if k not in ("fine_tune", "preflight", "sensitivity", "baseline")}
-    save_model(result, out, meta={**meta, "data": data.describe(),
-                                  "compression": [*meta.get("compression", []), {"stage": stage, **summary}]})
+    side = {**meta, "data": data.describe(), "compression": [*meta.get("compression", []), {"stage": stage, **summary}]}
+    if options["save_format"] == "keras3":
+        from kerascomp.interop import save_keras3
+
+        save_keras3(result, out, output_activation=meta.get("import", {}).get("output_activation", "logits"),
+                    sample=data.x_val)
+        write_json(sidecar_path(out), side)
+    else:
+        save_model(result, out, meta=side)
     if options["json_path"]:
         write_json(options["json_path"], metrics)
     base = metrics["baseline"]
@@ -579,6 +592,24 @@ def sensitivity(model_path, data_spec, val_fraction, image_size, color_mode, see
     if plot_path:
         plot_sensitivity(result, plot_path)
     click.echo("most sensitive first: " + ", ".join(result["ranking"]))
+
+
+@cli.command("inspect")
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@_data_options(default=None)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
+def inspect_command(model_path, data_spec, val_fraction, image_size, color_mode, seed, json_path):
+    """Pre-flight report of a model file (Keras 3, tf_keras or .h5): import check, per-layer support, TFLite ops."""
+    from kerascomp._io import write_json
+    from kerascomp.preflight import format_inspection, inspect_model
+    from kerascomp.saving import check_output_path
+
+    if json_path:
+        check_output_path(json_path, ".json")
+    report = inspect_model(model_path, _load_data(data_spec, val_fraction, image_size, color_mode, seed))
+    click.echo(format_inspection(report))
+    if json_path:
+        write_json(json_path, report)
 
 
 @cli.command("models")

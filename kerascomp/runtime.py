@@ -33,9 +33,10 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from kerascomp._quiet import quiet_native_stderr
 from kerascomp.errors import ConfigError, ModelError, first_line
 
-__all__ = ["load", "TFLiteModel", "Scaling", "softmax", "constant_tensors"]
+__all__ = ["load", "TFLiteModel", "Scaling", "softmax", "constant_tensors", "op_names"]
 
 _RESOLVERS = {
     "auto": OpResolverType.AUTO,
@@ -107,10 +108,11 @@ class TFLiteModel:
             raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
         self.threads = threads
         try:
-            self._interpreter = Interpreter(
-                model_path=self.path, num_threads=threads, experimental_op_resolver_type=_RESOLVERS[op_resolver]
-            )
-            self._interpreter.allocate_tensors()
+            with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on stderr
+                self._interpreter = Interpreter(
+                    model_path=self.path, num_threads=threads, experimental_op_resolver_type=_RESOLVERS[op_resolver]
+                )
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.path} is not a usable TFLite model: {first_line(e)}") from None
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
@@ -347,6 +349,13 @@ def _zero_point(quant, ndim: int) -> np.ndarray | int:
     shape = [1] * ndim
     shape[quant.QuantizedDimension()] = -1
     return zero_points.reshape(shape)
+
+
+def op_names(path: str | os.PathLike) -> list[str]:
+    """The op of every node of a ``.tflite`` file, in execution order, before any delegate takes them."""
+    interpreter = Interpreter(model_path=os.fspath(path), experimental_op_resolver_type=_RESOLVERS["builtin"])
+    interpreter.allocate_tensors()
+    return [op["op_name"] for op in interpreter._get_ops_details()]  # the only view of the nodes in the Python API
 
 
 def _kernel_path(interpreter: Interpreter, op_resolver: str) -> str:

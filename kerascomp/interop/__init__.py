@@ -21,10 +21,11 @@ import numpy as np
 from kerascomp._compat import keras
 from kerascomp.data import Dataset, Scaling
 from kerascomp.errors import ModelError, first_line
+from kerascomp.interop._back import save_keras3
 from kerascomp.interop._keras3 import TOLERANCE, format_unsupported, load_keras3, read_config, rebuild, unsupported_layers
 from kerascomp.interop._layers import DROPPED, PREPROCESSING, SUPPORTED, layer_table
 
-__all__ = ["FORMATS", "TOLERANCE", "detect_format", "import_model", "to_logits", "preprocessing_layers",
+__all__ = ["FORMATS", "TOLERANCE", "detect_format", "import_model", "save_keras3", "to_logits", "preprocessing_layers",
            "SUPPORTED", "DROPPED", "PREPROCESSING", "layer_table"]
 
 FORMATS = ("keras3", "tf_keras", "h5")

@@ -1,0 +1,105 @@
+"""``kerascomp inspect``: what a user reads before compressing a model they brought.
+
+Every answer comes from the tools that will do the work: the import that
+every command runs, the pre-flight plans of pruning, clustering and QAT
+(which ask tfmot's own registries), and the TFLite converter's op list.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from kerascomp import __version__
+from kerascomp._compat import keras
+from kerascomp.data import Dataset
+from kerascomp.errors import KerascompError, first_line
+
+__all__ = ["inspect_model", "format_inspection", "TECHNIQUES"]
+
+TECHNIQUES = ("prune", "cluster", "qat")
+
+
+def inspect_model(path: str | os.PathLike, data: Dataset | None = None) -> dict:
+    """The pre-flight report of a model file (the ``inspect --json`` contract, see README)."""
+    from kerascomp.saving import load
+
+    model, meta = load(path, data)
+    imported = meta.get("import", {})
+    from kerascomp.interop import detect_format, preprocessing_layers
+
+    fmt, version = detect_format(path)
+    plans = _plans(model)
+    layers = [{"name": layer.name, "class": type(layer).__name__, "params": int(layer.count_params()),
+               **{t: plans[t].get(layer.name, "no weights" if t != "qat" else "yes") for t in TECHNIQUES}}
+              for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    return {
+        "kerascomp_version": __version__,
+        "path": str(path),
+        "format": fmt,
+        "keras_version": version,
+        "input_shape": list(model.input_shape[1:]),
+        "output_shape": list(model.output_shape[1:]),
+        "output_activation": imported.get("output_activation", "logits"),
+        "params": int(model.count_params()),
+        "import": {k: imported[k] for k in ("max_abs_diff", "seconds", "dropped") if k in imported} or None,
+        "input_scaling": meta.get("data", {}).get("scaling"),
+        "preprocessing": preprocessing_layers(model),
+        "layers": layers,
+        "tflite_ops": _tflite_ops(model),
+    }
+
+
+def _plans(model: keras.Model) -> dict[str, dict[str, str]]:
+    """Per technique, layer name -> ``"yes"`` or why not, from each technique's own pre-flight plan."""
+    from kerascomp.compress import cluster, prune, quantize
+
+    configs = {"prune": (prune, prune.PruneConfig(sparsity=0.5)), "cluster": (cluster, cluster.ClusterConfig()),
+               "qat": (quantize, quantize.QATConfig(float_fallback=True))}
+    answers = {}
+    for name, (module, config) in configs.items():
+        try:
+            plans = module.plan(model, config)
+        except KerascompError as exc:
+            answers[name] = {layer.name: f"no: {exc}" for layer in model.layers}
+            continue
+        answers[name] = {p.name: "yes" if p.action != "skip" else f"no: {p.reason}" for p in plans}
+    return answers
+
+
+def _tflite_ops(model: keras.Model) -> list[str] | str:
+    """The builtin ops of the float ``.tflite`` this model converts to (or why it does not convert)."""
+    from kerascomp.export.tflite import to_tflite
+    from kerascomp.runtime import op_names
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.tflite"
+        try:
+            to_tflite(model, path)
+        except KerascompError as exc:
+            return f"does not convert: {first_line(exc)}"
+        return sorted(set(op_names(path)) - {"DELEGATE"})
+
+
+def format_inspection(report: dict) -> str:
+    """The report as the console shows it."""
+    lines = [f"{report['path']}: {report['format']} (Keras {report['keras_version'] or '?'}), input "
+             f"{tuple(report['input_shape'])}, output {tuple(report['output_shape'])} ({report['output_activation']}), "
+             f"{report['params']:,} params"]
+    if report["import"]:
+        dropped = ", ".join(f"{d['name']} ({d['class']})" for d in report["import"]["dropped"]) or "none"
+        lines.append(f"import: rebuilt in tf_keras in {report['import']['seconds']:.1f} s, max |diff| "
+                     f"{report['import']['max_abs_diff']:.2g}; dropped (identity at inference): {dropped}")
+    if report["input_scaling"]:
+        lines.append("input: raw pixels (the model scales them itself)")
+    for p in report["preprocessing"]:
+        lines.append(f"preprocessing: {p['name']} ({p['class']}): {p['treatment']}")
+    width = max([len(layer["name"]) for layer in report["layers"]] + [5])
+    lines.append(f"  {'layer':<{width}} {'class':<24} {'params':>9}  prune / cluster / qat")
+    for layer in report["layers"]:
+        answers = " / ".join(layer[t] for t in TECHNIQUES)
+        lines.append(f"  {layer['name']:<{width}} {layer['class']:<24} {layer['params']:>9,}  {answers}")
+    ops = report["tflite_ops"]
+    lines.append("tflite ops: " + (", ".join(ops) if isinstance(ops, list) else ops))
+    return "\n".join(lines)

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from kerascomp.errors import DataError
 
 
-def read_inputs(paths: Sequence[str], input_shape: Sequence[int]) -> Iterator[tuple[str, np.ndarray]]:
+def read_inputs(paths: Sequence[str], input_shape: Sequence[int],
+                warn: Callable[[str], None] | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(name, raw pixels)`` shaped like ``input_shape``, unscaled (the model's sidecar scales them).
 
     Images are resized to the model's height and width and converted to its
-    channel count; an ``.npz`` yields every image of its ``x_test`` (or ``x``)
-    array.
+    channel count (``warn`` hears once per foreign size, since a resized
+    image is not what the model was trained on); an ``.npz`` yields every
+    image of its ``x_test`` (or ``x``) array.
     """
+    warned: set[tuple[int, int]] = set()
     for text in paths:
         path = Path(text)
         if not path.is_file():
@@ -25,20 +28,25 @@ def read_inputs(paths: Sequence[str], input_shape: Sequence[int]) -> Iterator[tu
         if path.suffix.lower() == ".npz":
             yield from _npz_images(path, input_shape)
         else:
-            yield str(path), _image(path, input_shape)
+            pixels, size = _image(path, input_shape)
+            if size != tuple(input_shape[:2]) and size not in warned and warn is not None:
+                warned.add(size)
+                warn(f"{path} is {size[0]}x{size[1]}; resized to the model's {input_shape[0]}x{input_shape[1]}")
+            yield str(path), pixels
 
 
-def _image(path: Path, input_shape: Sequence[int]) -> np.ndarray:
+def _image(path: Path, input_shape: Sequence[int]) -> tuple[np.ndarray, tuple[int, int]]:
     from PIL import Image, UnidentifiedImageError
 
     height, width, channels = input_shape
     try:
         with Image.open(path) as image:
+            size = (image.height, image.width)
             image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
             pixels = np.asarray(image, dtype=np.float32)
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
-    return pixels.reshape(height, width, channels)
+    return pixels.reshape(height, width, channels), size
 
 
 def _npz_images(path: Path, input_shape: Sequence[int]) -> Iterator[tuple[str, np.ndarray]]:

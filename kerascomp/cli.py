@@ -172,7 +172,7 @@ def predict(artifact, inputs, top_k, threads):
     from kerascomp._images import read_inputs
 
     model = runtime.load(artifact, threads=threads)
-    for name, raw in read_inputs(inputs, model.input_shape):
+    for name, raw in read_inputs(inputs, model.input_shape, warn=lambda m: click.echo(f"warning: {m}", err=True)):
         labels = model.classify(raw[None], top_k=top_k)[0]
         click.echo(f"{name}: " + ", ".join(f"{label} {p:.3f}" for label, p in labels))
 

@@ -165,6 +165,8 @@ class _Source:
 
 def _assemble(name: str, source: _Source, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
     x, y = source.x, source.y
+    if len(np.unique(y)) < 2:
+        raise DataError(f"{name}: every training label is {y[0]}; a classifier needs at least two classes")
     if source.x_test is None:
         x, x_test, y, y_test = _stratified_split(x, y, test_fraction, seed, "test")
     else:
@@ -241,6 +243,9 @@ def _images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
         raise DataError(f"{path}: {key} must be images shaped (N, H, W) or (N, H, W, C), got {x.shape}")
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise DataError(f"{path}: {key} has non-numeric dtype {x.dtype}")
+    bad = int(x.size - np.isfinite(x).sum()) if np.issubdtype(x.dtype, np.floating) else 0
+    if bad:
+        raise DataError(f"{path}: {key} holds {bad:,} NaN or Inf values; clean or impute them before training")
     return x
 
 

@@ -22,7 +22,7 @@ from kerascomp._compat import keras
 from kerascomp.errors import ModelError, first_line
 from kerascomp.interop._layers import DROPPED, MODEL_CLASSES, SUPPORTED, Untranslatable, translate
 
-__all__ = ["Rebuilt", "unsupported_layers", "load_keras3", "rebuild", "TOLERANCE"]
+__all__ = ["Rebuilt", "unsupported_layers", "load_keras3", "rebuild", "check_parity", "TOLERANCE"]
 
 TOLERANCE = 1e-4  # largest accepted |output difference| between the Keras 3 model and its rebuild
 
@@ -223,6 +223,39 @@ def _twin(layer, state: _State, prefix: str) -> keras.layers.Layer:
         return getattr(keras.layers, cls).from_config(config)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"layer {layer.name} ({cls}) cannot be rebuilt in tf_keras: {first_line(exc)}") from None
+
+
+def check_parity(model3, built, sample: np.ndarray) -> float:
+    """Largest |output difference|; over :data:`TOLERANCE`, a ModelError naming the first layer that differs."""
+    diff = _max_diff(model3(sample, training=False), built.model(sample, training=False))
+    if diff <= TOLERANCE:
+        return diff
+    import keras as keras3
+
+    layers3 = [layer for layer, _ in built.checkpoints]
+    probe = keras.Model(built.model.inputs, [tensor for _, tensor in built.checkpoints])
+    for layer, a, b in zip(layers3, _intermediates(model3, layers3, sample), probe(sample, training=False)):
+        if _max_diff(a, b) > TOLERANCE:
+            raise ModelError(f"the tf_keras rebuild differs from the Keras 3 model by {diff:.3g} (> {TOLERANCE:g}); "
+                             f"first at layer {layer.name} ({type(layer).__name__}, max |diff| {_max_diff(a, b):.3g})")
+    raise ModelError(f"the tf_keras rebuild differs from the Keras 3 model by {diff:.3g} (> {TOLERANCE:g})")
+
+
+def _intermediates(model3, layers3: list, sample: np.ndarray) -> list:
+    """Each top-level Keras 3 layer's output on ``sample`` (a Sequential is stepped through by hand)."""
+    import keras as keras3
+
+    if type(model3).__name__ != "Sequential":
+        return keras3.Model(model3.inputs, [layer.output for layer in layers3])(sample, training=False)
+    outputs, tensor = [], sample
+    for layer in layers3:
+        tensor = layer(tensor, training=False)
+        outputs.append(tensor)
+    return outputs
+
+
+def _max_diff(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
 
 
 def _copy_weights(source, target: keras.layers.Layer) -> None:

@@ -50,6 +50,8 @@ PREPROCESSING = {
 }
 
 _RENAMED = {"LeakyReLU": {"negative_slope": "alpha"}}
+_ADDED = {"MultiHeadAttention": {"query_shape": None, "key_shape": None, "value_shape": None}}  # tf_keras builds on call
+_IMPLIED = {"data_format": "channels_last"}  # tf_keras' only layout where the option is missing
 _BASE_KEYS = {"name", "trainable", "dtype", "dynamic", "activity_regularizer", "input_shape", "batch_input_shape",
               "batch_size"}
 _OBJECT_MODULES = {"keras.initializers": keras.initializers, "keras.regularizers": keras.regularizers,
@@ -65,8 +67,8 @@ def translate(class_name: str, config: dict, keras3_class: type) -> dict:
     target = getattr(keras.layers, class_name)
     config = {_RENAMED.get(class_name, {}).get(k, k): v for k, v in config.items()}
     renamed_defaults = {_RENAMED.get(class_name, {}).get(k, k): v for k, v in _defaults(keras3_class).items()}
-    return {key: _value(key, value) for key, value in
-            _accepted(target, config, renamed_defaults, f"{class_name} option").items()}
+    accepted = _accepted(target, config, renamed_defaults, f"{class_name} option")
+    return {**_ADDED.get(class_name, {}), **{key: _value(key, value) for key, value in accepted.items()}}
 
 
 def _accepted(target: type, config: dict, defaults: dict, what: str) -> dict:
@@ -78,7 +80,7 @@ def _accepted(target: type, config: dict, defaults: dict, what: str) -> dict:
         if key in known:
             kept[key] = value
         elif key in defaults and _same(value, defaults[key]) or value in (None, False, {}, []) \
-                or key in ("shared_object_id",):
+                or _IMPLIED.get(key) == value or key == "shared_object_id":
             continue
         else:
             raise Untranslatable(f"{what} {key}={value!r} has no tf_keras equivalent")

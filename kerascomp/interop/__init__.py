@@ -43,7 +43,7 @@ def detect_format(path: str | os.PathLike) -> tuple[str, str]:
             with zipfile.ZipFile(path) as archive:
                 version = json.loads(archive.read("metadata.json")).get("keras_version", "")
         except (KeyError, ValueError, OSError):
-            raise ModelError(f"{path} is a zip archive but not a Keras model (no metadata.json)") from None
+            raise ModelError(f"cannot load {path}: a zip archive but not a Keras model (no metadata.json)") from None
         return ("keras3" if version.startswith("3") else "tf_keras"), version
     import h5py
 
@@ -52,7 +52,7 @@ def detect_format(path: str | os.PathLike) -> tuple[str, str]:
             version = handle.attrs.get("keras_version", "")
         version = version.decode() if isinstance(version, bytes) else str(version)
         return "h5", version
-    raise ModelError(f"{path} is neither a .keras archive nor an HDF5 (.h5) Keras model")
+    raise ModelError(f"cannot load {path}: neither a .keras archive nor an HDF5 (.h5) Keras model")
 
 
 def import_model(path: str | os.PathLike, data: Dataset | None = None, *,

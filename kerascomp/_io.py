@@ -1,6 +1,7 @@
-"""Atomic file output: an interrupted or failed step never leaves a half-written artifact."""
+"""File output and identity: atomic writes (an interrupted step never leaves a half-written artifact) and hashes."""
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -34,3 +35,12 @@ def write_json(path: str | os.PathLike, data: object) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, read in chunks so a large dataset never sits in memory twice."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -9,8 +9,6 @@ command calls. Adding a stage kind is one handler here.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +16,7 @@ from kerascomp.config import StageSpec, build_dataclass, check_keys
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, KerascompError
 
-__all__ = ["HANDLERS", "Context", "StageResult", "fingerprint"]
+__all__ = ["HANDLERS", "Context", "StageResult", "reads"]
 
 MODES = {"fp32": "none", "float16": "float16", "dynamic": "dynamic", "int8": "int8", "int16x8": "int16x8"}
 
@@ -107,11 +105,16 @@ def layer_sparsity(path: Path) -> dict:
     return sparsity
 
 
-def fingerprint(stage: StageSpec, ctx: Context, data: Dataset) -> str:
-    """A stage's identity: its kind and options, the data, the seed, and everything before it."""
-    payload = {"kind": stage.kind, "options": stage.options, "data": data.describe(), "seed": ctx.seed,
-               "before": ctx.last_fingerprint}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def reads(stage: StageSpec, ctx: Context) -> dict[str, Path]:
+    """The files a stage depends on: the user's model for ``load``, else everything the run produced so far.
+
+    Depending on every earlier output rather than only the ones a stage opens
+    costs nothing extra: an earlier output changes only when its stage re-ran,
+    which re-runs everything after it anyway.
+    """
+    if stage.kind == "load":
+        return {stage.options["path"]: Path(stage.options["path"])}
+    return {relative: ctx.path(relative) for relative in (*ctx.models.values(), *ctx.artifacts.values())}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Each stage is the library function its CLI command calls (see
 :mod:`kerascomp._stages`); this module only orders them, records what each
-produced, and skips on ``resume`` every stage whose fingerprint (its options
-plus the fingerprints of its inputs) is unchanged and whose outputs exist.
+produced, and skips on ``resume`` every stage whose inputs (options, data bytes, the files it
+reads, the stage before it; see :mod:`kerascomp._fingerprint`) are unchanged and
+whose outputs exist; a stage that runs again says which input changed.
 State is written atomically after every stage, so a killed run resumes from
 the last finished stage and never sees a half-written file.
 """
@@ -19,7 +20,8 @@ import click
 
 from kerascomp import __version__
 from kerascomp._io import write_json
-from kerascomp._stages import HANDLERS, Context, StageResult, fingerprint
+from kerascomp._fingerprint import changes, data_digest, key, stage_inputs
+from kerascomp._stages import HANDLERS, Context, StageResult, reads
 from kerascomp.config import PipelineConfig, StageSpec, TeacherSpec
 from kerascomp.errors import ConfigError
 
@@ -54,22 +56,26 @@ def run_pipeline(config: PipelineConfig, out: str | os.PathLike, *, resume: bool
     data = load_data(spec.spec, val_fraction=spec.val_fraction, seed=config.seed, image_size=spec.image_size,
                      color_mode=spec.color_mode)
     ctx = Context(out=out, data=data, seed=config.seed, verbose=verbose)
+    described = {"content": data_digest(spec.spec), **data.describe()}
     done = {}
     for stage in (_teacher_stage(config.teacher), *config.stages):
-        key = fingerprint(stage, ctx, data)
+        inputs = stage_inputs(stage.kind, stage.options, seed=config.seed, data=described,
+                              reads=reads(stage, ctx), before=ctx.last_fingerprint)
+        fingerprint = key(inputs)
         previous = state.get(stage.name)
-        if previous and previous["fingerprint"] == key and all((out / p).exists() for p in previous["outputs"]):
+        if previous and previous["fingerprint"] == fingerprint and all((out / p).exists() for p in previous["outputs"]):
             click.echo(f"[{stage.name}] unchanged, skipped (--resume)")
             result = StageResult.from_dict(previous)
         else:
-            click.echo(f"[{stage.name}] {stage.kind} ...")
+            why = f" ({changes(previous.get('inputs'), inputs)})" if previous else ""
+            click.echo(f"[{stage.name}] {stage.kind} ...{why}")
             start = time.perf_counter()
             result = HANDLERS[stage.kind].run(stage, ctx)
             result.seconds = time.perf_counter() - start
-            result.fingerprint = key
+            result.fingerprint = fingerprint
             click.echo(f"[{stage.name}] done in {result.seconds:.1f} s")
         ctx.record(stage, result)
-        done[stage.name] = {"kind": stage.kind, **result.to_dict()}
+        done[stage.name] = {"kind": stage.kind, **result.to_dict(), "inputs": inputs}
         write_json(out / STATE_FILE, {**state, **done})
     document = _document(config, ctx, done)
     write_pipeline_report(document, out)
@@ -98,7 +104,7 @@ def _document(config: PipelineConfig, ctx: Context, done: dict) -> dict:
         "config": config.raw,
         "dataset": ctx.data.describe(),
         "machine": ctx.bench.get("machine"),
-        "stages": [{"name": name, **{k: v for k, v in stage.items() if k != "fingerprint"}}
+        "stages": [{"name": name, **{k: v for k, v in stage.items() if k not in ("fingerprint", "inputs")}}
                    for name, stage in done.items()],
         "results": results,
         "summary": _summary(config, results),

@@ -9,14 +9,13 @@ data spec.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 
 from kerascomp import __version__
-from kerascomp._io import write_json
+from kerascomp._io import file_sha256, write_json
 from kerascomp.data import Dataset
 from kerascomp.errors import DataError
 from kerascomp.export._verify import ExportError
@@ -75,6 +74,8 @@ def export(
     needs_calibration = quantize in CALIBRATED_MODES or (out.suffix == ".onnx" and quantize == "int8")
     if needs_calibration and data is None:
         raise ExportError(f"--quantize {quantize} needs --data to calibrate on the training split")
+    if needs_calibration and calibration_size < 1:
+        raise ExportError(f"--calibration-size must be at least 1, got {calibration_size}")
     calibration = _calibration(data, calibration_size) if needs_calibration else None
     sample = data.x_val[:VERIFY_SAMPLES] if data is not None else None
     if out.suffix == ".tflite":
@@ -84,14 +85,6 @@ def export(
         report = _to_onnx(model, out, quantize, calibration, sample, opset, min_agreement)
     write_json(out.with_name(out.name + ".json"), _sidecar(out, quantize, int8_io, input_shape, data, meta, source, report))
     return {**report, "size_bytes": out.stat().st_size}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _calibration(data: Dataset, size: int) -> np.ndarray:
@@ -108,7 +101,7 @@ def _to_onnx(model, out: Path, quantize: str, calibration, sample, opset: int, m
     float_path = out.with_name(out.stem + ".float.tmp.onnx")
     try:
         onnx.to_onnx(model, float_path, opset=opset, sample=sample, min_agreement=min_agreement)
-        report = onnx.quantize_onnx_int8(float_path, out, calibration, min_agreement=min_agreement)
+        report = onnx.quantize_onnx_int8(float_path, out, calibration, sample=sample, min_agreement=min_agreement)
     finally:
         float_path.unlink(missing_ok=True)
     return report

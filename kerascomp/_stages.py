@@ -77,15 +77,13 @@ class Context:
         return self.path(self.models[name] if name else list(self.models.values())[-1])
 
     def final_details(self, final: str) -> dict:
-        """Confusion matrix and per-class precision/recall of the final artifact, run by its own runtime."""
+        """Confusion matrix and per-class precision/recall of the final artifact, scored as ``bench`` scores it."""
+        from kerascomp.bench import predict_test_split
         from kerascomp.report import classification_details
 
         if final not in self.artifacts:
             return {}
-        from kerascomp import runtime
-
-        model = runtime.load(self.path(self.artifacts[final]))
-        predicted = model.predict(self.data.x_test).argmax(axis=1)
+        predicted = predict_test_split(self.path(self.artifacts[final]), self.data)
         details = {"name": final, **classification_details(self.data.y_test, predicted, self.data.class_names)}
         source = self.sources.get(final)
         if source:
@@ -287,20 +285,38 @@ def _run_technique(stage: StageSpec, ctx: Context) -> StageResult:
 
 # --- convert / bench ----------------------------------------------------------------------------------------------
 
-def _conversions(stage: StageSpec, models: list) -> list[tuple[str, str, str]]:
-    """(model, mode, artifact name) for every conversion the stage asks for."""
-    own, rest = _split(stage.options, {"models", "quantize", "int8_io", "calibration_size"})
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
+
+
+def _conversions(stage: StageSpec, models: list) -> list[tuple[str, str, str, str]]:
+    """(model, mode, format, artifact name) for every conversion the stage asks for.
+
+    A ``.tflite`` artifact is named ``<model>_<mode>``, an ``.onnx`` one
+    ``<model>_onnx_<mode>``: names are the bench rows' and must not collide.
+    """
+    from kerascomp.export import FORMATS
+
+    own, rest = _split(stage.options, {"models", "quantize", "formats", "int8_io", "calibration_size"})
     check_keys(rest, set(), stage.where)
     names = own.get("models") or ["teacher", models[-1]]
     modes = own.get("quantize") or ["fp32"]
+    formats = own.get("formats") or ["tflite"]
     for name in names:
         if name not in models:
             raise ConfigError(f"{stage.where}.models: no model named {name!r} before this stage "
                               f"(models: {', '.join(models)})")
+    for fmt in formats:
+        if fmt not in SUFFIXES:
+            raise ConfigError(f"{stage.where}.formats: unknown format {fmt!r}; use {', '.join(SUFFIXES)}")
     for mode in modes:
         if mode not in MODES:
             raise ConfigError(f"{stage.where}.quantize: unknown mode {mode!r}; use {', '.join(MODES)}")
-    return [(name, mode, f"{name}_{mode}") for name in dict.fromkeys(names) for mode in modes]
+        for fmt in formats:
+            if MODES[mode] not in FORMATS[SUFFIXES[fmt]]:
+                supported = [m for m, q in MODES.items() if q in FORMATS[SUFFIXES[fmt]]]
+                raise ConfigError(f"{stage.where}.quantize: {fmt} supports {', '.join(supported)}, not {mode!r}")
+    return [(name, mode, fmt, f"{name}_{mode}" if fmt == "tflite" else f"{name}_{fmt}_{mode}")
+            for name in dict.fromkeys(names) for fmt in formats for mode in modes]
 
 
 def _check_convert(stage: StageSpec, models: list, artifacts: list) -> dict:
@@ -312,12 +328,12 @@ def _run_convert(stage: StageSpec, ctx: Context) -> StageResult:
     from kerascomp.saving import load_meta, load_model
 
     result = StageResult()
-    for name, mode, artifact in _conversions(stage, list(ctx.models)):
+    for name, mode, fmt, artifact in _conversions(stage, list(ctx.models)):
         source = ctx.model_path(name)
-        relative = f"tflite_models/{artifact}.tflite"
+        relative = f"{fmt}_models/{artifact}{SUFFIXES[fmt]}"
         report = export(load_model(source), ctx.path(relative), quantize=MODES[mode], data=ctx.data,
                         meta=load_meta(source), source=source,
-                        int8_io=bool(stage.options.get("int8_io")) and mode == "int8",
+                        int8_io=bool(stage.options.get("int8_io")) and mode == "int8" and fmt == "tflite",
                         calibration_size=stage.options.get("calibration_size", 500))
         result.artifacts[artifact] = relative
         result.metrics[artifact] = {"model": name, "size_bytes": report["size_bytes"], "verification": report["verification"]}

@@ -22,7 +22,7 @@ from kerascomp import __version__
 from kerascomp.data import Dataset
 from kerascomp.errors import DataError, ModelError
 
-__all__ = ["bench", "measure_latency", "machine_info", "FORMATS"]
+__all__ = ["bench", "predict_test_split", "measure_latency", "machine_info", "FORMATS"]
 
 FORMATS = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 
@@ -96,30 +96,32 @@ def _check_path(path) -> Path:
     return path
 
 
+def predict_test_split(path: str | os.PathLike, data: Dataset, *, op_resolver: str = "auto") -> np.ndarray:
+    """The classes ``path`` predicts for the test split, by its own runtime and input scaling.
+
+    This is how :func:`bench` scores an artifact, so a report that quotes it
+    states the accuracy bench would measure on the same file.
+    """
+    path = _check_path(path)
+    return _test_logits(path, _runners(path, (1,), op_resolver)[0], data).argmax(1)
+
+
 def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, warmup: int, op_resolver: str) -> list[dict]:
-    kind = FORMATS[path.suffix]
     raw = path.read_bytes()
     common = {
         "name": path.stem,
         "path": str(path),
-        "format": kind,
+        "format": FORMATS[path.suffix],
         "size_bytes": len(raw),
         "gzip_bytes": len(gzip.compress(raw, compresslevel=9)),
         "batch_size": 1,
     }
-    if kind == "keras":
-        runners = [_KerasRunner(path)]
-    else:
-        runners = [_open_artifact(path, kind, t, op_resolver) for t in threads]
+    runners = _runners(path, threads, op_resolver)
     first = runners[0]
-    if first.scaling:  # an artifact that expects other input scaling (e.g. raw pixels) gets the data that way
+    if first.scaling:
         data = data.with_scaling(first.scaling)
-    _check_compatible(path, first.input_shape, data)
     params = first.params()
-    logits = first.predict(data.x_test)
-    if logits.shape[1] != data.num_classes:
-        raise DataError(f"{path} outputs {logits.shape[1]} classes but data {data.name!r} has {data.num_classes}")
-    accuracy = float((logits.argmax(1) == data.y_test).mean())
+    accuracy = float((_test_logits(path, first, data).argmax(1) == data.y_test).mean())
     rows = []
     for runner in runners:
         x1 = runner.prepare(data.x_test[:1])
@@ -135,6 +137,25 @@ def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, war
             "kernel_path": runner.kernel_path,
         })
     return rows
+
+
+def _runners(path: Path, threads: Sequence[int], op_resolver: str) -> list:
+    """One runner per thread count (``.keras``: one, at TensorFlow's own thread count)."""
+    kind = FORMATS[path.suffix]
+    if kind == "keras":
+        return [_KerasRunner(path)]
+    return [_open_artifact(path, kind, t, op_resolver) for t in threads]
+
+
+def _test_logits(path: Path, runner, data: Dataset) -> np.ndarray:
+    """Test-split logits; an artifact that expects other input scaling (e.g. raw pixels) gets the data that way."""
+    if runner.scaling:
+        data = data.with_scaling(runner.scaling)
+    _check_compatible(path, runner.input_shape, data)
+    logits = runner.predict(data.x_test)
+    if logits.shape[1] != data.num_classes:
+        raise DataError(f"{path} outputs {logits.shape[1]} classes but data {data.name!r} has {data.num_classes}")
+    return logits
 
 
 def _check_compatible(path: Path, input_shape: tuple, data: Dataset) -> None:

@@ -164,15 +164,20 @@ def convert(model_path, out, quantize, data_spec, val_fraction, image_size, colo
 @cli.command()
 @click.argument("artifact", metavar="FILE.tflite", type=click.Path(dir_okay=False))
 @click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_OR_NPZ...")
-@click.option("--top-k", default=3, show_default=True, type=int)
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", default=1, show_default=True, type=int)
 def predict(artifact, inputs, top_k, threads):
     """Classify image files (PNG/JPG) or the x_test/x array of an .npz with the edge runtime."""
+    import numpy as np
+
     from kerascomp import runtime
     from kerascomp._images import read_inputs
+    from kerascomp.errors import DataError
 
     model = runtime.load(artifact, threads=threads)
     for name, raw in read_inputs(inputs, model.input_shape, warn=lambda m: click.echo(f"warning: {m}", err=True)):
+        if not np.isfinite(raw).all():
+            raise DataError(f"{name} holds NaN or Inf values")
         labels = model.classify(raw[None], top_k=top_k)[0]
         click.echo(f"{name}: " + ", ".join(f"{label} {p:.3f}" for label, p in labels))
 
@@ -636,6 +641,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except KerascompError as exc:
         click.echo(f"Error: {exc}", err=True)
+        return 1
+    except OSError as exc:  # a path the user gave cannot be read or written (e.g. a file where a folder must be)
+        click.echo(f"Error: {exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else
+                   f"Error: {first_line(exc)}", err=True)
         return 1
     except Exception as exc:
         if os.environ.get("KERASCOMP_DEBUG"):

@@ -60,17 +60,19 @@ def _empty_folder(tmp_path):
     return str(tmp_path / "empty")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data", "missing.npz"], "not found"),
-    (["--data", _bad_npz], "cannot read"),
-    (["--data", _wrong_shapes], "must be images"),
-    (["--data", _empty_folder], "no class subfolders"),
-    (["--model", "resnet9000"], "unknown model 'resnet9000'"),
-    (["--model-arg", "colour=3"], "unknown argument(s) colour"),
-    (["--model-arg", "depth"], "expects key=value"),
-    (["--epochs", "0"], "epochs must be at least 1"),
+@pytest.mark.parametrize("args, expected, message", [
+    (["--data", "missing.npz"], 1, "not found"),
+    (["--data", _bad_npz], 1, "cannot read"),
+    (["--data", _wrong_shapes], 1, "must be images"),
+    (["--data", _empty_folder], 1, "no class subfolders"),
+    (["--model", "resnet9000"], 1, "unknown model 'resnet9000'"),
+    (["--model-arg", "colour=3"], 1, "unknown argument(s) colour"),
+    (["--model-arg", "depth"], 2, "expects key=value"),  # malformed option syntax is a usage error
+    (["--epochs", "0"], 1, "epochs must be at least 1"),
+    (["--epochs", "two"], 2, "'two' is not a valid integer"),
+    (["--strategy", "tpu"], 2, "'tpu' is not one of"),
 ])
-def test_bad_input_gives_one_error_line_and_writes_nothing(capsys, tmp_path, args, message):
+def test_bad_input_gives_one_error_line_and_writes_nothing(capsys, tmp_path, args, expected, message):
     args = [a(tmp_path) if callable(a) else a for a in args]
     base = {"--model": "cnn", "--data": "digits", "--epochs": "1"}
     for flag, value in zip(args[::2], args[1::2]):
@@ -79,7 +81,7 @@ def test_bad_input_gives_one_error_line_and_writes_nothing(capsys, tmp_path, arg
     argv = ["train", *[x for kv in base.items() for x in kv], "--out", str(out)]
     code, _, err = run(capsys, *argv)
     lines = err.strip().splitlines()
-    assert code in (1, 2)
+    assert code == expected
     assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0]
     assert not out.exists() and not list(tmp_path.glob("*.keras*"))
 

@@ -1,12 +1,19 @@
 """Tests for ONNX export: onnxruntime agrees with Keras, broken conversions leave no file,
-onnxruntime's int8 peer stays close to the float model, and parameter counting."""
+onnxruntime's int8 peer stays close to the float model, parameter counting, and
+``kerascomp convert``/``bench`` on .onnx end to end."""
+
+import contextlib
+import io
+import json
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from kerascomp import models
 from kerascomp._compat import keras
+from kerascomp.cli import main
 from kerascomp.errors import ModelError
 from kerascomp.export._verify import ExportError
 from kerascomp.export.onnx import OnnxModel, onnx_constant_params, quantize_onnx_int8, to_onnx
@@ -117,3 +124,109 @@ def test_int8_param_count_counts_quantized_weights_not_scales(cnn_onnx, cnn_int8
     int8_params = onnx_constant_params(cnn_int8[0])
     assert sum(p.size for p in int8_params) == sum(p.size for p in float_params)
     assert {p.dtype for p in int8_params} == {np.dtype(np.int8), np.dtype(np.int32)}
+
+
+def _cli(*args):
+    """``main(args)`` with its stdout and stderr: ``(code, out, err)`` (usable in module fixtures, unlike capsys)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cli_onnx(digits_model, tmp_path_factory):
+    """``kerascomp convert`` of the digits cnn to fp32 and int8 .onnx, run inside the output folder so
+    anything onnxruntime's quantizer leaves in the working directory would show up there."""
+    folder = tmp_path_factory.mktemp("cli_onnx")
+    runs = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        for mode in ("none", "int8"):
+            runs[mode] = _cli("convert", digits_model[0], "--data", "digits", "--quantize", mode,
+                              "--out", f"cnn_{mode}.onnx")
+    return folder, runs
+
+
+def _onnxruntime_accuracy(path, digits):
+    """Accuracy on the test labels, computed here with a bare onnxruntime session and the sidecar's scaling."""
+    scaling = json.loads(path.with_name(path.name + ".json").read_text())["scaling"]
+    x = digits.with_scaling(scaling).x_test.astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: x})[0]
+    return float((logits.argmax(1) == digits.y_test).mean())
+
+
+def test_cli_convert_writes_each_onnx_and_its_sidecar_and_nothing_else(cli_onnx, digits):
+    folder, runs = cli_onnx
+    for mode, (code, out, err) in runs.items():
+        assert code == 0, err
+        # int8 is verified on held-out validation inputs like fp32, not on the training inputs it was calibrated on
+        assert f"verified on {len(digits.x_val)} validation inputs: top-1 agreement" in out
+        assert f"{mode} -> cnn_{mode}.onnx" in out
+        side = json.loads((folder / f"cnn_{mode}.onnx.json").read_text())
+        assert side["format"] == "onnx" and side["quantization"] == mode
+        assert side["verification"]["samples"] == len(digits.x_val) and side["verification"]["passed"]
+    assert sorted(p.name for p in folder.iterdir()) == ["cnn_int8.onnx", "cnn_int8.onnx.json", "cnn_none.onnx",
+                                                        "cnn_none.onnx.json"]
+    ops = {node.op_type for node in onnx.load(str(folder / "cnn_int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_cli_bench_onnx_accuracy_is_the_artifacts_own_on_the_test_labels(cli_onnx, digits, digits_model, tmp_path):
+    folder, _ = cli_onnx
+    source, model = digits_model
+    fp32, int8 = folder / "cnn_none.onnx", folder / "cnn_int8.onnx"
+    code, out, err = _cli("bench", source, fp32, int8, "--data", "digits", "--runs", "5", "--warmup", "1",
+                          "--json", tmp_path / "b.json")
+    assert code == 0, err
+    rows = {r["name"]: r for r in json.loads((tmp_path / "b.json").read_text())["results"]}
+    assert [(rows[n]["format"], rows[n]["quantization"]) for n in ("cnn", "cnn_none", "cnn_int8")] == [
+        ("keras", "none"), ("onnx", "none"), ("onnx", "int8")]
+    assert "| cnn_int8 | onnx | int8 |" in out
+    keras_accuracy = float((model.predict(digits.x_test, verbose=0).argmax(1) == digits.y_test).mean())
+    fp32_accuracy, int8_accuracy = _onnxruntime_accuracy(fp32, digits), _onnxruntime_accuracy(int8, digits)
+    assert rows["cnn_none"]["accuracy"] == pytest.approx(fp32_accuracy)
+    assert rows["cnn_int8"]["accuracy"] == pytest.approx(int8_accuracy)
+    assert rows["cnn"]["accuracy"] == pytest.approx(keras_accuracy)
+    assert fp32_accuracy < 1.0  # so accuracy on the labels differs from agreement with the Keras model
+    assert abs(fp32_accuracy - keras_accuracy) <= 1 / len(digits.y_test)  # at most one image
+    # measured: fp32 0.9733, int8 0.9756 (+0.2 pp, one image); the margin allows 1.5 pp (7 images) either way
+    assert abs(int8_accuracy - fp32_accuracy) <= 0.015
+    assert rows["cnn_int8"]["params"] == rows["cnn_none"]["params"]
+    assert rows["cnn_int8"]["gzip_bytes"] < rows["cnn_none"]["gzip_bytes"]
+
+
+def _near_tie_model(digits, path):
+    """A model whose 10 logits lie 1e-4 apart, far closer than one int8 step of its output: float
+    always says class 9, int8 rounds the logits together, so its top-1 agrees on few inputs."""
+    from kerascomp.saving import save_model
+
+    inputs = keras.Input(DIGITS)
+    dense = keras.layers.Dense(10, kernel_initializer=keras.initializers.Constant(1 / 64),
+                               bias_initializer=keras.initializers.Constant(np.arange(10) * 1e-4))
+    return save_model(keras.Model(inputs, dense(keras.layers.Flatten()(inputs))), path,
+                      meta={"data": digits.describe()})
+
+
+@pytest.mark.parametrize("model, quantize, extra, message", [
+    ("cnn", "none", ["--min-agreement", "1.01"], "none artifact agrees with the Keras model on only 100.0%"),
+    ("cnn", "int8", ["--min-agreement", "1.01"], "(need 101%)"),
+    ("tie", "int8", [], "int8 artifact agrees with the Keras model on only"),  # the default 90% for int8
+])
+def test_cli_convert_below_min_agreement_exits_1_and_leaves_no_file(digits, digits_model, tmp_path, monkeypatch,
+                                                                     model, quantize, extra, message):
+    source = digits_model[0] if model == "cnn" else _near_tie_model(digits, tmp_path / "models" / "tie.keras")
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.chdir(out)
+    code, stdout, err = _cli("convert", source, "--data", "digits", "--quantize", quantize, *extra,
+                             "--out", "m.onnx")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], err
+    assert "not writing it" in lines[0] and stdout == ""
+    assert list(out.iterdir()) == []  # no .onnx, no sidecar, no temp or float intermediate file
+    if model == "tie":  # the same artifact is written when the user accepts any agreement
+        assert _cli("convert", source, "--data", "digits", "--quantize", "int8", "--min-agreement", "0",
+                    "--out", "m.onnx")[0] == 0
+        assert sorted(p.name for p in out.iterdir()) == ["m.onnx", "m.onnx.json"]

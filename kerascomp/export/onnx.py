@@ -75,6 +75,7 @@ def quantize_onnx_int8(
     *,
     per_channel: bool = True,
     reduce_range: bool = True,
+    sample: np.ndarray | None = None,
     min_agreement: float | None = None,
 ) -> dict:
     """Quantize the float ``.onnx`` at ``src`` with onnxruntime's static QDQ quantization.
@@ -83,7 +84,8 @@ def quantize_onnx_int8(
     ranges from ``calibration``, which should come from the training split).
     ``quant_pre_process`` runs first: its shape inference and constant folding
     let more tensors be quantized. The result is checked against the float
-    model on the calibration inputs before it is moved to ``dst``.
+    model on ``sample`` (default: the calibration inputs; :func:`export`
+    passes held-out validation inputs) before it is moved to ``dst``.
 
     ``reduce_range`` keeps weights to 7 bits, as onnxruntime advises for x86
     CPUs without VNNI: their int8 kernels add pairs of products in int16, which
@@ -116,7 +118,8 @@ def quantize_onnx_int8(
             activation_type=quantization.QuantType.QInt8,
             weight_type=quantization.QuantType.QInt8,
         )
-        report = compare(float_model.predict(calibration), OnnxModel(tmp).predict(calibration))
+        sample = calibration if sample is None else np.asarray(sample, dtype=np.float32)
+        report = compare(float_model.predict(sample), OnnxModel(tmp).predict(sample))
         verification = check(report, "int8", min_agreement)
     return {
         "path": str(dst),

@@ -2,9 +2,12 @@
 
 Public names are loaded lazily (PEP 562) so that ``import kerascomp`` and the
 edge runtime stay free of TensorFlow until a TensorFlow-backed name is used.
+Every registered technique is exported too: ``kerascomp.prune`` is its
+``apply`` and ``kerascomp.PruneConfig`` its config (see :mod:`kerascomp.registry`).
 """
 
 from importlib import import_module
+from importlib.util import find_spec
 
 __version__ = "0.1.0"
 
@@ -24,37 +27,46 @@ _LAZY = {
     "Distiller": "kerascomp.compress.distill",
     "DistillConfig": "kerascomp.compress.distill",
     "sweep": "kerascomp.compress.sweep",
-    "swap": "kerascomp.compress.swap",
-    "SwapConfig": "kerascomp.compress.swap",
     "swap_plan": "kerascomp.compress.swap",
-    "prune": "kerascomp.compress.prune",
-    "PruneConfig": "kerascomp.compress.prune",
-    "cluster": "kerascomp.compress.cluster",
-    "ClusterConfig": "kerascomp.compress.cluster",
-    "qat": "kerascomp.compress.quantize",
-    "QATConfig": "kerascomp.compress.quantize",
     "sensitivity": "kerascomp.compress.sensitivity",
     "SensitivityConfig": "kerascomp.compress.sensitivity",
     "choose_sparsities": "kerascomp.compress.sensitivity",
     "load_config": "kerascomp.config",
     "run_pipeline": "kerascomp.pipeline",
+    "compress_file": "kerascomp.compressing",
+    "register": "kerascomp.registry",
+    "Technique": "kerascomp.registry",
+    "Strength": "kerascomp.registry",
     "KerascompError": "kerascomp.errors",
     "DataError": "kerascomp.errors",
     "ModelError": "kerascomp.errors",
     "ConfigError": "kerascomp.errors",
 }
-_ALIASES = {"build_model": "build", "swap": "apply", "swap_plan": "plan", "distill": "apply", "prune": "apply", "cluster": "apply", "qat": "apply", "sensitivity": "apply"}
+_ALIASES = {"build_model": "build", "swap_plan": "plan", "distill": "apply", "sensitivity": "apply"}
 
 __all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):
-    if name not in _LAZY:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), _ALIASES.get(name, name))
+    elif name.startswith("_") or find_spec(f"{__name__}.{name}") is not None:  # a submodule being imported
         raise AttributeError(f"module 'kerascomp' has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name]), _ALIASES.get(name, name))
+    else:
+        value = _technique_exports().get(name)
+        if value is None:
+            raise AttributeError(f"module 'kerascomp' has no attribute {name!r}")
     globals()[name] = value
     return value
 
 
+def _technique_exports() -> dict:
+    """Each registered technique's ``apply`` under its name and its config class under the class's name."""
+    exports = {}
+    for name, technique in import_module("kerascomp.registry").techniques().items():
+        exports[name], exports[technique.config.__name__] = technique.apply, technique.config
+    return exports
+
+
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_technique_exports()))

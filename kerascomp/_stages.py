@@ -16,7 +16,7 @@ from kerascomp.config import StageSpec, build_dataclass, check_keys
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, KerascompError
 
-__all__ = ["HANDLERS", "Context", "StageResult", "reads"]
+__all__ = ["HANDLERS", "Context", "StageResult", "handler", "reads"]
 
 MODES = {"fp32": "none", "float16": "float16", "dynamic": "dynamic", "int8": "int8", "int16x8": "int16x8"}
 
@@ -193,77 +193,23 @@ def _run_load(stage: StageSpec, ctx: Context) -> StageResult:
                        metrics=metrics)
 
 
-# --- distill ------------------------------------------------------------------------------------------------------
-
-def _distill_parts(stage: StageSpec, models: list, seed: int = 0, verbose: int = 0):
-    """Stage keys, the DistillConfig and the TrainConfig of a distill stage, each validated."""
-    from kerascomp.compress.distill import DistillConfig
-
-    own, rest = _split(stage.options, {"teacher", "student", "student_args", "compare_scratch"})
-    if "student" not in own:
-        raise ConfigError(f"{stage.where}: 'student' (a zoo name) is required")
-    teacher = own.get("teacher", "teacher")
-    if teacher not in models:
-        raise ConfigError(f"{stage.where}.teacher: no model named {teacher!r} before this stage")
-    fields = {f.name for f in dataclasses.fields(DistillConfig)}
-    distill_options, train_options = _split(rest, fields)
-    config = build_dataclass(DistillConfig, distill_options, stage.where)
-    return own, config, _train_config(train_options, seed, verbose, stage.where)
-
-
-def _check_distill(stage: StageSpec, models: list, artifacts: list) -> dict:
-    from kerascomp import models as zoo
-
-    own, *_ = _distill_parts(stage, models)
-    try:
-        zoo.check_args(own["student"], own.get("student_args") or {})
-    except KerascompError as exc:
-        raise ConfigError(f"{stage.where}: {exc}") from None
-    return {"models": [stage.name]}
-
-
-def _run_distill(stage: StageSpec, ctx: Context) -> StageResult:
-    from kerascomp.compress import distill
-    from kerascomp.saving import load_model
-
-    own, config, train_config = _distill_parts(stage, list(ctx.models), ctx.seed, ctx.verbose)
-    teacher = load_model(ctx.model_path(own.get("teacher", "teacher")))
-    model, metrics = distill.apply(own["student"], ctx.data, config, teacher=teacher, train_config=train_config,
-                                   student_args=own.get("student_args") or {},
-                                   compare_scratch=bool(own.get("compare_scratch")))
-    student = metrics["student"]
-    metrics = {**metrics, "params": student["params"], "val_accuracy": student["val_accuracy"],
-               "test_accuracy": student["test_accuracy"], "seconds_per_epoch": student["seconds_per_epoch"],
-               "history": student["history"]}
-    info = {"name": own["student"], "args": own.get("student_args") or {}}
-    return StageResult(model=_save(model, ctx, stage.name, {"model": info}), metrics=metrics)
-
-
-# --- swap / prune / cluster / qat: a model in, a compressed model out ------------------------------------------------
-
-_TECHNIQUES = {
-    "swap": ("kerascomp.compress.swap", "SwapConfig"),
-    "prune": ("kerascomp.compress.prune", "PruneConfig"),
-    "cluster": ("kerascomp.compress.cluster", "ClusterConfig"),
-    "qat": ("kerascomp.compress.quantize", "QATConfig"),
-}
-
+# --- every registered technique: a model in, a compressed model out ---------------------------------------------------
 
 def _technique_parts(stage: StageSpec, models: list, seed: int = 0, verbose: int = 0):
-    """The technique's module, its validated config, the input model name and the teacher's (or None)."""
-    import importlib
+    """The technique, its validated config, the input model's name and the teacher's (or None)."""
+    from kerascomp import registry
 
-    module_name, config_name = _TECHNIQUES[stage.kind]
-    module = importlib.import_module(module_name)
-    own, rest = _split(stage.options, {"input", "distill_from"})
+    technique = registry.get(stage.kind)
+    own, rest = _split(stage.options, {technique.input_key, "distill_from"})
     for key in own:
         if own[key] not in models:
             raise ConfigError(f"{stage.where}.{key}: no model named {own[key]!r} before this stage "
                               f"(models: {', '.join(models)})")
-    if "distill_from" in own and stage.kind == "swap":
-        raise ConfigError(f"{stage.where}.distill_from: swap always distils from the model it swaps")
-    config = build_dataclass(getattr(module, config_name), {"seed": seed, "verbose": verbose, **rest}, stage.where)
-    return module, config, own.get("input", models[-1]), own.get("distill_from")
+    if "distill_from" in own and not technique.teacher:
+        raise ConfigError(f"{stage.where}.distill_from: {stage.kind} fine-tunes with no separate teacher")
+    config = build_dataclass(technique.config, {"seed": seed, "verbose": verbose, **rest}, stage.where)
+    default = "teacher" if technique.input_key == "teacher" else models[-1]  # a teacher stage starts from the teacher
+    return config, own.get(technique.input_key, default), own.get("distill_from")
 
 
 def _check_technique(stage: StageSpec, models: list, artifacts: list) -> dict:
@@ -272,15 +218,24 @@ def _check_technique(stage: StageSpec, models: list, artifacts: list) -> dict:
 
 
 def _run_technique(stage: StageSpec, ctx: Context) -> StageResult:
+    from kerascomp.compressing import compress_file
+
+    config, source, teacher = _technique_parts(stage, list(ctx.models), ctx.seed, ctx.verbose)
+    if teacher:
+        config = dataclasses.replace(config, distill_from=str(ctx.model_path(teacher)))
+    relative = f"models/{stage.name}.keras"
+    metrics = compress_file(stage.kind, ctx.model_path(source), ctx.data, config, ctx.path(relative),
+                            extra_meta={"source_stage": source})
+    tuned = metrics.get("fine_tune") or {}  # lifted so every stage's curves and epoch times read alike
+    metrics = {"params": _params(ctx.path(relative)), "history": tuned.get("history"),
+               "seconds_per_epoch": tuned.get("seconds_per_epoch"), **metrics}
+    return StageResult(model=relative, metrics=metrics)
+
+
+def _params(path: Path) -> int:
     from kerascomp.saving import load_model
 
-    module, config, source, teacher = _technique_parts(stage, list(ctx.models), ctx.seed, ctx.verbose)
-    kwargs = {"teacher": load_model(ctx.model_path(teacher))} if teacher else {}
-    model, metrics = module.apply(load_model(ctx.model_path(source)), ctx.data, config, **kwargs)
-    tuned = metrics.get("fine_tune") or {}  # lifted so every stage's curves and epoch times read alike
-    metrics = {"params": int(model.count_params()), "history": tuned.get("history"),
-               "seconds_per_epoch": tuned.get("seconds_per_epoch"), **metrics}
-    return StageResult(model=_save(model, ctx, stage.name, {"source_stage": source}), metrics=metrics)
+    return int(load_model(path).count_params())
 
 
 # --- convert / bench ----------------------------------------------------------------------------------------------
@@ -369,8 +324,11 @@ def _run_bench(stage: StageSpec, ctx: Context) -> StageResult:
 HANDLERS: dict[str, Handler] = {
     "load": Handler(_check_load, _run_load),
     "train": Handler(_check_train, _run_train),
-    "distill": Handler(_check_distill, _run_distill),
-    **{kind: Handler(_check_technique, _run_technique) for kind in _TECHNIQUES},
     "convert": Handler(_check_convert, _run_convert),
     "bench": Handler(_check_bench, _run_bench),
 }
+
+
+def handler(kind: str) -> Handler:
+    """The handler of a stage kind: a fixed one above, or the shared one of every registered technique."""
+    return HANDLERS.get(kind) or Handler(_check_technique, _run_technique)

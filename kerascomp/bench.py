@@ -22,7 +22,7 @@ from kerascomp import __version__
 from kerascomp.data import Dataset
 from kerascomp.errors import DataError, ModelError
 
-__all__ = ["bench", "predict_test_split", "measure_latency", "machine_info", "FORMATS"]
+__all__ = ["bench", "compare_deployed", "predict_test_split", "measure_latency", "machine_info", "FORMATS"]
 
 FORMATS = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 
@@ -56,6 +56,26 @@ def bench(
         "machine": machine_info(threads[0]),
         "results": results,
     }
+
+
+def compare_deployed(original, compressed, data: Dataset, runs: int) -> dict:
+    """Float32 ``.tflite`` size, gzip size, test accuracy and batch-1 latency of two Keras models (LiteRT, 1 thread).
+
+    Techniques that change the architecture (block swap) report what the change
+    is worth once deployed; they receive this function rather than importing
+    export and bench themselves.
+    """
+    import tempfile
+
+    from kerascomp.export import export
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [Path(folder) / "original.tflite", Path(folder) / "compressed.tflite"]
+        for net, path in zip((original, compressed), paths):
+            export(net, path, data=data)
+        results = bench(paths, data, runs=runs, warmup=min(20, runs))["results"]
+    keys = ("size_bytes", "gzip_bytes", "accuracy", "latency_ms")
+    return {"before": {k: results[0][k] for k in keys}, "after": {k: results[1][k] for k in keys}}
 
 
 def measure_latency(call, x: np.ndarray, runs: int, warmup: int) -> dict:

@@ -18,10 +18,17 @@ import yaml
 
 from kerascomp.errors import ConfigError
 
-__all__ = ["PipelineConfig", "StageSpec", "DataSpec", "TeacherSpec", "STAGE_KINDS", "load_config", "parse_config",
+__all__ = ["PipelineConfig", "StageSpec", "DataSpec", "TeacherSpec", "stage_kinds", "load_config", "parse_config",
            "apply_overrides", "build_dataclass", "check_keys"]
 
-STAGE_KINDS = ("train", "distill", "swap", "prune", "cluster", "qat", "convert", "bench")
+FIXED_KINDS = ("train", "convert", "bench")  # every other stage kind is a registered technique
+
+
+def stage_kinds() -> tuple[str, ...]:
+    """Every stage kind a config may use: the fixed ones and each registered technique."""
+    from kerascomp import registry
+
+    return (FIXED_KINDS[0], *registry.techniques(), *FIXED_KINDS[1:])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +143,8 @@ def _stages(raw: Any) -> tuple[StageSpec, ...]:
         if not isinstance(item, dict) or len(item) != 1:
             raise ConfigError(f"{where}: expected a one-key mapping like '- prune: {{sparsity: 0.8}}'")
         (kind, options), = item.items()
-        if kind not in STAGE_KINDS:
-            raise ConfigError(f"{where}: unknown stage {kind!r}; stages are {', '.join(STAGE_KINDS)}")
+        if kind not in stage_kinds():
+            raise ConfigError(f"{where}: unknown stage {kind!r}; stages are {', '.join(stage_kinds())}")
         options = dict(_mapping(options or {}, f"{where}.{kind}"))
         name = options.pop("name", kind)
         if name in names:

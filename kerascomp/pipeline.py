@@ -21,7 +21,7 @@ import click
 from kerascomp import __version__
 from kerascomp._io import write_json
 from kerascomp._fingerprint import changes, data_digest, key, stage_inputs
-from kerascomp._stages import HANDLERS, Context, StageResult, reads
+from kerascomp._stages import Context, StageResult, handler, reads
 from kerascomp.config import PipelineConfig, StageSpec, TeacherSpec
 from kerascomp.errors import ConfigError
 
@@ -34,7 +34,7 @@ def validate(config: PipelineConfig) -> None:
     """Check every stage's options and references before anything trains."""
     models, artifacts = [], []
     for stage in (_teacher_stage(config.teacher), *config.stages):
-        produced = HANDLERS[stage.kind].check(stage, models, artifacts)
+        produced = handler(stage.kind).check(stage, models, artifacts)
         models += produced.get("models", [])
         artifacts += produced.get("artifacts", [])
     for role, name in (("baseline", config.baseline), ("final", config.final)):
@@ -70,7 +70,7 @@ def run_pipeline(config: PipelineConfig, out: str | os.PathLike, *, resume: bool
             why = f" ({changes(previous.get('inputs'), inputs)})" if previous else ""
             click.echo(f"[{stage.name}] {stage.kind} ...{why}")
             start = time.perf_counter()
-            result = HANDLERS[stage.kind].run(stage, ctx)
+            result = handler(stage.kind).run(stage, ctx)
             result.seconds = time.perf_counter() - start
             result.fingerprint = fingerprint
             click.echo(f"[{stage.name}] done in {result.seconds:.1f} s")

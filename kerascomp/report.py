@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Mapping, Sequence
 
 from kerascomp._io import atomic_path
 
 __all__ = ["results_table", "plot_tradeoff", "classification_details", "pareto_front", "plot_training_curves",
-           "plot_epoch_times", "plot_confusion_matrix", "plot_sweep", "swap_table", "plot_swap", "sensitivity_table",
-           "plot_sensitivity"]
+           "plot_epoch_times", "plot_confusion_matrix", "plot_sweep", "plot_swap", "sensitivity_table",
+           "plot_sensitivity", "technique_plots"]
 
 _COLUMNS = ("name", "format", "quantization", "threads", "params", "nonzero", "size KB", "gzip KB",
             "accuracy", "p50 ms", "p90 ms")
@@ -211,29 +212,6 @@ def plot_sweep(points: Sequence[dict], path: str | os.PathLike, title: str = "",
     fig.suptitle(title or "distillation sweep: how much smaller can the student be?")
     _save(fig, path)
 
-def swap_table(metrics: Mapping) -> str:
-    """Markdown of a block swap: one row per block in the order visited, then before/after totals."""
-    lines = ["| block | kind | decision | replacement | tried | params before | params after | val acc before "
-             "| val acc after | seconds |", "|" + "---|" * 10]
-    for b in metrics["blocks"]:
-        tried = ", ".join(f"{t['candidate']} {100 * t['val_accuracy']:.1f}%" for t in b["tried"]) or "-"
-        lines.append(f"| {b['block']} | {b['kind'] or '-'} | {b['decision']} | {b['candidate'] or '-'} | {tried} "
-                     f"| {b['params_before']:,} | {b['params_after']:,} | {b['val_accuracy_before']:.4f} "
-                     f"| {b['val_accuracy_after']:.4f} | {b['seconds']:.1f} |")
-    rows = [("params", f"{metrics['params_before']:,}", f"{metrics['params_after']:,}"),
-            ("FLOPs (estimate)", f"{metrics['flops_before']:,}", f"{metrics['flops_after']:,}"),
-            ("val accuracy", f"{metrics['val_accuracy_before']:.4f}", f"{metrics['val_accuracy_after']:.4f}"),
-            ("test accuracy", f"{metrics['test_accuracy_before']:.4f}", f"{metrics['test_accuracy_after']:.4f}")]
-    if metrics.get("tflite"):
-        before, after = metrics["tflite"]["before"], metrics["tflite"]["after"]
-        rows += [(".tflite KB (gzip KB)", f"{before['size_bytes'] / 1024:.1f} ({before['gzip_bytes'] / 1024:.1f})",
-                  f"{after['size_bytes'] / 1024:.1f} ({after['gzip_bytes'] / 1024:.1f})"),
-                 (".tflite p50 ms, batch 1", f"{before['latency_ms']['p50']:.3f}", f"{after['latency_ms']['p50']:.3f}"),
-                 (".tflite test accuracy", f"{before['accuracy']:.4f}", f"{after['accuracy']:.4f}")]
-    lines += ["", "| total | before | after |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    return "\n".join(lines)
-
-
 def plot_swap(metrics: Mapping, path: str | os.PathLike, title: str = "") -> None:
     """Validation accuracy and parameter count of the model after each block's decision, in the order visited."""
     plt = _pyplot()
@@ -287,3 +265,35 @@ def plot_sensitivity(scan: Mapping, path: str | os.PathLike, title: str = "") ->
     ax.legend(fontsize=7, ncol=2 if len(scan["layers"]) > 8 else 1)
     fig.suptitle(title or "pruning sensitivity: each layer pruned alone, no fine-tuning")
     _save(fig, path)
+
+
+def technique_plots(model, metrics: Mapping, data, directory: str | os.PathLike) -> list[Path]:
+    """The figures of one technique run, drawn from what its metrics hold.
+
+    Training curves and epoch times of every training run in the metrics (the
+    fine-tuning, or the distilled student and its scratch twin), the result's
+    confusion matrix on the test split, and a per-block chart for a block swap.
+    """
+    directory = Path(directory)
+    runs = {name: metrics[key] for name, key in (("distilled", "student"), ("scratch", "scratch"),
+                                                 ("fine-tuned", "fine_tune")) if isinstance(metrics.get(key), Mapping)}
+    runs = {name: run for name, run in runs.items() if run.get("history")}
+    if "student" in metrics:
+        runs.pop("fine-tuned", None)  # the same run as "distilled"
+    paths = []
+    if runs:
+        paths.append(directory / "training_curves.png")
+        plot_training_curves({name: run["history"] for name, run in runs.items()}, paths[-1],
+                             title=" vs ".join(runs) if len(runs) > 1 else "")
+        timed = {name: run["epoch_seconds"] for name, run in runs.items() if run.get("epoch_seconds")}
+        if timed:
+            paths.append(directory / "epoch_times.png")
+            plot_epoch_times(timed, paths[-1])
+    if "blocks" in metrics:
+        paths.append(directory / "swap.png")
+        plot_swap(metrics, paths[-1])
+    predictions = model.predict(data.x_test, batch_size=256, verbose=0).argmax(axis=1)
+    matrix = classification_details(data.y_test, predictions, data.class_names)["confusion_matrix"]
+    paths.append(directory / "confusion_matrix.png")
+    plot_confusion_matrix(matrix, data.class_names, paths[-1], title="result, test set")
+    return paths

@@ -91,7 +91,7 @@ def load_model(path: str | os.PathLike) -> keras.Model:
 
 
 def _custom_objects(path: Path) -> contextlib.AbstractContextManager:
-    """tfmot's classes (QAT wrappers, quantizers) for files that use them; tfmot is imported only then."""
+    """The techniques' custom objects (QAT wrappers, quantizers) for files that use tfmot; imported only then."""
     try:
         with zipfile.ZipFile(path) as archive:
             uses_tfmot = b"tensorflow_model_optimization" in archive.read("config.json")
@@ -99,9 +99,9 @@ def _custom_objects(path: Path) -> contextlib.AbstractContextManager:
         uses_tfmot = False
     if not uses_tfmot:
         return contextlib.nullcontext()
-    from kerascomp.compress._tfmot import load_scope
+    from kerascomp import registry
 
-    return load_scope()
+    return registry.load_scope()
 
 
 def load_meta(path: str | os.PathLike) -> dict | None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 from kerascomp import models
 from kerascomp._compat import keras
+from kerascomp._options import option
 from kerascomp._distribute import STRATEGIES, get_strategy, precision, to_float32
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
@@ -28,15 +29,15 @@ __all__ = ["TrainConfig", "train", "evaluate", "EpochTimer"]
 class TrainConfig:
     """Options of one training run; validated on creation."""
 
-    epochs: int = 30
-    batch_size: int = 64
-    learning_rate: float = 3e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 1
-    patience: int = 10
+    epochs: int = option(30, "Training epochs.")
+    batch_size: int = option(64, "Global batch size.")
+    learning_rate: float = option(3e-3, "Peak AdamW learning rate.")
+    weight_decay: float = option(1e-4, "AdamW weight decay.")
+    warmup_epochs: int = option(1, "Linear learning-rate warm-up epochs before the cosine decay.")
+    patience: int = option(10, "Early-stopping patience on val loss (0: off).")
     seed: int = 0
-    strategy: str = "default"
-    mixed_precision: bool = False
+    strategy: str = option("default", "tf.distribute strategy.", choices=STRATEGIES)
+    mixed_precision: bool = option(False, "mixed_float16 on GPU, mixed_bfloat16 on CPU; the saved model is float32.")
     verbose: int = 1
 
     def __post_init__(self) -> None:

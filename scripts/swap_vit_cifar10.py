@@ -21,7 +21,8 @@ from pathlib import Path
 from kerascomp import load_data, load_model, save_model
 from kerascomp._io import atomic_path, write_json
 from kerascomp.compress.swap import SwapConfig, apply, format_plan, plan
-from kerascomp.report import plot_swap, swap_table
+from kerascomp.compress.swap import swap_table
+from kerascomp.report import plot_swap
 
 
 def main() -> None:

@@ -194,17 +194,18 @@ def test_cli_plan_prints_blocks_and_trains_nothing(capsys, digits_model, tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_swap_writes_model_json_and_plot(capsys, digits_model, tmp_path):
-    out, report, figure = tmp_path / "s.keras", tmp_path / "s.json", tmp_path / "s.png"
+def test_cli_swap_writes_model_json_and_plots(capsys, digits_model, tmp_path):
+    out, report, plots = tmp_path / "s.keras", tmp_path / "s.json", tmp_path / "plots"
     code, stdout, _ = run(capsys, "swap", str(digits_model[0]), "--tolerance", "100", "--epochs-per-block", "0",
                           "--fit-epochs", "1", "--candidates", "separable", "--finetune-epochs", "1",
-                          "--bench-runs", "5", "--out", str(out), "--json", str(report), "--plot", str(figure))
+                          "--bench-runs", "5", "--out", str(out), "--json", str(report), "--plots", str(plots))
     assert code == 0, stdout
     metrics = json.loads(report.read_text())
     assert [b["decision"] for b in metrics["blocks"]] == ["replaced", "replaced"]
     assert metrics["finetune"]["epochs"] == 1 and isinstance(metrics["finetune"]["kept"], bool)
     assert load_model(out).count_params() == metrics["params_after"] < metrics["params_before"]
-    assert figure.stat().st_size > 0 and "| block_0 | conv | replaced | separable" in stdout
+    assert (plots / "swap.png").stat().st_size > 0 and (plots / "confusion_matrix.png").stat().st_size > 0
+    assert "| block_0 | conv | replaced | separable" in stdout
     tflite = metrics["tflite"]
     assert tflite["after"]["size_bytes"] < tflite["before"]["size_bytes"] and tflite["after"]["latency_ms"]["p50"] > 0
 

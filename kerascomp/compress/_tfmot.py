@@ -8,8 +8,8 @@ target was reached, and unsupported layers raise deep inside a clone. This
 module holds the answers once: a pre-flight plan of which layers get wrapped
 and why others do not, wrapping on a private clone, step counts derived from
 the real run, a fine-tuning loop that keeps only weights at the final
-compression, wrapper stripping, and the custom objects that let QAT models
-load from ``.keras`` files. tfmot itself is imported on first use only.
+compression, wrapper stripping, and the custom objects that let compressed
+models load from ``.keras`` files (each technique registers its own scope). tfmot itself is imported on first use only.
 """
 
 from __future__ import annotations
@@ -24,16 +24,15 @@ from typing import Callable, Collection, Iterator, Sequence
 import numpy as np
 
 from kerascomp._compat import keras
+from kerascomp._options import option
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, DataError, ModelError
 
 __all__ = [
     "FineTuneConfig", "LayerPlan", "KeepBest", "tfmot", "check_model", "check_data", "clone", "compile_pattern",
-    "plan_layers", "format_plan", "wrap", "chosen", "strip", "schedule_steps", "fine_tune", "load_scope",
+    "plan_layers", "format_plan", "wrap", "chosen", "strip_pruning", "strip_clustering", "schedule_steps", "fine_tune", "prune_scope",
+    "cluster_scope", "quantize_scope",
 ]
-
-WRAPPERS = ("PruneLowMagnitude", "ClusterWeights", "ClusterWeightsRNN", "ClusterWeightsMHA")
-
 
 def tfmot():
     """The ``tensorflow_model_optimization`` package, imported on first use (it loads slowly)."""
@@ -52,14 +51,15 @@ class FineTuneConfig:
     ``distill_from`` names the original model, used as teacher.
     """
 
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 1e-3
+    epochs: int = option(10, "Fine-tuning epochs.")
+    batch_size: int = option(64, "Global batch size.")
+    learning_rate: float = option(1e-3, "Peak fine-tuning learning rate.")
     seed: int = 0
     verbose: int = 1
-    distill_from: str | None = None
-    temperature: float = 4.0
-    alpha: float = 0.1
+    distill_from: str | None = option(None, "Fine-tune with this (uncompressed) model as teacher.",
+                                      metavar="ORIGINAL.keras")
+    temperature: float = option(4.0, "Distillation temperature (with --distill-from).")
+    alpha: float = option(0.1, "Weight of the hard-label loss (with --distill-from).")
 
     def __post_init__(self) -> None:
         self.train_config()
@@ -176,16 +176,18 @@ def chosen(plans: Sequence[LayerPlan]) -> list[str]:
     return [p.name for p in plans if p.action != "skip"]
 
 
-def strip(model: keras.Model) -> keras.Model:
-    """Remove tfmot pruning and clustering wrappers, which hold training-only state (masks, centroids)."""
-    names = {type(layer).__name__ for layer in model.layers}
-    if not names & set(WRAPPERS):
+def strip_pruning(model: keras.Model) -> keras.Model:
+    """``model`` without pruning wrappers (their masks are training-only state)."""
+    if not any(type(layer).__name__ == "PruneLowMagnitude" for layer in model.layers):
         return model
-    if "PruneLowMagnitude" in names:
-        model = tfmot().sparsity.keras.strip_pruning(model)
-    if names & set(WRAPPERS[1:]):
-        model = tfmot().clustering.keras.strip_clustering(model)
-    return model
+    return tfmot().sparsity.keras.strip_pruning(model)
+
+
+def strip_clustering(model: keras.Model) -> keras.Model:
+    """``model`` without clustering wrappers (their centroids and indices are training-only state)."""
+    if not any(type(layer).__name__.startswith("ClusterWeights") for layer in model.layers):
+        return model
+    return tfmot().clustering.keras.strip_clustering(model)
 
 
 def schedule_steps(steps_per_epoch: int, epochs: int, ramp: float = 2 / 3, updates: int = 20) -> tuple[int, int, int]:
@@ -259,16 +261,27 @@ def fine_tune(
     extra = {} if teacher is None else {"teacher": clone(check_model(teacher)), "distill": config.distill_config()}
     keep = KeepBest(keep_from_epoch)
     tuned, metrics = training.train(model, data, config.train_config(), callbacks=[*callbacks, keep], **extra)
-    summary = {k: metrics[k] for k in ("val_accuracy", "test_accuracy", "epochs", "seconds_per_epoch", "train_seconds")}
+    summary = {k: metrics[k] for k in ("val_accuracy", "test_accuracy", "epochs", "seconds_per_epoch", "train_seconds",
+                                       "epoch_seconds")}
     summary["kept_epoch"] = None if keep.best_epoch is None else keep.best_epoch + 1
     summary["distill"] = metrics.get("distill")  # the settings when distilled, else None
     summary["history"] = metrics["history"]
     return tuned, summary
 
 
+def prune_scope() -> contextlib.AbstractContextManager:
+    """Custom objects of pruned models saved with their wrappers."""
+    return tfmot().sparsity.keras.prune_scope()
+
+
+def cluster_scope() -> contextlib.AbstractContextManager:
+    """Custom objects of clustered models saved with their wrappers."""
+    return tfmot().clustering.keras.cluster_scope()
+
+
 @contextlib.contextmanager
-def load_scope() -> Iterator[None]:
-    """Custom objects that load tfmot models from ``.keras`` files in safe mode.
+def quantize_scope() -> Iterator[None]:
+    """Custom objects that load QAT models from ``.keras`` files in safe mode.
 
     ``quantize_scope`` alone is not enough in tf_keras 2.21: ``QuantizeLayer``
     does not mark itself built, so the loader builds it twice, and
@@ -276,9 +289,7 @@ def load_scope() -> Iterator[None]:
     was built first. The two subclasses below (same class names, so the saved
     weight paths match) restore the variable layout the model was saved with.
     """
-    mot = tfmot()
-    with mot.quantization.keras.quantize_scope(), mot.sparsity.keras.prune_scope(), \
-            mot.clustering.keras.cluster_scope(), keras.utils.custom_object_scope(_loadable_quantize_layers()):
+    with tfmot().quantization.keras.quantize_scope(), keras.utils.custom_object_scope(_loadable_quantize_layers()):
         yield
 
 

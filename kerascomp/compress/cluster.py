@@ -13,25 +13,27 @@ import dataclasses
 import numpy as np
 
 from kerascomp._compat import keras
+from kerascomp._options import option
 from kerascomp.compress import _tfmot
 from kerascomp.compress._tfmot import FineTuneConfig, LayerPlan
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
+from kerascomp.registry import Strength, Technique, register
 
 __all__ = ["ClusterConfig", "plan", "apply", "strip", "target_weights", "unique_values", "INITS"]
 
 INITS = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED"}
-strip = _tfmot.strip
+strip = _tfmot.strip_clustering
 
 
 @dataclasses.dataclass(kw_only=True)
 class ClusterConfig(FineTuneConfig):
     """Clustering options: ``clusters`` (K) per kernel, centroid ``init``, ``preserve_sparsity``, a ``layers`` regex."""
 
-    clusters: int = 16
-    init: str = "kmeans++"
-    preserve_sparsity: bool = False
-    layers: str | None = None
+    clusters: int = option(16, "Distinct values per clustered kernel (K).")
+    init: str = option("kmeans++", "Centroid initialisation.", choices=tuple(INITS))
+    preserve_sparsity: bool = option(False, "Keep the zeros of a pruned model at zero.")
+    layers: str | None = option(None, "Cluster only layers whose name matches.", metavar="REGEX")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -110,3 +112,15 @@ def _decide(layer: keras.layers.Layer, config: ClusterConfig) -> tuple[int, str]
     if count <= config.clusters:
         return 0, f"only {count} weights for {config.clusters} clusters"
     return count, ""
+
+
+def summary(metrics: dict) -> str:
+    """The headline ``kerascomp cluster`` prints: distinct values per clustered layer."""
+    return "distinct values per layer: " + ", ".join(f"{k} {v}" for k, v in metrics["unique_values"].items())
+
+
+TECHNIQUE = register(Technique(
+    name="cluster", config=ClusterConfig, apply=apply, summary=summary, strip=strip,
+    load_scope=_tfmot.cluster_scope, plan=lambda model, config: _tfmot.format_plan(plan(model, config)),
+    suffix="clustered", strength=Strength("clusters", "down", 2, 256),
+    help="Cluster the weights of a .keras model (tfmot), fine-tune, and save the stripped model."))

@@ -11,19 +11,19 @@ and without augmentation the teacher's outputs can be computed once and cached.
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
 from typing import Sequence
 
 from kerascomp._compat import keras, tf
 from kerascomp._augment import parse_augment
+from kerascomp._options import key_value, option
 from kerascomp.compress._distill_data import datasets
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, ModelError
+from kerascomp.registry import Strength, Technique, register
 from kerascomp.training import ModelSpec, TrainConfig, evaluate, train
 
 __all__ = ["DistillConfig", "Distiller", "distillation_losses", "check_compatible", "prepare", "datasets", "apply",
-           "default_budget", "gap_closed", "write_plots"]
+           "default_budget", "gap_closed", "StudentConfig", "distil"]
 
 
 @dataclasses.dataclass
@@ -50,12 +50,16 @@ class DistillConfig:
         hint_weight: weight of each hint's mean squared error.
     """
 
-    temperature: float = 8.0
-    alpha: float = 0.0
-    augment: str = "none"
-    teacher_cache: bool | None = None
-    hints: tuple[tuple[str, str], ...] = ()
-    hint_weight: float = 1.0
+    temperature: float = option(8.0, "Softmax temperature T > 0.")
+    alpha: float = option(0.0, "Weight of the hard-label loss, in [0, 1] (0: pure distillation).")
+    augment: str = option("none", "none, or a comma list of flip, crop, shift, rotation, randaugment, mixup, cutmix; "
+                                  "teacher and student see the same augmented batch.")
+    teacher_cache: bool | None = option(None, "Run the teacher once and reuse its logits [default: on without "
+                                              "augmentation].")
+    hints: tuple[tuple[str, str], ...] = option((), "Feature distillation: match student layer S_LAYER to teacher "
+                                                    "layer T_LAYER, repeatable.", flag="--hint", multiple=True,
+                                                metavar="T_LAYER:S_LAYER")
+    hint_weight: float = option(1.0, "Weight of each hint's mean squared error.")
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -328,17 +332,66 @@ def _fresh_copy(student: ModelSpec) -> ModelSpec:
     return lambda: keras.models.clone_model(student)
 
 
-def write_plots(student: keras.Model, metrics: dict, data: Dataset, directory: str | os.PathLike) -> list[Path]:
-    """Training curves and epoch times of the distilled (and scratch) run, and the student's test confusion matrix."""
-    from kerascomp.report import classification_details, plot_confusion_matrix, plot_epoch_times, plot_training_curves
+@dataclasses.dataclass(kw_only=True)
+class StudentConfig(TrainConfig, DistillConfig):
+    """Distillation as a technique: the student to build, its training budget and the distillation settings.
 
-    directory = Path(directory)
-    runs = {"distilled": metrics["student"], **({"scratch": metrics["scratch"]} if "scratch" in metrics else {})}
-    paths = [directory / n for n in ("training_curves.png", "epoch_times.png", "confusion_matrix.png")]
-    plot_training_curves({name: run["history"] for name, run in runs.items()}, paths[0],
-                         title="distilled student vs the same student from scratch" if len(runs) > 1 else "")
-    plot_epoch_times({name: run["epoch_seconds"] for name, run in runs.items()}, paths[1])
-    predictions = student.predict(data.x_test, batch_size=256, verbose=0).argmax(axis=1)
-    matrix = classification_details(data.y_test, predictions, data.class_names)["confusion_matrix"]
-    plot_confusion_matrix(matrix, data.class_names, paths[2], title="distilled student, test set")
-    return paths
+    The budget is :class:`~kerascomp.training.TrainConfig`'s, long and without
+    early stopping by default (see :func:`default_budget`); the settings are
+    :class:`DistillConfig`'s. ``compare_scratch`` also trains the student from
+    scratch with the same budget, to measure what the teacher adds.
+    """
+
+    epochs: int = option(150, "Training epochs.")
+    patience: int = option(0, "Early-stopping patience on val loss (0: off, a patient teacher trains to the end).")
+    student: str | None = option(None, "Zoo model name of the student (required).")
+    student_args: dict = option({}, "Student model argument, repeatable (e.g. width=4).", flag="--student-arg",
+                                multiple=True, type=key_value, metavar="K=V")
+    compare_scratch: bool = option(False, "Also train the student from scratch with the same budget.")
+
+    def __post_init__(self) -> None:
+        TrainConfig.__post_init__(self)
+        DistillConfig.__post_init__(self)
+        if not self.student:
+            raise ConfigError("student (a zoo model name) is required")
+        self.student_args = dict(self.student_args)
+
+    def budget(self) -> TrainConfig:
+        """The training budget alone (shared by the scratch run)."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
+
+    def settings(self) -> DistillConfig:
+        """The distillation settings alone."""
+        return DistillConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DistillConfig)})
+
+
+def distil(model: keras.Model, data: Dataset, config: StudentConfig, *, teacher: keras.Model | None = None):
+    """The registered form of :func:`apply`: ``model`` is the trained teacher, the result the distilled student."""
+    from kerascomp import models
+
+    check_compatible(model, models.build(config.student, data.input_shape, data.num_classes, **config.student_args),
+                     data)
+    student, metrics = apply(config.student, data, config.settings(), teacher=model, train_config=config.budget(),
+                             student_args=config.student_args, compare_scratch=config.compare_scratch)
+    run = metrics["student"]
+    return student, {**metrics, "val_accuracy": run["val_accuracy"], "test_accuracy": run["test_accuracy"],
+                     "baseline": evaluate(model, data, config.batch_size), "fine_tune": run,
+                     "model": {"name": config.student, "args": config.student_args}}
+
+
+def summary(metrics: dict) -> str:
+    """Teacher and student accuracy and size; with ``compare_scratch``, what the teacher added."""
+    text = (f"teacher {metrics['teacher_accuracy']:.4f} ({metrics['teacher_params']:,} params) -> student "
+            f"{metrics['student_accuracy']:.4f} ({metrics['student_params']:,} params)")
+    if "scratch_accuracy" in metrics:
+        gap = metrics["gap_closed"]
+        text += (f"\nscratch {metrics['scratch_accuracy']:.4f}; gap closed "
+                 f"{'n/a (scratch matches the teacher)' if gap is None else f'{gap:.2f}'}; s/epoch distilled "
+                 f"{metrics['student_seconds_per_epoch']:.2f}, scratch {metrics['scratch_seconds_per_epoch']:.2f}")
+    return text
+
+
+TECHNIQUE = register(Technique(
+    name="distill", config=StudentConfig, apply=distil, summary=summary, input_key="teacher", teacher=False,
+    suffix="student", strength=Strength("student_args.width", "down", 1, 64),
+    help="Distil a teacher into a smaller zoo student (optionally compared with the student from scratch)."))

@@ -18,17 +18,27 @@ import re
 import numpy as np
 
 from kerascomp._compat import keras
+from kerascomp._options import option
 from kerascomp.compress import _tfmot
 from kerascomp.compress._tfmot import FineTuneConfig, LayerPlan
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, ModelError
+from kerascomp.registry import Strength, Technique, register
 
 __all__ = ["PruneConfig", "plan", "apply", "strip", "target_weights", "sparsity_of", "SCHEDULES", "STRUCTURES"]
 
 SCHEDULES = ("polynomial", "constant")
 STRUCTURES = ("unstructured", "2:4", "block:RxC")
 AUTO_SPARSITIES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
-strip = _tfmot.strip
+strip = _tfmot.strip_pruning
+
+
+def _sparsity(text: str | float) -> float | str:
+    """``--sparsity``: a number or ``auto``."""
+    try:
+        return text if text == "auto" else float(text)
+    except ValueError:
+        raise ValueError(f"a number in [0, 1) or 'auto', got {text!r}") from None
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -44,11 +54,13 @@ class PruneConfig(FineTuneConfig):
     kernels can exploit. ``layers`` is a regular expression on layer names.
     """
 
-    sparsity: float | str | None = None
-    schedule: str = "polynomial"
-    structure: str = "unstructured"
-    layers: str | None = None
-    max_drop: float = 1.0
+    sparsity: float | str | None = option(
+        None, "Share of zeros in each pruned kernel, in [0, 1), or 'auto' (per layer, from a sensitivity scan); "
+              "required except with --structure 2:4 (fixed at 0.5).", metavar="S|auto", type=_sparsity)
+    max_drop: float = option(1.0, "With --sparsity auto: largest summed one-shot validation drop (percentage points).")
+    schedule: str = option("polynomial", "How sparsity ramps up during fine-tuning.", choices=SCHEDULES)
+    structure: str = option("unstructured", "Zero pattern.", metavar="unstructured|2:4|block:RxC")
+    layers: str | None = option(None, "Prune only layers whose name matches.", metavar="REGEX")
     auto_sparsities: tuple[float, ...] = AUTO_SPARSITIES
 
     def __post_init__(self) -> None:
@@ -198,3 +210,16 @@ def _auto_targets(model: keras.Model, data: Dataset, config: PruneConfig, plans:
     if not targets:
         raise ModelError(f"auto: no layer can be pruned within --max-drop {config.max_drop} pp; raise --max-drop")
     return targets, scan
+
+
+def summary(metrics: dict) -> str:
+    """The headline ``kerascomp prune`` prints: the sparsity measured on the stripped weights."""
+    return (f"sparsity {metrics['sparsity']:.4f} over {metrics['pruned_weights']:,} pruned weights; per layer: "
+            + ", ".join(f"{name} {s:.3f}" for name, s in metrics["per_layer"].items()))
+
+
+TECHNIQUE = register(Technique(
+    name="prune", config=PruneConfig, apply=apply, summary=summary, strip=strip, load_scope=_tfmot.prune_scope,
+    plan=lambda model, config: _tfmot.format_plan(plan(model, config)), suffix="pruned",
+    strength=Strength("sparsity", "up", 0.0, 0.95),
+    help="Magnitude-prune a .keras model (tfmot), fine-tune, and save the stripped sparse model."))

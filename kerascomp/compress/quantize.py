@@ -15,11 +15,13 @@ from __future__ import annotations
 import dataclasses
 
 from kerascomp._compat import keras
+from kerascomp._options import option
 from kerascomp.compress import _tfmot
 from kerascomp.compress._tfmot import FineTuneConfig, LayerPlan
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, ModelError, first_line
 from kerascomp.interop._layers import PREPROCESSING
+from kerascomp.registry import Technique, register
 
 __all__ = ["QATConfig", "plan", "apply", "PRESERVE"]
 
@@ -34,10 +36,11 @@ class QATConfig(FineTuneConfig):
     need to adapt to the quantization grid.
     """
 
-    epochs: int = 5
-    learning_rate: float = 5e-4
-    preserve: str = "none"
-    float_fallback: bool = False
+    epochs: int = option(5, "Fine-tuning epochs.")
+    learning_rate: float = option(5e-4, "Peak fine-tuning learning rate.")
+    preserve: str = option("none", "QAT scheme: plain, sparsity-preserving (PQAT) or cluster-preserving (CQAT).",
+                           choices=PRESERVE)
+    float_fallback: bool = option(False, "Leave layers QAT cannot quantize in float instead of failing.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -200,3 +203,16 @@ def _sparsity(model: keras.Model, names: list[str], qat: keras.Model | None = No
             values = holder.weights[i].numpy()
             zeros, total = zeros + int((values == 0).sum()), total + values.size
     return zeros / total if total else 0.0
+
+
+def summary(metrics: dict) -> str:
+    """The headline ``kerascomp qat`` prints: whether the kernels' zeros survived, and what stayed float."""
+    sparsity = metrics["kernel_sparsity"]
+    return (f"kernel sparsity {sparsity['before']:.4f} -> {sparsity['after']:.4f}"
+            + (f"; left in float: {', '.join(metrics['float_layers'])}" if metrics["float_layers"] else ""))
+
+
+TECHNIQUE = register(Technique(
+    name="qat", config=QATConfig, apply=apply, summary=summary, load_scope=_tfmot.quantize_scope,
+    plan=lambda model, config: _tfmot.format_plan(plan(model, config)), suffix="qat", keeps_wrappers=True,
+    help="Quantization-aware fine-tuning; the saved model converts with `convert --quantize int8`."))

@@ -18,9 +18,8 @@ QAT, convert, bench) take it like any other. New replacements are added with
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 import time
-from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -31,11 +30,18 @@ from kerascomp.compress._candidates import NotApplicable, register as register_c
 from kerascomp.compress.distill import DistillConfig
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, DataError
+from kerascomp._options import option
+from kerascomp.registry import Strength, Technique, register
 from kerascomp.training import TrainConfig, evaluate, train
 
-__all__ = ["SwapConfig", "apply", "plan", "format_plan", "register_candidate", "NotApplicable", "ORDERS"]
+__all__ = ["SwapConfig", "apply", "plan", "format_plan", "swap_table", "register_candidate", "NotApplicable", "ORDERS"]
 
 ORDERS = ("forward", "backward", "cheapest-first")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``--candidates a,b``: a comma-separated list."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 @dataclasses.dataclass
@@ -59,19 +65,22 @@ class SwapConfig:
             ``.tflite`` measurement).
     """
 
-    tolerance: float = 1.0
-    epochs_per_block: int = 1
-    order: str = "forward"
-    blocks: str | None = None
-    candidates: tuple[str, ...] | None = None
-    fit_samples: int = 2048
-    fit_epochs: int = 20
-    finetune_epochs: int = 0
-    batch_size: int = 64
-    learning_rate: float = 3e-3
-    temperature: float | None = None
-    alpha: float | None = None
-    bench_runs: int = 100
+    tolerance: float = option(1.0, "Largest accepted drop of validation accuracy below the original "
+                                   "(percentage points).")
+    epochs_per_block: int = option(1, "End-to-end distillation epochs per replacement (0: local fit only).")
+    order: str = option("forward", "Order in which blocks are visited.", choices=ORDERS)
+    blocks: str | None = option(None, "Layer-name regex defining blocks; the match (or its first group) names the "
+                                      "block.", metavar="REGEX")
+    candidates: tuple[str, ...] | None = option(None, "Replacements to try, comma separated (default: every one that "
+                                                      "fits).", type=_names)
+    fit_samples: int = option(2048, "Training examples for the local fit of each replacement.")
+    fit_epochs: int = option(20, "Local fit epochs (0: skip).")
+    finetune_epochs: int = option(0, "Final unfrozen fine-tune epochs.")
+    batch_size: int = option(64, "Global batch size.")
+    learning_rate: float = option(3e-3, "Peak learning rate of the fits.")
+    temperature: float | None = option(None, "Distillation temperature [default: DistillConfig's].")
+    alpha: float | None = option(None, "Weight of the hard-label loss [default: DistillConfig's].")
+    bench_runs: int = option(100, "Timed .tflite calls per model for the latency totals (0: skip).")
     seed: int = 0
     verbose: int = 1
 
@@ -127,13 +136,16 @@ def format_plan(entries: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def apply(model: keras.Model, data: Dataset, config: SwapConfig | None = None) -> tuple[keras.Model, dict]:
+def apply(model: keras.Model, data: Dataset, config: SwapConfig | None = None, *,
+          measure: Callable | None = None) -> tuple[keras.Model, dict]:
     """Swap ``model``'s blocks for lighter ones where validation accuracy allows.
 
     ``model`` itself is left untouched. Returns the swapped model (a plain
     functional copy, all layers trainable) and the metrics: one entry per
     block in ``blocks``, parameter, FLOP and accuracy totals before and
-    after, and ``.tflite`` size and latency before and after.
+    after, and, given ``measure(original, swapped, data, runs)`` (e.g.
+    :func:`kerascomp.bench.compare_deployed`), the deployed files' size and
+    latency before and after.
     """
     config = config or SwapConfig()
     start = time.perf_counter()
@@ -152,8 +164,11 @@ def apply(model: keras.Model, data: Dataset, config: SwapConfig | None = None) -
         "flops_after": model_flops(swapped),
         **{f"{key}_before": value for key, value in before.items()},
         **{f"{key}_after": value for key, value in after.items()},
+        "baseline": before,
+        "val_accuracy": after["val_accuracy"],
+        "test_accuracy": after["test_accuracy"],
         "finetune": finetune,
-        "tflite": _tflite(model, swapped, data, config) if config.bench_runs else None,
+        "tflite": measure(model, swapped, data, config.bench_runs) if measure and config.bench_runs else None,
         "seconds": time.perf_counter() - start,
         "config": dataclasses.asdict(config),
         "data": data.describe(),
@@ -294,20 +309,6 @@ def _train_config(config: SwapConfig, epochs: int, learning_rate: float) -> Trai
                        patience=0, seed=config.seed, verbose=config.verbose)
 
 
-def _tflite(original: keras.Model, swapped: keras.Model, data: Dataset, config: SwapConfig) -> dict:
-    """Float32 ``.tflite`` size, gzip size, test accuracy and batch-1 latency of both models (LiteRT, 1 thread)."""
-    from kerascomp import bench
-    from kerascomp.export import export
-
-    with tempfile.TemporaryDirectory() as folder:
-        paths = [Path(folder) / "original.tflite", Path(folder) / "swapped.tflite"]
-        for net, path in zip((original, swapped), paths):
-            export(net, path, data=data)
-        results = bench.bench(paths, data, runs=config.bench_runs, warmup=min(20, config.bench_runs))["results"]
-    keys = ("size_bytes", "gzip_bytes", "accuracy", "latency_ms")
-    return {"before": {k: results[0][k] for k in keys}, "after": {k: results[1][k] for k in keys}}
-
-
 def _copy(model: keras.Model, trainable: bool) -> keras.Model:
     """An independent functional copy (own layers and weights), every layer ``trainable`` or frozen."""
     clone = keras.models.clone_model(model)
@@ -333,3 +334,40 @@ def _check_data(model: keras.Model, data: Dataset) -> None:
 def _log(config: SwapConfig, message: str) -> None:
     if config.verbose:
         print(message, flush=True)
+
+
+def swap_table(metrics: dict) -> str:
+    """Markdown of a block swap: one row per block in the order visited, then before/after totals."""
+    lines = ["| block | kind | decision | replacement | tried | params before | params after | val acc before "
+             "| val acc after | seconds |", "|" + "---|" * 10]
+    for b in metrics["blocks"]:
+        tried = ", ".join(f"{t['candidate']} {100 * t['val_accuracy']:.1f}%" for t in b["tried"]) or "-"
+        lines.append(f"| {b['block']} | {b['kind'] or '-'} | {b['decision']} | {b['candidate'] or '-'} | {tried} "
+                     f"| {b['params_before']:,} | {b['params_after']:,} | {b['val_accuracy_before']:.4f} "
+                     f"| {b['val_accuracy_after']:.4f} | {b['seconds']:.1f} |")
+    rows = [("params", f"{metrics['params_before']:,}", f"{metrics['params_after']:,}"),
+            ("FLOPs (estimate)", f"{metrics['flops_before']:,}", f"{metrics['flops_after']:,}"),
+            ("val accuracy", f"{metrics['val_accuracy_before']:.4f}", f"{metrics['val_accuracy_after']:.4f}"),
+            ("test accuracy", f"{metrics['test_accuracy_before']:.4f}", f"{metrics['test_accuracy_after']:.4f}")]
+    if metrics.get("tflite"):
+        before, after = metrics["tflite"]["before"], metrics["tflite"]["after"]
+        rows += [(".tflite KB (gzip KB)", f"{before['size_bytes'] / 1024:.1f} ({before['gzip_bytes'] / 1024:.1f})",
+                  f"{after['size_bytes'] / 1024:.1f} ({after['gzip_bytes'] / 1024:.1f})"),
+                 (".tflite p50 ms, batch 1", f"{before['latency_ms']['p50']:.3f}", f"{after['latency_ms']['p50']:.3f}"),
+                 (".tflite test accuracy", f"{before['accuracy']:.4f}", f"{after['accuracy']:.4f}")]
+    lines += ["", "| total | before | after |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def summary(metrics: dict) -> str:
+    """The per-block table, then the headline: blocks replaced, parameters and accuracy before and after."""
+    return (f"{swap_table(metrics)}\nreplaced {len(metrics['replaced'])} of {len(metrics['blocks'])} blocks: "
+            f"{metrics['params_before']:,} -> {metrics['params_after']:,} params, val accuracy "
+            f"{metrics['val_accuracy_before']:.4f} -> {metrics['val_accuracy_after']:.4f}, test "
+            f"{metrics['test_accuracy_before']:.4f} -> {metrics['test_accuracy_after']:.4f}")
+
+
+TECHNIQUE = register(Technique(
+    name="swap", config=SwapConfig, apply=apply, summary=summary, teacher=False, suffix="swapped", measures=True,
+    plan=lambda model, config: format_plan(plan(model, config)), strength=Strength("tolerance", "up", 0.0, 10.0),
+    help="Swap a model's blocks for lighter ones, one at a time, keeping those that hold validation accuracy."))

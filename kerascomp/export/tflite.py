@@ -16,7 +16,7 @@ import numpy as np
 
 from kerascomp._compat import keras, tf
 from kerascomp._io import atomic_path
-from kerascomp.compress._tfmot import strip as strip_wrappers
+from kerascomp.registry import strip as strip_wrappers
 from kerascomp.export._verify import ExportError, check, compare
 from kerascomp.errors import first_line
 

@@ -1,10 +1,19 @@
 """Shared fixtures. Two logical CPU devices are configured before TensorFlow starts,
-so tests can run ``MirroredStrategy`` on a CPU-only machine."""
+so tests can run ``MirroredStrategy`` on a CPU-only machine.
+
+The suite runs in random order (pytest-randomly; rerun an order with
+``-p randomly --randomly-seed=N``), so every test starts from the same global
+state: TensorFlow's and tf_keras' random seeds are reset before each test, and
+a test that leaves the session fixtures, the mixed-precision policy or the
+working directory changed fails instead of breaking whichever test runs next.
+"""
+
+import os
 
 import numpy as np
 import pytest
 
-from kerascomp._compat import tf
+from kerascomp._compat import keras, tf
 
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0],
@@ -12,11 +21,27 @@ tf.config.set_logical_device_configuration(
 )
 
 
+def pytest_terminal_summary(terminalreporter, config):
+    """Repeat the order's seed at the end (the header has it too, except under -q)."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int) and config.pluginmanager.has_plugin("randomly"):
+        terminalreporter.write_line(f"Using --randomly-seed={seed} (rerun this order with -p randomly --randomly-seed={seed})")
+
+
+_SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+_SHARED = {}  # what the session fixtures looked like when built
+
+
 @pytest.fixture(scope="session")
 def digits():
+    """Shared by every test: its arrays are read-only, so a test cannot change them for the others."""
     from kerascomp.data import load_data
 
-    return load_data("digits")
+    data = load_data("digits")
+    for name in _SPLITS:
+        getattr(data, name).setflags(write=False)
+    _SHARED["digits"] = {name: getattr(data, name) for name in _SPLITS}
+    return data
 
 
 @pytest.fixture
@@ -47,4 +72,56 @@ def digits_model(digits, tmp_path_factory):
 
     model, _ = train("cnn", digits, TrainConfig(epochs=12, verbose=0), model_args={"width": 8})
     path = save_model(model, tmp_path_factory.mktemp("models") / "cnn.keras", meta={"data": digits.describe()})
+    _SHARED["digits_model"] = _model_state(path, model)
     return path, model
+
+
+def _model_state(path, model):
+    return {"weights": [w.copy() for w in model.get_weights()],
+            "trainable": [layer.trainable for layer in [model, *model.layers]],
+            "files": {p.name: p.read_bytes() for p in sorted(path.parent.iterdir()) if p.is_file()}}
+
+
+def _restore_model(path, model, state):
+    model.set_weights(state["weights"])
+    for layer, trainable in zip([model, *model.layers], state["trainable"]):
+        layer.trainable = trainable
+    for p in path.parent.iterdir():
+        if p.is_file() and p.name not in state["files"]:
+            p.unlink()
+    for name, content in state["files"].items():
+        (path.parent / name).write_bytes(content)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_global_state(request):
+    """Same random state before each test; after it, the shared state must be as the test found it."""
+    keras.utils.set_random_seed(0)  # TF's global seed and tf_keras' initializer seeds; pytest-randomly reseeds random/numpy
+    cwd, policy = os.getcwd(), keras.mixed_precision.global_policy().name
+    yield
+    problems = []
+    if os.getcwd() != cwd:
+        problems.append(f"left the working directory at {os.getcwd()}")
+        os.chdir(cwd)
+    if keras.mixed_precision.global_policy().name != policy:
+        problems.append(f"left the mixed-precision policy at {keras.mixed_precision.global_policy().name}")
+        keras.mixed_precision.set_global_policy(policy)
+    if "digits" in request.fixturenames and "digits" in _SHARED:
+        data = request.getfixturevalue("digits")
+        if any(getattr(data, name) is not array for name, array in _SHARED["digits"].items()):
+            problems.append("replaced arrays of the session fixture 'digits'")
+            for name, array in _SHARED["digits"].items():
+                setattr(data, name, array)
+    if "digits_model" in request.fixturenames and "digits_model" in _SHARED:
+        path, model = request.getfixturevalue("digits_model")
+        before, after = _SHARED["digits_model"], _model_state(path, model)
+        changed = [what for what, same in (
+            ("weights", all(np.array_equal(a, b) for a, b in zip(before["weights"], after["weights"]))),
+            ("trainable flags", before["trainable"] == after["trainable"]),
+            ("saved files", before["files"] == after["files"]),
+        ) if not same]
+        if changed:
+            problems.append(f"changed the {', '.join(changed)} of the session fixture 'digits_model'")
+            _restore_model(path, model, before)
+    # restored above, so only the test that changed something fails, not the ones after it
+    assert not problems, "this test " + "; ".join(problems) + " (other tests share it)"

@@ -1,3 +1,5 @@
+from collections import Counter
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -6,7 +8,29 @@ from kerascomp.data import load_data
 from kerascomp.errors import DataError
 
 
+def _examples(x, y):
+    """One ``(image bytes, label)`` key per example, in a multiset."""
+    return Counter((np.ascontiguousarray(image).tobytes(), int(label)) for image, label in zip(x, y))
+
+
+def _assert_each_example_in_exactly_one_split(data, sources):
+    """``sources`` maps a tuple of split names to the raw ``(x, y)`` they were drawn from.
+
+    Disjoint by content, allowing for duplicates in the source: the splits together
+    hold every source example exactly as often as the source does. So an image may
+    sit in two splits only if the source holds it twice (sklearn's digits holds
+    none twice), and no example is lost or placed in two splits.
+    """
+    for names, (x, y) in sources.items():
+        held = sum((_examples(*data.split(n)) for n in names), Counter())
+        source = _examples(data.scaling.apply(x), y)
+        assert held == source, (f"{'/'.join(names)}: {sum((held - source).values())} examples placed twice, "
+                                f"{sum((source - held).values())} lost")
+
+
 def test_digits_has_disjoint_stratified_splits_scaled_to_unit_range(digits):
+    from sklearn.datasets import load_digits
+
     assert digits.input_shape == (8, 8, 1)
     assert digits.class_names == tuple(str(i) for i in range(10))
     assert (len(digits.y_train), len(digits.y_val), len(digits.y_test)) == (1212, 135, 450)
@@ -14,10 +38,9 @@ def test_digits_has_disjoint_stratified_splits_scaled_to_unit_range(digits):
     assert digits.scaling.scale == 1 / 16
     for split in ("train", "val", "test"):  # stratified: every class in every split
         assert set(np.unique(digits.split(split)[1])) == set(range(10))
-    rows = {s: {r.tobytes() for r in digits.split(s)[0]} for s in ("train", "val", "test")}
-    # digits has a few duplicate images; disjointness is about examples, so compare counts not content
-    assert len(digits.x_train) + len(digits.x_val) + len(digits.x_test) == 1797
-    assert len(rows["test"] & rows["val"]) <= 2
+    raw = load_digits()
+    _assert_each_example_in_exactly_one_split(
+        digits, {("train", "val", "test"): (raw.images.astype(np.float32)[..., None], raw.target)})
 
 
 def test_same_seed_gives_same_splits_other_seed_differs():
@@ -33,15 +56,21 @@ def test_npz_with_test_split_keeps_it_and_reads_class_names(image_npz):
     assert len(data.y_test) == 30 and len(data.y_train) + len(data.y_val) == 90
     assert data.scaling.scale == pytest.approx(1 / 255)
     assert data.x_test.max() <= 1.0
+    with np.load(image_npz) as raw:  # validation comes out of train only; test is the file's own
+        _assert_each_example_in_exactly_one_split(data, {("train", "val"): (raw["x_train"][..., None], raw["y_train"]),
+                                                         ("test",): (raw["x_test"][..., None], raw["y_test"])})
 
 
 def test_npz_with_x_y_and_one_hot_labels_is_split(tmp_path):
     y = np.arange(100) % 4
-    np.savez(tmp_path / "d.npz", x=np.random.rand(100, 6, 6, 3).astype("float32"), y=np.eye(4)[y])
+    x = np.random.default_rng(0).random((100, 6, 6, 3), dtype=np.float32)
+    x[90:] = x[:10]  # ten examples twice, as real data sets have: each copy may land in its own split
+    np.savez(tmp_path / "d.npz", x=x, y=np.eye(4)[y])
     data = load_data(str(tmp_path / "d.npz"))
     assert data.num_classes == 4 and data.input_shape == (6, 6, 3)
-    assert len(data.y_test) == 20
+    assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (72, 8, 20)
     assert data.scaling.scale == 1.0  # floats already in [0, 1] are left alone
+    _assert_each_example_in_exactly_one_split(data, {("train", "val", "test"): (x, y)})
 
 
 @pytest.mark.parametrize("content, message", [
@@ -86,6 +115,9 @@ def test_image_folder_with_class_subfolders_is_read_and_resized(tmp_path):
     assert data.input_shape == (6, 6, 3)
     assert len(data.y_train) + len(data.y_val) + len(data.y_test) == 20
     assert data.x_train.max() <= 1.0
+    # every image is one flat grey level (40 * class + index), which the resize keeps
+    raw_x = np.array([np.full((6, 6, 3), 40 * i + j, np.float32) for i in range(2) for j in range(10)])
+    _assert_each_example_in_exactly_one_split(data, {("train", "val", "test"): (raw_x, np.repeat([0, 1], 10))})
 
 
 def test_image_folder_with_train_and_test_folders_keeps_the_test_split(tmp_path):

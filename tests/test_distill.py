@@ -223,9 +223,15 @@ def test_teacher_and_student_see_the_same_augmented_batch(digits):
     distiller = Distiller(_dense(3), _dense(3), temperature=2.0, alpha=0.0)
     distiller.compile()
     train_ds, _, _ = datasets(distiller.teacher_features, digits, DistillConfig(augment="rotation,mixup"), 64, 0)
-    x, y = next(iter(train_ds))
-    assert y.shape == (64, 10) and np.allclose(y.numpy().sum(axis=1), 1.0)  # MixUp made soft labels
-    assert not np.allclose(x.numpy(), digits.x_train[:64])  # the batch is augmented
+    plain_ds, _, _ = datasets(distiller.teacher_features, digits, DistillConfig(augment="none", teacher_cache=False),
+                              64, 0)  # the same shuffle seed: the same examples in the same order, not augmented
+    (x, y), (x_plain, y_plain) = ([t.numpy() for t in b] for b in (next(iter(train_ds)), next(iter(plain_ds))))
+    assert y_plain.shape == (64,)
+    assert y.shape == (64, 10) and np.allclose(y.sum(axis=1), 1.0)
+    assert (y.max(axis=1) < 0.99).any()  # MixUp made soft labels: not every row is one-hot
+    assert (y[np.arange(64), y_plain] > 0).all()  # ... and each row still holds its own example's label
+    changed = ~np.isclose(x, x_plain, atol=1e-6).reshape(64, -1).all(axis=1)
+    assert changed.mean() > 0.5  # most examples' pixels were rotated and mixed (all 64 with seed 0)
     result = distiller.evaluate(train_ds.take(3), verbose=0, return_dict=True)
     assert result["kd_loss"] == pytest.approx(0.0, abs=1e-6) and result["ce_loss"] > 0
 

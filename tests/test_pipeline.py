@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import yaml
@@ -29,11 +30,18 @@ def write_config(folder, raw=SMALL):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def _trained_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("run")
     config = write_config(folder)
     assert main(["run", str(config), "--out", str(folder / "out")]) == 0
-    return config, folder / "out"
+    return folder
+
+
+@pytest.fixture
+def finished_run(_trained_run, tmp_path):
+    """A private copy of the one trained run: tests resume, rerun and delete files in it in any order."""
+    folder = shutil.copytree(_trained_run, tmp_path / "run")
+    return folder / "pipeline.yaml", folder / "out"
 
 
 def test_run_writes_the_report_contract(finished_run):

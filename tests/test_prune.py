@@ -16,25 +16,40 @@ FAST = dict(epochs=2, verbose=0)
 KERNELS = ("block_0_conv1", "block_0_conv2", "block_1_conv1", "block_1_conv2", "logits")
 
 
+# Largest test-accuracy drop (on the 450 digits test images, 1 image = 0.22 pp) that 50% pruning with the
+# default schedule (10 epochs, lr 1e-3) may cost. Measured drops for fixture-training seeds 0/1/2 x pruning
+# seeds 0/1/2: 0/0/0, 0.9/1.3/1.8, 0.4/0.9/0.4 pp. Regressions measured to break it: fine-tuning at lr 1e-4
+# (10x too low) drops 5.6-8.7 pp, one epoch instead of ten 7.8-11 pp, masks without weight updates ~50 pp.
+PRUNE_MARGIN = 0.03
+
+
 def _zeros(model, name):
     kernel = model.get_layer(name).get_weights()[0]  # Conv2D/Dense: the kernel comes first
     return float((kernel == 0).mean())
 
 
-def test_pruning_reaches_the_target_on_stripped_weights_and_leaves_the_input_untouched(tmp_path, digits,
-                                                                                     digits_model):
+def _test_accuracy(model, digits):
+    """Top-1 accuracy on the test split, computed here rather than taken from the metrics under test."""
+    return float((model.predict(digits.x_test, verbose=0).argmax(axis=1) == digits.y_test).mean())
+
+
+def test_pruning_reaches_the_target_on_stripped_weights_within_the_accuracy_margin(tmp_path, digits, digits_model):
     _, model = digits_model
     before = [w.copy() for w in model.get_weights()]
-    pruned, metrics = prune.apply(model, digits, prune.PruneConfig(sparsity=0.6, **FAST))
+    config = prune.PruneConfig(sparsity=0.5, verbose=0)  # the default schedule: 10 epochs
+    pruned, metrics = prune.apply(model, digits, config)
     assert not any("Prune" in type(layer).__name__ for layer in pruned.layers)
     kernels = [pruned.get_layer(n).get_weights()[0] for n in KERNELS]
     overall = sum(int((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels)
-    assert overall == pytest.approx(0.6, abs=0.01)
+    assert overall == pytest.approx(0.5, abs=0.01)
     assert metrics["sparsity"] == pytest.approx(overall)
-    assert all(_zeros(pruned, n) == pytest.approx(0.6, abs=0.01) for n in KERNELS)
+    assert all(_zeros(pruned, n) == pytest.approx(0.5, abs=0.01) for n in KERNELS)
     assert metrics["per_layer"].keys() == set(KERNELS)
-    assert 0 < metrics["test_accuracy"] <= 1 and "val_accuracy" in metrics["baseline"]
-    assert metrics["schedule"]["end_step"] < metrics["schedule"]["steps_per_epoch"] * FAST["epochs"]
+    input_accuracy, accuracy = _test_accuracy(model, digits), _test_accuracy(pruned, digits)
+    assert metrics["baseline"]["test_accuracy"] == pytest.approx(input_accuracy)
+    assert metrics["test_accuracy"] == pytest.approx(accuracy)
+    assert accuracy >= input_accuracy - PRUNE_MARGIN, (accuracy, input_accuracy)
+    assert metrics["schedule"]["end_step"] < metrics["schedule"]["steps_per_epoch"] * config.epochs
     # the input model (which a teacher may share) keeps its dense weights and has no wrappers
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     assert not any(isinstance(layer, keras.layers.Wrapper) for layer in model.layers)

@@ -4,6 +4,7 @@ parameter counts read from the flatbuffer, and which kernels each op resolver ru
 import json
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -205,25 +206,89 @@ def test_softmax_is_stable_for_large_logits():
     np.testing.assert_allclose(probs, [[0.5, 0.5, 0.0]])
 
 
+def _delegation(model):
+    """``(delegate nodes, whether they cover the whole graph)`` as the interpreter lists its nodes.
+
+    Read without kerascomp's graph walk: the delegates compute the whole graph when
+    every graph output comes out of a delegate and every tensor a delegate reads is
+    a graph input, a constant, or another delegate's output (never a tensor that a
+    node left on the built-in kernels produced).
+    """
+    interpreter = model._interpreter
+    ops = interpreter._get_ops_details()
+    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
+    produced = {int(t) for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
+    delegate_out = {int(t) for op in delegates for t in op["outputs"]}
+    delegate_in = {int(t) for op in delegates for t in op["inputs"] if t >= 0}
+    graph_out = {d["index"] for d in interpreter.get_output_details()}
+    whole = bool(delegates) and graph_out <= delegate_out and all(t in delegate_out or t not in produced
+                                                                  for t in delegate_in)
+    return delegates, whole
+
+
+def _expected_kernel_path(model):
+    delegates, whole = _delegation(model)
+    return "builtin" if not delegates else "xnnpack" if whole else "xnnpack+builtin"
+
+
+def _cumsum_file(tmp_path):
+    """Dense -> CUMSUM -> Dense: an op that XNNPACK lacks today, between two it runs."""
+    inputs = keras.layers.Input((8,))
+    hidden = keras.layers.Lambda(lambda t: tf.math.cumsum(t, axis=-1))(keras.layers.Dense(6)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    return _write(tmp_path / "cumsum.tflite", tf.lite.TFLiteConverter.from_keras_model(model).convert())
+
+
 @pytest.mark.parametrize("kind", ["fp32", "int8"])
-@pytest.mark.parametrize("op_resolver, kernel_path", [
-    ("auto", "xnnpack"), ("builtin", "builtin"), ("reference", "reference"),
-])
-def test_op_resolver_sets_kernel_path_and_all_paths_agree(files, kind, op_resolver, kernel_path):
+@pytest.mark.parametrize("op_resolver", ["auto", "builtin", "reference"])
+def test_op_resolver_sets_kernel_path_and_all_paths_agree(files, kind, op_resolver):
     x = _inputs(16, seed=7)
     model = runtime.load(files[kind], op_resolver=op_resolver)
-    assert model.kernel_path == kernel_path  # auto: XNNPACK runs int8 models too
+    delegates, _ = _delegation(model)
+    if op_resolver == "auto":  # measured: whatever share of the graph the XNNPACK delegate took
+        assert model.kernel_path == _expected_kernel_path(model)
+        assert delegates or kind != "fp32"  # auto really applies the default delegate (a float Conv2D/Dense)
+    else:  # fixed by the resolver, and really no delegate
+        assert model.kernel_path == op_resolver and delegates == []
     reference = runtime.load(files[kind], op_resolver="reference").predict(x)
     tolerance = 1e-4 if kind == "fp32" else 2 * model.output_quantization[0]  # one int8 step either way
     np.testing.assert_allclose(model.predict(x), reference, atol=tolerance)
 
 
-def test_op_xnnpack_lacks_leaves_part_of_the_graph_on_builtin_kernels(tmp_path):
-    inputs = keras.layers.Input((8,))
-    hidden = keras.layers.Lambda(lambda t: tf.math.cumsum(t, axis=-1))(keras.layers.Dense(6)(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
-    path = _write(tmp_path / "cumsum.tflite", tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    assert runtime.load(path).kernel_path == "xnnpack+builtin"
+def test_kernel_path_of_a_graph_with_an_op_xnnpack_may_lack_follows_its_nodes(tmp_path):
+    path = _cumsum_file(tmp_path)
+    model = runtime.load(path)
+    assert model.kernel_path == _expected_kernel_path(model)
+    x = np.random.default_rng(10).random((5, 8), dtype=np.float32)
+    np.testing.assert_allclose(model.predict(x), runtime.load(path, op_resolver="reference").predict(x), atol=1e-5)
+
+
+def _node(index, op, inputs, outputs):
+    return {"index": index, "op_name": op, "inputs": np.array(inputs), "outputs": np.array(outputs)}
+
+
+@pytest.mark.parametrize("nodes, kernel_path", [
+    # input 0, weights 1 and 2; no delegate at all
+    ([_node(0, "FULLY_CONNECTED", [0, 1, -1], [3]), _node(1, "CUMSUM", [3], [4])], "builtin"),
+    # one delegate for the whole graph: its inputs are the graph input and constants
+    ([_node(0, "CONV_2D", [0, 1], [3]), _node(1, "RELU", [3], [4]), _node(2, "FULLY_CONNECTED", [4, 2], [5]),
+      _node(3, "DELEGATE", [0, 1, 2], [5])], "xnnpack"),
+    # two delegates back to back still cover every node
+    ([_node(0, "FULLY_CONNECTED", [0, 1], [3]), _node(1, "FULLY_CONNECTED", [3, 2], [4]),
+      _node(2, "DELEGATE", [0, 1], [3]), _node(3, "DELEGATE", [3, 2], [4])], "xnnpack"),
+    # a built-in node between two delegated partitions
+    ([_node(0, "FULLY_CONNECTED", [0, 1], [3]), _node(1, "CUMSUM", [3], [4]), _node(2, "FULLY_CONNECTED", [4, 2], [5]),
+      _node(3, "DELEGATE", [0, 1], [3]), _node(4, "DELEGATE", [4, 2], [5])], "xnnpack+builtin"),
+    # a built-in node after the delegated partition, producing the graph output
+    ([_node(0, "FULLY_CONNECTED", [0, 1], [3]), _node(1, "RELU", [3], [4]), _node(2, "CUMSUM", [4], [5]),
+      _node(3, "DELEGATE", [0, 1], [4])], "xnnpack+builtin"),
+    # a built-in node before it, feeding the delegate
+    ([_node(0, "CUMSUM", [0], [3]), _node(1, "FULLY_CONNECTED", [3, 1], [4]), _node(2, "DELEGATE", [3, 1], [4])],
+     "xnnpack+builtin"),
+])
+def test_auto_kernel_path_is_xnnpack_only_when_every_node_was_delegated(nodes, kernel_path):
+    interpreter = types.SimpleNamespace(_get_ops_details=lambda: nodes)
+    assert runtime._kernel_path(interpreter, "auto") == kernel_path
 
 
 def test_model_with_a_fixed_batch_predicts_batches_one_sample_per_invoke(tmp_path):

@@ -33,7 +33,12 @@ def test_same_seed_gives_same_model(digits):
         np.testing.assert_array_equal(wa, wb)
 
 
-def test_mirrored_strategy_trains_on_two_logical_cpus(digits):
+def _gpus() -> int:
+    """Local GPUs as TensorFlow sees them (conftest splits only the CPU, into two logical devices)."""
+    return len(tf.config.list_logical_devices("GPU"))
+
+
+def test_mirrored_strategy_trains_on_every_gpu_else_on_two_logical_cpus(digits):
     replicas = []
 
     class Probe(keras.callbacks.Callback):
@@ -42,13 +47,14 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(digits):
 
     _, metrics = train("cnn", digits, TrainConfig(epochs=2, strategy="mirrored", verbose=0),
                        model_args={"width": 8}, callbacks=[Probe()])
-    assert replicas == [2]
+    # one replica per local GPU when there are any; otherwise the two logical CPUs of conftest
+    assert replicas == [_gpus() or 2]
     assert metrics["test_accuracy"] > 0.5
 
 
 def test_mixed_precision_trains_and_returns_a_float32_model(digits):
     model, metrics = train("mlp", digits, TrainConfig(mixed_precision=True, **FAST), model_args={"hidden": (64,)})
-    assert metrics["precision_policy"] == "mixed_bfloat16"  # no GPU in tests
+    assert metrics["precision_policy"] == ("mixed_float16" if _gpus() else "mixed_bfloat16")
     assert all(layer.dtype_policy.name == "float32" for layer in model.layers)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
     assert metrics["test_accuracy"] > 0.8

@@ -131,7 +131,7 @@ BAD_INPUT = [
     (["distill", "--teacher", "MODEL", "--student", "resnet", "--out", "s.keras"], 1, "unknown model 'resnet'"),
     (["sweep", "--teacher", "MODEL", "--out", "sw"], 2, "Missing option '--grid'"),
     (["sweep", "--teacher", "MODEL", "--grid", "beta=1,2", "--out", "sw"], 1, "unknown grid key 'beta'"),
-    (["swap", "MODEL"], 2, "--out FILE.keras is required"),
+    (["swap", "MODEL", "--candidates", "teleport", "--out", "s.keras"], 1, "unknown candidate(s) teleport"),
     (["swap", "MODEL", "--order", "random", "--out", "s.keras"], 2, "'random' is not one of"),
     (["swap", "missing.keras", "--out", "s.keras"], 1, "model file missing.keras not found"),
     (["prune", "MODEL", "--schedule", "cubic", "--sparsity", "0.5"], 2, "'cubic' is not one of"),

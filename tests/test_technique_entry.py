@@ -32,7 +32,8 @@ def test_cli_and_pipeline_give_the_same_metrics_and_sidecar(name, digits_model, 
     assert main([name, str(source), *cli_options, "--out", str(cli_out), "--json", str(cli_json)]) == 0
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"data": {"spec": "digits"}, "teacher": {"path": str(source)},
-                                      "stages": [{name: stage_options}]}))
+                                      "stages": [{name: stage_options}],
+                                      "summary": {"baseline": "teacher", "final": name}}))
     assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 0
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     stage = report["stages"][-1]["metrics"]

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import click
 import yaml
 
-__all__ = ["option", "click_options", "option_fields", "parse_value", "key_value"]
+__all__ = ["option", "click_options", "option_fields", "cli_args", "parse_value", "key_value"]
 
 
 def option(default: Any = None, help: str = "", *, choices: Sequence[str] | None = None, metavar: str | None = None,
@@ -98,3 +98,30 @@ def key_value(text: str) -> tuple[str, object]:
     if not sep or not key.strip():
         raise ValueError(f"expects key=value, got {text!r}")
     return key.strip(), parse_value(value.strip())
+
+
+def cli_args(config: object) -> list[str]:
+    """The command-line options that rebuild ``config``: one per option field that differs from its default."""
+    args = []
+    for field in option_fields(type(config)):
+        value, default = getattr(config, field.name), _default(field)
+        if value == default:
+            continue
+        flag = field.metadata["flag"] or "--" + field.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, dict):
+            args += [x for key, item in value.items() for x in (flag, f"{key}={_text(item)}")]
+        elif field.metadata["multiple"]:
+            args += [x for item in value for x in (flag, _text(item, ":"))]
+        else:
+            args += [flag, _text(value)]
+    return args
+
+
+def _default(field: dataclasses.Field) -> object:
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+
+def _text(value: object, joiner: str = ",") -> str:
+    return joiner.join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)

@@ -19,9 +19,7 @@ from typing import Callable
 from kerascomp import registry
 from kerascomp.data import Dataset
 
-__all__ = ["compress_file", "HEADLINE_SKIP"]
-
-HEADLINE_SKIP = ("fine_tune", "preflight", "sensitivity", "baseline", "blocks", "finetune", "config", "data")
+__all__ = ["compress_file", "config_from", "default_out"]
 
 
 def compress_file(
@@ -59,10 +57,8 @@ def compress_file(
         echo(technique.plan(model, config))
     result, metrics = technique.apply(model, data, config, **kwargs)
     metrics = {"source": str(model_path), "out": str(out), **metrics}
-    headline = {k: v for k, v in metrics.items() if k not in HEADLINE_SKIP}
     side = {**meta, **(extra_meta or {}), **({"model": metrics["model"]} if "model" in metrics else {}),
-            "data": data.describe(),
-            "compression": [*meta.get("compression", []), {"stage": name, **headline}]}
+            "data": data.describe(), "compression": [*meta.get("compression", []), _history_entry(name, config, metrics)]}
     if save_format == "keras3":
         _save_keras3(result, out, side, meta, data)
     else:
@@ -73,6 +69,15 @@ def compress_file(
 
         technique_plots(result, metrics, data, plots_dir)
     return metrics
+
+
+def _history_entry(name: str, config: object, metrics: dict) -> dict:
+    """What a sidecar remembers of one step: the technique, its options, and its scalar results (no timings)."""
+    from kerascomp._options import option_fields
+
+    options = {f.name: getattr(config, f.name) for f in option_fields(type(config))}
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, (bool, int, float, str)) and "seconds" not in k}
+    return {"stage": name, **scalars, "config": options, "baseline": metrics.get("baseline")}
 
 
 def _save_keras3(model, out, side: dict, meta: dict, data: Dataset) -> None:

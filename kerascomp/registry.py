@@ -23,9 +23,11 @@ import importlib
 import pkgutil
 from typing import Callable, ContextManager, Iterator
 
+from kerascomp._options import option
 from kerascomp.errors import ConfigError
 
-__all__ = ["Technique", "Strength", "register", "get", "techniques", "load_scope", "strip", "RESERVED"]
+__all__ = ["Technique", "Strength", "register", "unregister", "get", "techniques", "load_scope", "strip", "option",
+           "RESERVED"]
 
 RESERVED = ("train", "load", "convert", "bench")  # stage kinds that are not techniques
 

@@ -1,0 +1,31 @@
+"""Every registered technique keeps the contract of kerascomp.testing.run_technique_test."""
+
+import pytest
+
+from kerascomp import registry
+from kerascomp.compress.cluster import ClusterConfig
+from kerascomp.compress.distill import StudentConfig
+from kerascomp.compress.prune import PruneConfig
+from kerascomp.compress.quantize import QATConfig
+from kerascomp.compress.swap import SwapConfig
+from kerascomp.testing import run_technique_test
+
+CASES = {  # short settings: the harness checks the contract, the technique's own tests check its quality
+    "prune": PruneConfig(sparsity=0.5, epochs=1),
+    "cluster": ClusterConfig(clusters=8, epochs=1),
+    "qat": QATConfig(epochs=1),
+    "swap": SwapConfig(tolerance=100.0, epochs_per_block=0, fit_samples=256, fit_epochs=1, candidates=("separable",),
+                       bench_runs=0),
+    "distill": StudentConfig(student="cnn", student_args={"width": 4}, epochs=1),
+}
+
+
+def test_every_builtin_technique_has_a_case():
+    builtin = {name for name, t in registry.techniques().items() if t.module.startswith("kerascomp.")}
+    assert builtin == set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_technique_keeps_the_contract(name, digits, digits_model, tmp_path):
+    metrics = run_technique_test(name, CASES[name], digits_model[0], digits, tmp_path)
+    assert metrics["source"] == str(digits_model[0])

@@ -171,16 +171,11 @@ def _test_logits(path: Path, runner, data: Dataset) -> np.ndarray:
     """Test-split logits; an artifact that expects other input scaling (e.g. raw pixels) gets the data that way."""
     if runner.scaling:
         data = data.with_scaling(runner.scaling)
-    _check_compatible(path, runner.input_shape, data)
+    data.check_fits(runner.input_shape, what=str(path))
     logits = runner.predict(data.x_test)
     if logits.shape[1] != data.num_classes:
         raise DataError(f"{path} outputs {logits.shape[1]} classes but data {data.name!r} has {data.num_classes}")
     return logits
-
-
-def _check_compatible(path: Path, input_shape: tuple, data: Dataset) -> None:
-    if tuple(input_shape) != tuple(data.input_shape):
-        raise DataError(f"{path} expects inputs {tuple(input_shape)} but data {data.name!r} has {data.input_shape}")
 
 
 def _open_artifact(path: Path, kind: str, threads: int, op_resolver: str):

@@ -82,6 +82,14 @@ class Dataset:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
+    def check_fits(self, input_shape, num_classes: int | None = None, what: str = "the model") -> None:
+        """DataError unless these examples fit ``what``'s input shape (and class count): the one check of it."""
+        shape = tuple(int(d) for d in input_shape)
+        if shape != self.input_shape:
+            raise DataError(f"data {self.name!r} has inputs {self.input_shape} but {what} expects inputs {shape}")
+        if num_classes is not None and int(num_classes) != self.num_classes:
+            raise DataError(f"data {self.name!r} has {self.num_classes} classes but {what} outputs {num_classes}")
+
     def with_scaling(self, scaling: Scaling | dict) -> "Dataset":
         """The same examples under another input scaling (e.g. raw pixels for a model that rescales itself)."""
         scaling = scaling if isinstance(scaling, Scaling) else Scaling(**scaling)

@@ -1,8 +1,9 @@
 """``kerascomp inspect``: what a user reads before compressing a model they brought.
 
 Every answer comes from the tools that will do the work: the import that
-every command runs, the pre-flight plans of pruning, clustering and QAT
-(which ask tfmot's own registries), and the TFLite converter's op list.
+every command runs, the per-layer answers of every registered technique that
+has them (pruning, clustering and QAT ask tfmot's own registries), and the
+TFLite converter's op list.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from kerascomp import __version__
+from kerascomp import __version__, registry
 from kerascomp._compat import keras
 from kerascomp.data import Dataset
 from kerascomp.errors import KerascompError, first_line
 
-__all__ = ["inspect_model", "format_inspection", "TECHNIQUES"]
-
-TECHNIQUES = ("prune", "cluster", "qat")
+__all__ = ["inspect_model", "format_inspection"]
 
 
 def inspect_model(path: str | os.PathLike, data: Dataset | None = None) -> dict:
@@ -30,9 +29,9 @@ def inspect_model(path: str | os.PathLike, data: Dataset | None = None) -> dict:
     from kerascomp.interop import detect_format, preprocessing_layers
 
     fmt, version = detect_format(path)
-    plans = _plans(model)
+    plans = {name: t.layers(model) for name, t in registry.techniques().items() if t.layers is not None}
     layers = [{"name": layer.name, "class": type(layer).__name__, "params": int(layer.count_params()),
-               **{t: plans[t].get(layer.name, "no weights" if t != "qat" else "yes") for t in TECHNIQUES}}
+               **{name: answers[layer.name] for name, answers in plans.items()}}
               for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     return {
         "kerascomp_version": __version__,
@@ -49,23 +48,6 @@ def inspect_model(path: str | os.PathLike, data: Dataset | None = None) -> dict:
         "layers": layers,
         "tflite_ops": _tflite_ops(model),
     }
-
-
-def _plans(model: keras.Model) -> dict[str, dict[str, str]]:
-    """Per technique, layer name -> ``"yes"`` or why not, from each technique's own pre-flight plan."""
-    from kerascomp.compress import cluster, prune, quantize
-
-    configs = {"prune": (prune, prune.PruneConfig(sparsity=0.5)), "cluster": (cluster, cluster.ClusterConfig()),
-               "qat": (quantize, quantize.QATConfig(float_fallback=True))}
-    answers = {}
-    for name, (module, config) in configs.items():
-        try:
-            plans = module.plan(model, config)
-        except KerascompError as exc:
-            answers[name] = {layer.name: f"no: {exc}" for layer in model.layers}
-            continue
-        answers[name] = {p.name: "yes" if p.action != "skip" else f"no: {p.reason}" for p in plans}
-    return answers
 
 
 def _tflite_ops(model: keras.Model) -> list[str] | str:
@@ -96,9 +78,10 @@ def format_inspection(report: dict) -> str:
     for p in report["preprocessing"]:
         lines.append(f"preprocessing: {p['name']} ({p['class']}): {p['treatment']}")
     width = max([len(layer["name"]) for layer in report["layers"]] + [5])
-    lines.append(f"  {'layer':<{width}} {'class':<24} {'params':>9}  prune / cluster / qat")
+    techniques = [k for k in report["layers"][0] if k not in ("name", "class", "params")] if report["layers"] else []
+    lines.append(f"  {'layer':<{width}} {'class':<24} {'params':>9}  {' / '.join(techniques)}")
     for layer in report["layers"]:
-        answers = " / ".join(layer[t] for t in TECHNIQUES)
+        answers = " / ".join(layer[t] for t in techniques)
         lines.append(f"  {layer['name']:<{width}} {layer['class']:<24} {layer['params']:>9,}  {answers}")
     ops = report["tflite_ops"]
     lines.append("tflite ops: " + (", ".join(ops) if isinstance(ops, list) else ops))

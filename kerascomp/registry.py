@@ -65,6 +65,8 @@ class Technique:
         summary: ``summary(metrics) -> str``, the headline the CLI prints.
         plan: ``plan(model, config) -> str``, the pre-flight table printed before
             any work, or None.
+        layers: ``layers(model) -> {layer name: "yes" or "no: why"}`` at default
+            settings, for ``kerascomp inspect``; or None.
         strip: removes training-only wrappers before export, or None.
         load_scope: a context manager factory with the custom objects its saved
             models need, or None.
@@ -85,6 +87,7 @@ class Technique:
     help: str
     summary: Callable[[dict], str]
     plan: Callable | None = None
+    layers: Callable | None = None
     strip: Callable | None = None
     load_scope: Callable[[], ContextManager] | None = None
     strength: Strength | None = None

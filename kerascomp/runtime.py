@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import NamedTuple
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from kerascomp._quiet import quiet_native_stderr
+from kerascomp.data import Scaling  # one definition; data.py imports no TensorFlow either
 from kerascomp.errors import ConfigError, ModelError, first_line
 
 __all__ = ["load", "TFLiteModel", "Scaling", "softmax", "constant_tensors", "op_names"]
@@ -43,13 +43,6 @@ _RESOLVERS = {
     "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
     "reference": OpResolverType.BUILTIN_REF,
 }
-
-
-class Scaling(NamedTuple):
-    """How raw pixels become model inputs: ``x = raw * scale + offset``."""
-
-    scale: float = 1.0
-    offset: float = 0.0
 
 
 def load(

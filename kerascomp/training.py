@@ -40,6 +40,16 @@ class TrainConfig:
     mixed_precision: bool = option(False, "mixed_float16 on GPU, mixed_bfloat16 on CPU; the saved model is float32.")
     verbose: int = 1
 
+    @classmethod
+    def fine_tuning(cls, *, epochs: int, batch_size: int, learning_rate: float, seed: int = 0,
+                    verbose: int = 1) -> "TrainConfig":
+        """A short run from trained weights: no warm-up and no early stopping (the best epoch is still restored).
+
+        Every technique that fine-tunes (prune, cluster, QAT, block swap) builds its run here.
+        """
+        return cls(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, warmup_epochs=0, patience=0,
+                   seed=seed, verbose=verbose)
+
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:

@@ -73,7 +73,7 @@ def test_data_with_other_input_shape_is_rejected(tmp_path, image_npz, digits_mod
     from kerascomp.data import load_data
 
     _, model = digits_model
-    with pytest.raises(DataError, match=r"has inputs \(12, 12, 1\) but the model expects \(8, 8, 1\)"):
+    with pytest.raises(DataError, match=r"has inputs \(12, 12, 1\) but the model expects inputs \(8, 8, 1\)"):
         export(model, tmp_path / "m.tflite", data=load_data(str(image_npz)))
 
 

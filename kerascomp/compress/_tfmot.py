@@ -14,24 +14,21 @@ models load from ``.keras`` files (each technique registers its own scope). tfmo
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import math
 import re
-from typing import Callable, Collection, Iterator, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 
 from kerascomp._compat import keras
 from kerascomp._options import option
 from kerascomp.data import Dataset
-from kerascomp.errors import ConfigError, DataError, ModelError
+from kerascomp.errors import ConfigError, KerascompError, ModelError
 
 __all__ = [
-    "FineTuneConfig", "LayerPlan", "KeepBest", "tfmot", "check_model", "check_data", "clone", "compile_pattern",
-    "plan_layers", "format_plan", "wrap", "chosen", "strip_pruning", "strip_clustering", "schedule_steps", "fine_tune", "prune_scope",
-    "cluster_scope", "quantize_scope",
+    "FineTuneConfig", "LayerPlan", "KeepBest", "tfmot", "check_model", "clone", "compile_pattern",
+    "plan_layers", "layer_answers", "format_plan", "wrap", "chosen", "schedule_steps", "fine_tune",
 ]
 
 def tfmot():
@@ -69,8 +66,8 @@ class FineTuneConfig:
         """The :class:`~kerascomp.training.TrainConfig` of the fine-tuning run (validates the shared fields)."""
         from kerascomp.training import TrainConfig
 
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                           warmup_epochs=0, patience=0, seed=self.seed, verbose=self.verbose)
+        return TrainConfig.fine_tuning(epochs=self.epochs, batch_size=self.batch_size,
+                                       learning_rate=self.learning_rate, seed=self.seed, verbose=self.verbose)
 
     def distill_config(self):
         """The :class:`~kerascomp.compress.distill.DistillConfig` used with a teacher (validates T and alpha)."""
@@ -102,15 +99,6 @@ def check_model(model: object) -> keras.Model:
     if not (functional or isinstance(model, keras.Sequential)):
         raise ModelError(f"{model.name}: subclassed models cannot be wrapped by tfmot; build it as a functional model")
     return model
-
-
-def check_data(model: keras.Model, data: Dataset) -> None:
-    """The data must fit the model's input and output before any fine-tuning starts."""
-    expected = tuple(int(d) for d in model.input_shape[1:])
-    if data.input_shape != expected:
-        raise DataError(f"data {data.name!r} has inputs {data.input_shape} but the model expects {expected}")
-    if model.output_shape[-1] != data.num_classes:
-        raise DataError(f"data {data.name!r} has {data.num_classes} classes, the model {model.output_shape[-1]} outputs")
 
 
 def clone(model: keras.Model) -> keras.Model:
@@ -154,6 +142,15 @@ def plan_layers(
     return plans
 
 
+def layer_answers(model: keras.Model, make_plan: Callable[[], Sequence[LayerPlan]], unlisted: str) -> dict[str, str]:
+    """Per layer ``"yes"``, ``"no: why"``, or ``unlisted`` for layers the plan leaves out (``kerascomp inspect``)."""
+    try:
+        plans = {p.name: "yes" if p.action != "skip" else f"no: {p.reason}" for p in make_plan()}
+    except KerascompError as exc:
+        return {layer.name: f"no: {exc}" for layer in model.layers}
+    return {layer.name: plans.get(layer.name, unlisted) for layer in model.layers}
+
+
 def format_plan(plans: Sequence[LayerPlan]) -> str:
     """The pre-flight summary printed before fine-tuning: every listed layer, wrapped or why not."""
     wrapped = [p for p in plans if p.action != "skip"]
@@ -174,20 +171,6 @@ def wrap(model: keras.Model, names: Collection[str], wrapper: Callable[[keras.la
 def chosen(plans: Sequence[LayerPlan]) -> list[str]:
     """Names of the layers a plan wraps."""
     return [p.name for p in plans if p.action != "skip"]
-
-
-def strip_pruning(model: keras.Model) -> keras.Model:
-    """``model`` without pruning wrappers (their masks are training-only state)."""
-    if not any(type(layer).__name__ == "PruneLowMagnitude" for layer in model.layers):
-        return model
-    return tfmot().sparsity.keras.strip_pruning(model)
-
-
-def strip_clustering(model: keras.Model) -> keras.Model:
-    """``model`` without clustering wrappers (their centroids and indices are training-only state)."""
-    if not any(type(layer).__name__.startswith("ClusterWeights") for layer in model.layers):
-        return model
-    return tfmot().clustering.keras.strip_clustering(model)
 
 
 def schedule_steps(steps_per_epoch: int, epochs: int, ramp: float = 2 / 3, updates: int = 20) -> tuple[int, int, int]:
@@ -269,48 +252,6 @@ def fine_tune(
     return tuned, summary
 
 
-def prune_scope() -> contextlib.AbstractContextManager:
-    """Custom objects of pruned models saved with their wrappers."""
-    return tfmot().sparsity.keras.prune_scope()
-
-
-def cluster_scope() -> contextlib.AbstractContextManager:
-    """Custom objects of clustered models saved with their wrappers."""
-    return tfmot().clustering.keras.cluster_scope()
-
-
-@contextlib.contextmanager
-def quantize_scope() -> Iterator[None]:
-    """Custom objects that load QAT models from ``.keras`` files in safe mode.
-
-    ``quantize_scope`` alone is not enough in tf_keras 2.21: ``QuantizeLayer``
-    does not mark itself built, so the loader builds it twice, and
-    ``QuantizeWrapperV2`` lists its inner layer's weights only when that layer
-    was built first. The two subclasses below (same class names, so the saved
-    weight paths match) restore the variable layout the model was saved with.
-    """
-    with tfmot().quantization.keras.quantize_scope(), keras.utils.custom_object_scope(_loadable_quantize_layers()):
-        yield
-
-
-@functools.cache
-def _loadable_quantize_layers() -> dict:
-    from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer, quantize_wrapper
-
-    class QuantizeLayer(quantize_layer.QuantizeLayer):
-        def build(self, input_shape):
-            super().build(input_shape)
-            self.built = True
-
-    class QuantizeWrapperV2(quantize_wrapper.QuantizeWrapperV2):
-        def build(self, input_shape):
-            if not self.layer.built:
-                self.layer.build(input_shape)
-            super().build(input_shape)
-
-    return {"QuantizeLayer": QuantizeLayer, "QuantizeWrapperV2": QuantizeWrapperV2}
-
-
 def compile_pattern(pattern: str | None) -> re.Pattern | None:
     """The ``--layers`` regular expression, or a ConfigError that says why it is invalid."""
     if pattern is None:
@@ -322,4 +263,4 @@ def compile_pattern(pattern: str | None) -> re.Pattern | None:
 
 
 def _past(action: str) -> str:
-    return {"prune": "pruned", "cluster": "clustered", "quantize": "quantized"}.get(action, action)
+    return action + ("d" if action.endswith("e") else "ed")

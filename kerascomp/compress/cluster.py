@@ -23,7 +23,18 @@ from kerascomp.registry import Strength, Technique, register
 __all__ = ["ClusterConfig", "plan", "apply", "strip", "target_weights", "unique_values", "INITS"]
 
 INITS = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED"}
-strip = _tfmot.strip_clustering
+
+
+def strip(model: keras.Model) -> keras.Model:
+    """``model`` without clustering wrappers (their centroids and indices are training-only state)."""
+    if not any(type(layer).__name__.startswith("ClusterWeights") for layer in model.layers):
+        return model
+    return _tfmot.tfmot().clustering.keras.strip_clustering(model)
+
+
+def load_scope():
+    """Custom objects of clustered models saved with their wrappers."""
+    return _tfmot.tfmot().clustering.keras.cluster_scope()
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -65,7 +76,7 @@ def apply(
     from kerascomp.training import evaluate
 
     plans = plan(model, config)
-    _tfmot.check_data(model, data)
+    data.check_fits(model.input_shape[1:], model.output_shape[-1])
     clustering = _tfmot.tfmot().clustering.keras
     init = getattr(clustering.CentroidInitialization, INITS[config.init])
     wrapped = _tfmot.wrap(model, _tfmot.chosen(plans), lambda layer: clustering.cluster_weights(
@@ -121,6 +132,7 @@ def summary(metrics: dict) -> str:
 
 TECHNIQUE = register(Technique(
     name="cluster", config=ClusterConfig, apply=apply, summary=summary, strip=strip,
-    load_scope=_tfmot.cluster_scope, plan=lambda model, config: _tfmot.format_plan(plan(model, config)),
+    load_scope=load_scope, plan=lambda model, config: _tfmot.format_plan(plan(model, config)),
+    layers=lambda model: _tfmot.layer_answers(model, lambda: plan(model, ClusterConfig()), "no weights"),
     suffix="clustered", strength=Strength("clusters", "down", 2, 256),
     help="Cluster the weights of a .keras model (tfmot), fine-tune, and save the stripped model."))

@@ -30,7 +30,18 @@ __all__ = ["PruneConfig", "plan", "apply", "strip", "target_weights", "sparsity_
 SCHEDULES = ("polynomial", "constant")
 STRUCTURES = ("unstructured", "2:4", "block:RxC")
 AUTO_SPARSITIES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
-strip = _tfmot.strip_pruning
+
+
+def strip(model: keras.Model) -> keras.Model:
+    """``model`` without pruning wrappers (their masks are training-only state)."""
+    if not any(type(layer).__name__ == "PruneLowMagnitude" for layer in model.layers):
+        return model
+    return _tfmot.tfmot().sparsity.keras.strip_pruning(model)
+
+
+def load_scope():
+    """Custom objects of pruned models saved with their wrappers."""
+    return _tfmot.tfmot().sparsity.keras.prune_scope()
 
 
 def _sparsity(text: str | float) -> float | str:
@@ -118,7 +129,7 @@ def apply(
     from kerascomp.training import evaluate
 
     plans = plan(model, config)
-    _tfmot.check_data(model, data)
+    data.check_fits(model.input_shape[1:], model.output_shape[-1])
     targets, scan = {name: config.sparsity for name in _tfmot.chosen(plans)}, None
     if config.sparsity == "auto":
         targets, scan = _auto_targets(model, data, config, plans)
@@ -219,7 +230,8 @@ def summary(metrics: dict) -> str:
 
 
 TECHNIQUE = register(Technique(
-    name="prune", config=PruneConfig, apply=apply, summary=summary, strip=strip, load_scope=_tfmot.prune_scope,
-    plan=lambda model, config: _tfmot.format_plan(plan(model, config)), suffix="pruned",
+    name="prune", config=PruneConfig, apply=apply, summary=summary, strip=strip, load_scope=load_scope,
+    plan=lambda model, config: _tfmot.format_plan(plan(model, config)),
+    layers=lambda model: _tfmot.layer_answers(model, lambda: plan(model, PruneConfig(sparsity=0.5)), "no weights"), suffix="pruned",
     strength=Strength("sparsity", "up", 0.0, 0.95),
     help="Magnitude-prune a .keras model (tfmot), fine-tune, and save the stripped sparse model."))

@@ -12,7 +12,10 @@ loads from ``.keras`` without any user scope.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+from typing import Iterator
 
 from kerascomp._compat import keras
 from kerascomp._options import option
@@ -80,7 +83,7 @@ def apply(
     from kerascomp.training import evaluate
 
     plans = plan(model, config)
-    _tfmot.check_data(model, data)
+    data.check_fits(model.input_shape[1:], model.output_shape[-1])
     quantization = _tfmot.tfmot().quantization.keras
     skipped = {p.name for p in plans if p.action == "skip" and p.kind not in PREPROCESSING}
     annotated = _tfmot.wrap(model, {layer.name for layer in model.layers if layer.name not in skipped}, _annotate)
@@ -205,6 +208,39 @@ def _sparsity(model: keras.Model, names: list[str], qat: keras.Model | None = No
     return zeros / total if total else 0.0
 
 
+
+@contextlib.contextmanager
+def load_scope() -> Iterator[None]:
+    """Custom objects that load QAT models from ``.keras`` files in safe mode.
+
+    ``quantize_scope`` alone is not enough in tf_keras 2.21: ``QuantizeLayer``
+    does not mark itself built, so the loader builds it twice, and
+    ``QuantizeWrapperV2`` lists its inner layer's weights only when that layer
+    was built first. The two subclasses below (same class names, so the saved
+    weight paths match) restore the variable layout the model was saved with.
+    """
+    with _tfmot.tfmot().quantization.keras.quantize_scope(), keras.utils.custom_object_scope(_loadable_quantize_layers()):
+        yield
+
+
+@functools.cache
+def _loadable_quantize_layers() -> dict:
+    from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer, quantize_wrapper
+
+    class QuantizeLayer(quantize_layer.QuantizeLayer):
+        def build(self, input_shape):
+            super().build(input_shape)
+            self.built = True
+
+    class QuantizeWrapperV2(quantize_wrapper.QuantizeWrapperV2):
+        def build(self, input_shape):
+            if not self.layer.built:
+                self.layer.build(input_shape)
+            super().build(input_shape)
+
+    return {"QuantizeLayer": QuantizeLayer, "QuantizeWrapperV2": QuantizeWrapperV2}
+
+
 def summary(metrics: dict) -> str:
     """The headline ``kerascomp qat`` prints: whether the kernels' zeros survived, and what stayed float."""
     sparsity = metrics["kernel_sparsity"]
@@ -213,6 +249,7 @@ def summary(metrics: dict) -> str:
 
 
 TECHNIQUE = register(Technique(
-    name="qat", config=QATConfig, apply=apply, summary=summary, load_scope=_tfmot.quantize_scope,
-    plan=lambda model, config: _tfmot.format_plan(plan(model, config)), suffix="qat", keeps_wrappers=True,
+    name="qat", config=QATConfig, apply=apply, summary=summary, load_scope=load_scope,
+    plan=lambda model, config: _tfmot.format_plan(plan(model, config)),
+    layers=lambda model: _tfmot.layer_answers(model, lambda: plan(model, QATConfig(float_fallback=True)), "yes"), suffix="qat", keeps_wrappers=True,
     help="Quantization-aware fine-tuning; the saved model converts with `convert --quantize int8`."))

@@ -52,7 +52,7 @@ def apply(model: keras.Model, data: Dataset, config: SensitivityConfig) -> tuple
     from kerascomp.compress import prune
 
     plans = prune.plan(model, prune.PruneConfig(sparsity=0.5, layers=config.layers))
-    _tfmot.check_data(model, data)
+    data.check_fits(model.input_shape[1:], model.output_shape[-1])
     work = _tfmot.clone(model)
     base_accuracy, base_loss = _score(work, data, config.batch_size)
     layers = []

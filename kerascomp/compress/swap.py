@@ -29,7 +29,7 @@ from kerascomp.compress._blocks import Block, Swap, compile_pattern, find_blocks
 from kerascomp.compress._candidates import NotApplicable, register as register_candidate
 from kerascomp.compress.distill import DistillConfig
 from kerascomp.data import Dataset
-from kerascomp.errors import ConfigError, DataError
+from kerascomp.errors import ConfigError
 from kerascomp._options import option
 from kerascomp.registry import Strength, Technique, register
 from kerascomp.training import TrainConfig, evaluate, train
@@ -108,6 +108,11 @@ class SwapConfig:
                                   f"known: {', '.join(sorted(known))}")
         self.distill_config()
 
+    def fine_tuning(self, epochs: int, learning_rate: float) -> TrainConfig:
+        """A short run (no warm-up, no early stopping) with this swap's batch size and seed."""
+        return TrainConfig.fine_tuning(epochs=epochs, batch_size=self.batch_size, learning_rate=learning_rate,
+                                       seed=self.seed, verbose=self.verbose)
+
     def distill_config(self) -> DistillConfig:
         given = {"temperature": self.temperature, "alpha": self.alpha}
         return DistillConfig(**{k: v for k, v in given.items() if v is not None})
@@ -149,7 +154,7 @@ def apply(model: keras.Model, data: Dataset, config: SwapConfig | None = None, *
     """
     config = config or SwapConfig()
     start = time.perf_counter()
-    _check_data(model, data)
+    data.check_fits(model.input_shape[1:], model.output_shape[-1])
     keras.utils.set_random_seed(config.seed)  # replacement initialisers and local-fit shuffles
     search = _Search(model, data, config)
     records = [search.visit(block) for block in _ordered(find_blocks(search.base, config.blocks), config.order)]
@@ -227,7 +232,7 @@ class _Search:
         _log(config, f"{block.name}: {option['candidate']} fitted locally on {len(cache[0])} examples in "
                      f"{time.perf_counter() - start:.1f} s, relative error {fit_error:.3f}, val accuracy {fitted:.4f}")
         if config.epochs_per_block:
-            train(candidate, self.tuning, _train_config(config, config.epochs_per_block, config.learning_rate),
+            train(candidate, self.tuning, config.fine_tuning(config.epochs_per_block, config.learning_rate),
                   teacher=self.teacher, distill=config.distill_config())
         accuracy = _accuracy(candidate, self.tuning.x_val, self.tuning.y_val)
         drop = 100.0 * (self.reference - accuracy)
@@ -295,18 +300,12 @@ def _finetune(model: keras.Model, teacher, tuning: Dataset, config: SwapConfig):
         return model, None
     before = _accuracy(model, tuning.x_val, tuning.y_val)
     tuned = _copy(model, trainable=True)
-    train(tuned, tuning, _train_config(config, config.finetune_epochs, config.learning_rate / 10),
+    train(tuned, tuning, config.fine_tuning(config.finetune_epochs, config.learning_rate / 10),
           teacher=teacher, distill=config.distill_config())
     after = _accuracy(tuned, tuning.x_val, tuning.y_val)
     kept = after >= before
     return (tuned if kept else model), {"epochs": config.finetune_epochs, "val_accuracy_before": before,
                                         "val_accuracy_after": after, "kept": kept}
-
-
-def _train_config(config: SwapConfig, epochs: int, learning_rate: float) -> TrainConfig:
-    """Short runs: no warm-up, no early stopping (the best validation epoch is still restored)."""
-    return TrainConfig(epochs=epochs, batch_size=config.batch_size, learning_rate=learning_rate, warmup_epochs=0,
-                       patience=0, seed=config.seed, verbose=config.verbose)
 
 
 def _copy(model: keras.Model, trainable: bool) -> keras.Model:
@@ -320,15 +319,6 @@ def _copy(model: keras.Model, trainable: bool) -> keras.Model:
 
 def _accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     return float((model.predict(x, batch_size=256, verbose=0).argmax(axis=1) == y).mean())
-
-
-def _check_data(model: keras.Model, data: Dataset) -> None:
-    shape = tuple(int(d) for d in model.input_shape[1:])
-    if shape != data.input_shape:
-        raise DataError(f"data {data.name!r} has inputs {data.input_shape} but the model expects {shape}")
-    if model.output_shape[-1] != data.num_classes:
-        raise DataError(f"data {data.name!r} has {data.num_classes} classes but the model outputs "
-                        f"{model.output_shape[-1]}")
 
 
 def _log(config: SwapConfig, message: str) -> None:

@@ -17,7 +17,6 @@ import numpy as np
 from kerascomp import __version__
 from kerascomp._io import file_sha256, write_json
 from kerascomp.data import Dataset
-from kerascomp.errors import DataError
 from kerascomp.export._verify import ExportError
 from kerascomp.export.tflite import CALIBRATED_MODES, QUANTIZE_MODES, to_tflite
 
@@ -69,8 +68,8 @@ def export(
     if quantize not in FORMATS[out.suffix]:
         raise ExportError(f"{out.suffix} supports --quantize {', '.join(FORMATS[out.suffix])}, not {quantize!r}")
     input_shape = tuple(int(d) for d in model.input_shape[1:])
-    if data is not None and data.input_shape != input_shape:
-        raise DataError(f"data {data.name!r} has inputs {data.input_shape} but the model expects {input_shape}")
+    if data is not None:
+        data.check_fits(input_shape)
     needs_calibration = quantize in CALIBRATED_MODES or (out.suffix == ".onnx" and quantize == "int8")
     if needs_calibration and data is None:
         raise ExportError(f"--quantize {quantize} needs --data to calibrate on the training split")

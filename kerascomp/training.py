@@ -41,14 +41,14 @@ class TrainConfig:
     verbose: int = 1
 
     @classmethod
-    def fine_tuning(cls, *, epochs: int, batch_size: int, learning_rate: float, seed: int = 0,
-                    verbose: int = 1) -> "TrainConfig":
+    def fine_tuning(cls, *, epochs: int, batch_size: int, learning_rate: float, seed: int = 0, verbose: int = 1,
+                    strategy: str = "default") -> "TrainConfig":
         """A short run from trained weights: no warm-up and no early stopping (the best epoch is still restored).
 
         Every technique that fine-tunes (prune, cluster, QAT, block swap) builds its run here.
         """
         return cls(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, warmup_epochs=0, patience=0,
-                   seed=seed, verbose=verbose)
+                   seed=seed, verbose=verbose, strategy=strategy)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):

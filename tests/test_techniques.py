@@ -1,8 +1,11 @@
 """Every registered technique keeps the contract of kerascomp.testing.run_technique_test."""
 
+import dataclasses
+
 import pytest
 
 from kerascomp import registry
+from kerascomp.errors import ConfigError
 from kerascomp.compress.cluster import ClusterConfig
 from kerascomp.compress.distill import StudentConfig
 from kerascomp.compress.prune import PruneConfig
@@ -25,7 +28,18 @@ def test_every_builtin_technique_has_a_case():
     assert builtin == set(CASES)
 
 
+@pytest.fixture(params=["default", "mirrored"])
+def strategy(request):
+    """Every technique runs alone and under MirroredStrategy on the two logical CPUs conftest.py sets up."""
+    return request.param
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_technique_keeps_the_contract(name, digits, digits_model, tmp_path):
-    metrics = run_technique_test(name, CASES[name], digits_model[0], digits, tmp_path)
+def test_technique_keeps_the_contract(name, strategy, digits, digits_model, tmp_path):
+    if name == "qat" and strategy != "default":
+        with pytest.raises(ConfigError, match="QAT runs on one device only"):
+            dataclasses.replace(CASES[name], strategy=strategy)
+        return
+    config = dataclasses.replace(CASES[name], strategy=strategy)
+    metrics = run_technique_test(name, config, digits_model[0], digits, tmp_path)
     assert metrics["source"] == str(digits_model[0])

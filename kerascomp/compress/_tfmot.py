@@ -22,6 +22,7 @@ from typing import Callable, Collection, Sequence
 import numpy as np
 
 from kerascomp._compat import keras
+from kerascomp._distribute import STRATEGIES
 from kerascomp._options import option
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, KerascompError, ModelError
@@ -57,6 +58,7 @@ class FineTuneConfig:
                                       metavar="ORIGINAL.keras")
     temperature: float = option(4.0, "Distillation temperature (with --distill-from).")
     alpha: float = option(0.1, "Weight of the hard-label loss (with --distill-from).")
+    strategy: str = option("default", "tf.distribute strategy of the fine-tuning.", choices=STRATEGIES)
 
     def __post_init__(self) -> None:
         self.train_config()
@@ -66,8 +68,8 @@ class FineTuneConfig:
         """The :class:`~kerascomp.training.TrainConfig` of the fine-tuning run (validates the shared fields)."""
         from kerascomp.training import TrainConfig
 
-        return TrainConfig.fine_tuning(epochs=self.epochs, batch_size=self.batch_size,
-                                       learning_rate=self.learning_rate, seed=self.seed, verbose=self.verbose)
+        return TrainConfig.fine_tuning(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                                       seed=self.seed, verbose=self.verbose, strategy=self.strategy)
 
     def distill_config(self):
         """The :class:`~kerascomp.compress.distill.DistillConfig` used with a teacher (validates T and alpha)."""

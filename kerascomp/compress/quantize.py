@@ -49,6 +49,9 @@ class QATConfig(FineTuneConfig):
         super().__post_init__()
         if self.preserve not in PRESERVE:
             raise ConfigError(f"unknown preserve {self.preserve!r}; use one of {', '.join(PRESERVE)}")
+        if self.strategy != "default":  # measured: the QAT wrappers do not clone into a strategy's scope
+            raise ConfigError(f"QAT runs on one device only (strategy 'default'), got {self.strategy!r}: tfmot's "
+                              "quantize wrappers cannot be copied into a tf.distribute scope")
 
 
 def plan(model: keras.Model, config: QATConfig) -> list[LayerPlan]:

@@ -30,6 +30,7 @@ from kerascomp.compress._candidates import NotApplicable, register as register_c
 from kerascomp.compress.distill import DistillConfig
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
+from kerascomp._distribute import STRATEGIES
 from kerascomp._options import option
 from kerascomp.registry import Strength, Technique, register
 from kerascomp.training import TrainConfig, evaluate, train
@@ -81,6 +82,7 @@ class SwapConfig:
     temperature: float | None = option(None, "Distillation temperature [default: DistillConfig's].")
     alpha: float | None = option(None, "Weight of the hard-label loss [default: DistillConfig's].")
     bench_runs: int = option(100, "Timed .tflite calls per model for the latency totals (0: skip).")
+    strategy: str = option("default", "tf.distribute strategy of the fits.", choices=STRATEGIES)
     seed: int = 0
     verbose: int = 1
 
@@ -97,6 +99,7 @@ class SwapConfig:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.order not in ORDERS:
             raise ConfigError(f"unknown order {self.order!r}; use one of {', '.join(ORDERS)}")
+        self.fine_tuning(1, self.learning_rate)  # validates the strategy
         if self.blocks is not None:
             compile_pattern(self.blocks)
         if self.candidates is not None:
@@ -111,7 +114,7 @@ class SwapConfig:
     def fine_tuning(self, epochs: int, learning_rate: float) -> TrainConfig:
         """A short run (no warm-up, no early stopping) with this swap's batch size and seed."""
         return TrainConfig.fine_tuning(epochs=epochs, batch_size=self.batch_size, learning_rate=learning_rate,
-                                       seed=self.seed, verbose=self.verbose)
+                                       seed=self.seed, verbose=self.verbose, strategy=self.strategy)
 
     def distill_config(self) -> DistillConfig:
         given = {"temperature": self.temperature, "alpha": self.alpha}

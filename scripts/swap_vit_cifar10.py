@@ -20,8 +20,8 @@ from pathlib import Path
 
 from kerascomp import load_data, load_model, save_model
 from kerascomp._io import atomic_path, write_json
-from kerascomp.compress.swap import SwapConfig, apply, format_plan, plan
-from kerascomp.compress.swap import swap_table
+from kerascomp.bench import compare_deployed
+from kerascomp.compress.swap import SwapConfig, apply, format_plan, plan, swap_table
 from kerascomp.report import plot_swap
 
 
@@ -48,7 +48,7 @@ def main() -> None:
     teacher = load_model(args.teacher)
     print(format_plan(plan(teacher, config)), flush=True)
     data = load_data(args.data)
-    swapped, metrics = apply(teacher, data, config)
+    swapped, metrics = apply(teacher, data, config, measure=compare_deployed)
     if args.model_out:
         save_model(swapped, args.model_out, meta={"data": data.describe(), "swap": {"source": args.teacher}})
     student = _depth1_student(args.compare)

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from kerascomp import __version__
-from kerascomp._io import file_sha256
+from kerascomp._io import file_sha256, sidecar_path
 
 __all__ = ["data_digest", "path_digest", "stage_inputs", "key", "changes"]
 
@@ -35,7 +35,7 @@ def path_digest(path: str | os.PathLike) -> str:
         return _hash(listing)
     if not path.is_file():
         return "missing"
-    sidecar = path.with_name(path.name + ".json")
+    sidecar = sidecar_path(path)
     return _hash([file_sha256(path), file_sha256(sidecar) if sidecar.is_file() else None])
 
 

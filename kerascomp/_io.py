@@ -31,6 +31,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The sidecar JSON beside an artifact: ``name.keras`` -> ``name.keras.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
 def write_json(path: str | os.PathLike, data: object) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

@@ -227,15 +227,8 @@ def _run_technique(stage: StageSpec, ctx: Context) -> StageResult:
     metrics = compress_file(stage.kind, ctx.model_path(source), ctx.data, config, ctx.path(relative),
                             extra_meta={"source_stage": source})
     tuned = metrics.get("fine_tune") or {}  # lifted so every stage's curves and epoch times read alike
-    metrics = {"params": _params(ctx.path(relative)), "history": tuned.get("history"),
-               "seconds_per_epoch": tuned.get("seconds_per_epoch"), **metrics}
+    metrics = {"history": tuned.get("history"), "seconds_per_epoch": tuned.get("seconds_per_epoch"), **metrics}
     return StageResult(model=relative, metrics=metrics)
-
-
-def _params(path: Path) -> int:
-    from kerascomp.saving import load_model
-
-    return int(load_model(path).count_params())
 
 
 # --- convert / bench ----------------------------------------------------------------------------------------------

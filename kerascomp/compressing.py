@@ -56,7 +56,7 @@ def compress_file(
     if technique.plan is not None and echo is not None:
         echo(technique.plan(model, config))
     result, metrics = technique.apply(model, data, config, **kwargs)
-    metrics = {"source": str(model_path), "out": str(out), **metrics}
+    metrics = {"source": str(model_path), "out": str(out), "params": int(result.count_params()), **metrics}
     side = {**meta, **(extra_meta or {}), **({"model": metrics["model"]} if "model" in metrics else {}),
             "data": data.describe(), "compression": [*meta.get("compression", []), _history_entry(name, config, metrics)]}
     if save_format == "keras3":
@@ -81,9 +81,8 @@ def _history_entry(name: str, config: object, metrics: dict) -> dict:
 
 
 def _save_keras3(model, out, side: dict, meta: dict, data: Dataset) -> None:
-    from kerascomp._io import write_json
+    from kerascomp._io import sidecar_path, write_json
     from kerascomp.interop import save_keras3
-    from kerascomp.saving import sidecar_path
 
     save_keras3(model, out, output_activation=meta.get("import", {}).get("output_activation", "logits"),
                 sample=data.x_val)

@@ -32,6 +32,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from kerascomp._io import sidecar_path
 from kerascomp._quiet import quiet_native_stderr
 from kerascomp.data import Scaling  # one definition; data.py imports no TensorFlow either
 from kerascomp.errors import ConfigError, ModelError, first_line
@@ -125,8 +126,9 @@ class TFLiteModel:
         self.output_quantization = tuple(self._output["quantization"])
         self.kernel_path = _kernel_path(self._interpreter, op_resolver)
 
-        self.has_sidecar = meta is None and os.path.isfile(self.path + ".json")
-        self.meta = _read_sidecar(self.path + ".json") if self.has_sidecar else meta
+        side = sidecar_path(self.path)
+        self.has_sidecar = meta is None and side.is_file()
+        self.meta = _read_sidecar(side) if self.has_sidecar else meta
         meta = self.meta or {}
         self.class_names = [str(c) for c in meta.get("class_names") or range(self.num_classes)]
         if len(self.class_names) != self.num_classes:
@@ -382,7 +384,7 @@ def _kernel_path(interpreter: Interpreter, op_resolver: str) -> str:
     return "xnnpack" if len(delegated) == len(nodes) else "xnnpack+builtin"
 
 
-def _read_sidecar(path: str) -> dict:
+def _read_sidecar(path: str | os.PathLike) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)

@@ -16,19 +16,13 @@ from pathlib import Path
 
 from kerascomp import __version__
 from kerascomp._compat import keras
-from kerascomp._io import atomic_path, write_json
+from kerascomp._io import atomic_path, sidecar_path, write_json
 from kerascomp.data import Dataset
 from kerascomp.errors import ModelError, first_line
 
 import kerascomp.models  # noqa: F401  (registers the zoo's custom layers for safe loading)
 
 __all__ = ["save_model", "load", "load_model", "load_meta", "sidecar_path", "check_output_path"]
-
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """The sidecar JSON beside an artifact: ``name.keras`` -> ``name.keras.json``."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
 
 
 def check_output_path(path: str | os.PathLike, suffix: str) -> Path:
@@ -64,11 +58,12 @@ def load(path: str | os.PathLike, data: Dataset | None = None) -> tuple[keras.Mo
     """
     from kerascomp import interop
 
-    fmt, _ = interop.detect_format(path)
+    path = Path(path)
+    fmt, _ = interop.detect_format(path)  # also says when the file does not exist
     meta = load_meta(path)
     if fmt == "tf_keras" and meta is not None:
-        return load_model(path), meta
-    return interop.import_model(path, data, loaded=load_model(path) if fmt == "tf_keras" else None)
+        return _load_tf_keras(path), meta
+    return interop.import_model(path, data, loaded=_load_tf_keras(path) if fmt == "tf_keras" else None)
 
 
 def load_model(path: str | os.PathLike) -> keras.Model:
@@ -76,13 +71,16 @@ def load_model(path: str | os.PathLike) -> keras.Model:
 
     Other formats (Keras 3, ``.h5``) go through :func:`load`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"model file {path} not found")
     from kerascomp import interop
 
-    if interop.detect_format(path)[0] != "tf_keras":
+    path = Path(path)
+    if interop.detect_format(path)[0] != "tf_keras":  # also says when the file does not exist
         return load(path)[0]
+    return _load_tf_keras(path)
+
+
+def _load_tf_keras(path: Path) -> keras.Model:
+    """A tf_keras ``.keras`` file in safe mode, with the techniques' custom objects where it uses tfmot."""
     try:
         with _custom_objects(path):
             return keras.models.load_model(path, safe_mode=True, compile=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kerascomp import __version__
-from kerascomp._io import file_sha256, write_json
+from kerascomp._io import file_sha256, sidecar_path, write_json
 from kerascomp.data import Dataset
 from kerascomp.export._verify import ExportError
 from kerascomp.export.tflite import CALIBRATED_MODES, QUANTIZE_MODES, to_tflite
@@ -82,7 +82,7 @@ def export(
                            sample=sample, min_agreement=min_agreement)
     else:
         report = _to_onnx(model, out, quantize, calibration, sample, opset, min_agreement)
-    write_json(out.with_name(out.name + ".json"), _sidecar(out, quantize, int8_io, input_shape, data, meta, source, report))
+    write_json(sidecar_path(out), _sidecar(out, quantize, int8_io, input_shape, data, meta, source, report))
     return {**report, "size_bytes": out.stat().st_size}
 
 

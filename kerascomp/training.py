@@ -10,17 +10,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from kerascomp import models
+from kerascomp import distillation, models
 from kerascomp._compat import keras
 from kerascomp._options import option
 from kerascomp._distribute import STRATEGIES, get_strategy, precision, to_float32
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
-
-if TYPE_CHECKING:
-    from kerascomp.compress.distill import DistillConfig
 
 __all__ = ["TrainConfig", "train", "evaluate", "EpochTimer"]
 
@@ -89,7 +86,7 @@ def train(
     model_args: dict | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
     teacher: keras.Model | None = None,
-    distill: "DistillConfig | None" = None,
+    distill: distillation.DistillConfig | None = None,
 ) -> tuple[keras.Model, dict]:
     """Train ``model`` on ``data`` and measure it on the held-out test split.
 
@@ -103,7 +100,7 @@ def train(
         callbacks: extra Keras callbacks.
         teacher: when given, the model is trained as a student by
             distillation from this frozen teacher (see
-            :class:`kerascomp.compress.distill.Distiller`); the callbacks see the
+            :class:`kerascomp.distillation.Distiller`); the callbacks see the
             distiller, whose ``layers`` include the student.
         distill: distillation settings (defaults of ``DistillConfig`` when None).
 
@@ -129,8 +126,6 @@ def train(
             train_data = data.as_tf("train", config.batch_size, shuffle=True, seed=config.seed)
             val_data = data.as_tf("val", config.batch_size)
         else:
-            from kerascomp.compress import distill as distillation  # lazy: distill imports this module
-
             fitted, train_data, val_data, extra = distillation.prepare(net, _copy_into_scope(teacher, config), data,
                                                                        distill, config)
             fitted.compile(optimizer=optimizer)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from kerascomp._compat import tf
 from kerascomp._io import atomic_path, write_json
+from kerascomp import distillation
 from kerascomp.compress import distill, sweep
 from kerascomp.data import load_data
 from kerascomp.report import plot_sweep
@@ -48,7 +49,7 @@ def main() -> None:
         "teacher": {"model": "cnn", "args": {}, "params": teacher_metrics["params"],
                     "test_accuracy": teacher_metrics["test_accuracy"]},
         "student": {"model": STUDENT, "args": STUDENT_ARGS, "params": runs[0]["student_params"]},
-        "distill": dataclasses.asdict(distill.DistillConfig()),
+        "distill": dataclasses.asdict(distillation.DistillConfig()),
         "budget": dataclasses.asdict(distill.default_budget()),
         "seeds": runs,
         "mean": {k: statistics.mean(r[k] for r in runs) for k in ("student_accuracy", "scratch_accuracy")},
@@ -79,8 +80,8 @@ def _seed_run(teacher, data, seed: int) -> dict:
 def _epoch_times(teacher, data) -> dict:
     """Median epoch seconds (epochs 2..) of plain, cached and uncached runs, interleaved and repeated."""
     config = TrainConfig(epochs=TIMING_EPOCHS, patience=0, verbose=0)
-    modes = {"plain": None, "cached": distill.DistillConfig(teacher_cache=True),
-             "uncached": distill.DistillConfig(teacher_cache=False)}
+    modes = {"plain": None, "cached": distillation.DistillConfig(teacher_cache=True),
+             "uncached": distillation.DistillConfig(teacher_cache=False)}
     medians = {mode: [] for mode in modes}
     for _ in range(TIMING_REPEATS):
         for mode, settings in modes.items():

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from kerascomp import load_data, load_model
 from kerascomp._io import atomic_path, write_json
-from kerascomp.compress.distill import DistillConfig, apply
+from kerascomp.compress.distill import apply
+from kerascomp.distillation import DistillConfig
 from kerascomp.training import TrainConfig
 
 STUDENTS = {

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kerascomp._compat import keras, tf
-from kerascomp.compress.distill import DistillConfig, Distiller, datasets, distillation_losses
+from kerascomp.distillation import DistillConfig, Distiller, datasets, distillation_losses
 from kerascomp.errors import ConfigError, ModelError
 from kerascomp.models import build
 from kerascomp.training import TrainConfig, train

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from kerascomp.compress import sweep as sweeping
-from kerascomp.compress.distill import DistillConfig
+from kerascomp.distillation import DistillConfig
 from kerascomp.errors import ConfigError, ModelError
 from kerascomp.training import TrainConfig
 

@@ -25,7 +25,9 @@ from kerascomp._compat import keras
 from kerascomp._distribute import STRATEGIES
 from kerascomp._options import option
 from kerascomp.data import Dataset
+from kerascomp.distillation import DistillConfig
 from kerascomp.errors import ConfigError, KerascompError, ModelError
+from kerascomp.training import TrainConfig, train
 
 __all__ = [
     "FineTuneConfig", "LayerPlan", "KeepBest", "tfmot", "check_model", "clone", "compile_pattern",
@@ -66,15 +68,11 @@ class FineTuneConfig:
 
     def train_config(self):
         """The :class:`~kerascomp.training.TrainConfig` of the fine-tuning run (validates the shared fields)."""
-        from kerascomp.training import TrainConfig
-
         return TrainConfig.fine_tuning(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
                                        seed=self.seed, verbose=self.verbose, strategy=self.strategy)
 
     def distill_config(self):
-        """The :class:`~kerascomp.compress.distill.DistillConfig` used with a teacher (validates T and alpha)."""
-        from kerascomp.compress.distill import DistillConfig
-
+        """The :class:`~kerascomp.distillation.DistillConfig` used with a teacher (validates T and alpha)."""
         return DistillConfig(temperature=self.temperature, alpha=self.alpha)
 
 
@@ -236,8 +234,6 @@ def fine_tune(
     ``teacher`` (or the model at ``config.distill_from``) is the original,
     uncompressed model; it trains the student through the shared Distiller.
     """
-    from kerascomp import training
-
     if teacher is None and config.distill_from:
         from kerascomp.saving import load_model
 
@@ -245,13 +241,40 @@ def fine_tune(
     # the Distiller freezes its teacher; a copy keeps the caller's model (often the one being compressed) trainable
     extra = {} if teacher is None else {"teacher": clone(check_model(teacher)), "distill": config.distill_config()}
     keep = KeepBest(keep_from_epoch)
-    tuned, metrics = training.train(model, data, config.train_config(), callbacks=[*callbacks, keep], **extra)
+    tuned, metrics = train(model, data, config.train_config(), callbacks=[*callbacks, keep], **extra)
     summary = {k: metrics[k] for k in ("val_accuracy", "test_accuracy", "epochs", "seconds_per_epoch", "train_seconds",
                                        "epoch_seconds")}
     summary["kept_epoch"] = None if keep.best_epoch is None else keep.best_epoch + 1
     summary["distill"] = metrics.get("distill")  # the settings when distilled, else None
     summary["history"] = metrics["history"]
     return tuned, summary
+
+
+def prunable_weights(layer: keras.layers.Layer) -> list | None:
+    """The variables tfmot prunes in ``layer`` (``[]``: none), or ``None`` when tfmot cannot prune it.
+
+    Registry layers get tfmot's ``get_prunable_weights`` attached, as
+    ``prune_low_magnitude`` itself does; the weights are not changed.
+    """
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+
+    if hasattr(layer, "get_prunable_weights"):
+        return list(layer.get_prunable_weights())
+    registry = prune_registry.PruneRegistry
+    if not registry.supports(layer):
+        return None
+    return list(registry.make_prunable(layer).get_prunable_weights())
+
+
+def prunable(layer: keras.layers.Layer) -> tuple[int, str]:
+    """How many weights unstructured pruning would zero in ``layer``, or 0 and why none."""
+    weights = prunable_weights(layer)
+    kind = type(layer).__name__
+    if weights is None:
+        return 0, f"tfmot cannot prune {kind} (not in its registry, no get_prunable_weights)"
+    if not weights:
+        return 0, f"tfmot prunes no weights of {kind}"
+    return int(sum(np.prod(w.shape) for w in weights)), ""
 
 
 def compile_pattern(pattern: str | None) -> re.Pattern | None:

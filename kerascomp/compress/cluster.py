@@ -19,6 +19,7 @@ from kerascomp.compress._tfmot import FineTuneConfig, LayerPlan
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
 from kerascomp.registry import Strength, Technique, register
+from kerascomp.training import evaluate
 
 __all__ = ["ClusterConfig", "plan", "apply", "strip", "target_weights", "unique_values", "INITS"]
 
@@ -73,8 +74,6 @@ def apply(
     the input model's (``baseline``), the ``preflight`` plan and the
     fine-tuning record.
     """
-    from kerascomp.training import evaluate
-
     plans = plan(model, config)
     data.check_fits(model.input_shape[1:], model.output_shape[-1])
     clustering = _tfmot.tfmot().clustering.keras

@@ -19,13 +19,14 @@ import numpy as np
 
 from kerascomp._compat import keras
 from kerascomp._options import option
-from kerascomp.compress import _tfmot
+from kerascomp.compress import _tfmot, sensitivity
 from kerascomp.compress._tfmot import FineTuneConfig, LayerPlan
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, ModelError
 from kerascomp.registry import Strength, Technique, register
+from kerascomp.training import evaluate
 
-__all__ = ["PruneConfig", "plan", "apply", "strip", "target_weights", "sparsity_of", "SCHEDULES", "STRUCTURES"]
+__all__ = ["PruneConfig", "plan", "apply", "strip", "sparsity_of", "SCHEDULES", "STRUCTURES"]
 
 SCHEDULES = ("polynomial", "constant")
 STRUCTURES = ("unstructured", "2:4", "block:RxC")
@@ -91,9 +92,7 @@ class PruneConfig(FineTuneConfig):
                 raise ConfigError("sparsity 'auto' works with unstructured pruning only")
             if self.max_drop < 0:
                 raise ConfigError(f"max_drop must be non-negative, got {self.max_drop}")
-            from kerascomp.compress.sensitivity import SensitivityConfig
-
-            self.auto_sparsities = SensitivityConfig(sparsities=self.auto_sparsities).sparsities
+            self.auto_sparsities = sensitivity.SensitivityConfig(sparsities=self.auto_sparsities).sparsities
         elif isinstance(self.sparsity, str) or not 0 <= self.sparsity < 1:
             raise ConfigError(f"sparsity must be in [0, 1) or 'auto', got {self.sparsity!r}")
 
@@ -126,8 +125,6 @@ def apply(
     (``baseline``), the derived ``schedule``, the ``preflight`` plan, the
     fine-tuning record and, for ``auto``, the sensitivity scan.
     """
-    from kerascomp.training import evaluate
-
     plans = plan(model, config)
     data.check_fits(model.input_shape[1:], model.output_shape[-1])
     targets, scan = {name: config.sparsity for name in _tfmot.chosen(plans)}, None
@@ -160,27 +157,11 @@ def apply(
     return stripped, metrics
 
 
-def target_weights(layer: keras.layers.Layer) -> list | None:
-    """The variables tfmot prunes in ``layer`` (``[]``: none), or ``None`` when tfmot cannot prune it.
-
-    Registry layers get tfmot's ``get_prunable_weights`` attached, as
-    ``prune_low_magnitude`` itself does; the weights are not changed.
-    """
-    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
-
-    if hasattr(layer, "get_prunable_weights"):
-        return list(layer.get_prunable_weights())
-    registry = prune_registry.PruneRegistry
-    if not registry.supports(layer):
-        return None
-    return list(registry.make_prunable(layer).get_prunable_weights())
-
-
 def sparsity_of(model: keras.Model, names: list[str]) -> dict:
     """Share of exact zeros over the prunable kernels of the named layers: overall and per layer."""
     per_layer, zeros, total = {}, 0, 0
     for name in names:
-        arrays = [np.asarray(w.numpy()) for w in target_weights(model.get_layer(name)) or []]
+        arrays = [np.asarray(w.numpy()) for w in _tfmot.prunable_weights(model.get_layer(name)) or []]
         layer_zeros, layer_total = sum(int((a == 0).sum()) for a in arrays), sum(a.size for a in arrays)
         per_layer[name] = layer_zeros / layer_total if layer_total else 0.0
         zeros, total = zeros + layer_zeros, total + layer_total
@@ -188,13 +169,10 @@ def sparsity_of(model: keras.Model, names: list[str]) -> dict:
 
 
 def _decide(layer: keras.layers.Layer, config: PruneConfig) -> tuple[int, str]:
-    weights = target_weights(layer)
-    kind = type(layer).__name__
-    if weights is None:
-        return 0, f"tfmot cannot prune {kind} (not in its registry, no get_prunable_weights)"
-    if not weights:
-        return 0, f"tfmot prunes no weights of {kind}"
-    shapes = [tuple(w.shape) for w in weights]
+    count, reason = _tfmot.prunable(layer)
+    if not count:
+        return count, reason
+    kind, shapes = type(layer).__name__, [tuple(w.shape) for w in _tfmot.prunable_weights(layer)]
     if config.structure == "2:4" and any(len(s) not in (2, 4) or s[-2] % 4 for s in shapes):
         return 0, f"2:4 needs 2-D/4-D kernels with input channels divisible by 4 (got {shapes})"
     if config.block_size != (1, 1) and any(len(s) != 2 for s in shapes):
@@ -210,8 +188,6 @@ def _schedule(kind: str, target: float, begin: int, end: int, frequency: int):
 
 
 def _auto_targets(model: keras.Model, data: Dataset, config: PruneConfig, plans: list[LayerPlan]):
-    from kerascomp.compress import sensitivity
-
     names = _tfmot.chosen(plans)
     scan_config = sensitivity.SensitivityConfig(sparsities=config.auto_sparsities, layers=config.layers,
                                                 batch_size=max(config.batch_size, 256))

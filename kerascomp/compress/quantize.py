@@ -25,6 +25,7 @@ from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, ModelError, first_line
 from kerascomp.interop._layers import PREPROCESSING
 from kerascomp.registry import Technique, register
+from kerascomp.training import evaluate
 
 __all__ = ["QATConfig", "plan", "apply", "PRESERVE"]
 
@@ -82,9 +83,6 @@ def apply(
     (what PQAT must preserve), the ``scheme``, the ``preflight`` plan and the
     fine-tuning record.
     """
-    from kerascomp.compress.prune import target_weights
-    from kerascomp.training import evaluate
-
     plans = plan(model, config)
     data.check_fits(model.input_shape[1:], model.output_shape[-1])
     quantization = _tfmot.tfmot().quantization.keras
@@ -95,7 +93,7 @@ def apply(
             qat = quantization.quantize_apply(annotated, _scheme(config.preserve))
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:  # tfmot's transforms fail with plain exceptions
         raise ModelError(f"QAT could not wrap the model: {first_line(exc)}") from None
-    kernels = [p.name for p in plans if p.action != "skip" and target_weights(model.get_layer(p.name))]
+    kernels = [p.name for p in plans if p.action != "skip" and _tfmot.prunable_weights(model.get_layer(p.name))]
     before = _sparsity(model, kernels)
     tuned, fit = _tfmot.fine_tune(qat, data, config, teacher=teacher)
     if config.preserve != "none":
@@ -197,12 +195,10 @@ def _sparsity(model: keras.Model, names: list[str], qat: keras.Model | None = No
     lists the wrapped layer's weights first and in order; variables are found
     by that position.
     """
-    from kerascomp.compress.prune import target_weights
-
     zeros = total = 0
     for name in names:
         layer = model.get_layer(name)
-        targets = {id(w) for w in target_weights(layer)}
+        targets = {id(w) for w in _tfmot.prunable_weights(layer)}
         positions = [i for i, w in enumerate(layer.weights) if id(w) in targets]
         holder = layer if qat is None else qat.get_layer(f"quant_{name}")
         for i in positions:

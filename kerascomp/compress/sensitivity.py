@@ -49,15 +49,14 @@ def apply(model: keras.Model, data: Dataset, config: SensitivityConfig) -> tuple
     ``loss_increase`` per sparsity) and the ``ranking`` from most to least
     sensitive (mean drop, then mean loss increase, then name: stable).
     """
-    from kerascomp.compress import prune
-
-    plans = prune.plan(model, prune.PruneConfig(sparsity=0.5, layers=config.layers))
+    _tfmot.check_model(model)
+    plans = _tfmot.plan_layers(model, "prune", _tfmot.prunable, config.layers)
     data.check_fits(model.input_shape[1:], model.output_shape[-1])
     work = _tfmot.clone(model)
     base_accuracy, base_loss = _score(work, data, config.batch_size)
     layers = []
     for p in (p for p in plans if p.action != "skip"):
-        variables = prune.target_weights(work.get_layer(p.name))
+        variables = _tfmot.prunable_weights(work.get_layer(p.name))
         originals = [v.numpy() for v in variables]
         scores = []
         for sparsity in config.sparsities:

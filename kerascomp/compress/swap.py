@@ -27,7 +27,7 @@ from kerascomp._compat import keras
 from kerascomp.compress import _candidates
 from kerascomp.compress._blocks import Block, Swap, compile_pattern, find_blocks, model_flops, replay
 from kerascomp.compress._candidates import NotApplicable, register as register_candidate
-from kerascomp.compress.distill import DistillConfig
+from kerascomp.distillation import DistillConfig
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
 from kerascomp._distribute import STRATEGIES

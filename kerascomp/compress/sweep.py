@@ -21,7 +21,8 @@ from typing import Callable, Mapping
 from kerascomp import __version__, models
 from kerascomp._compat import keras
 from kerascomp._io import write_json
-from kerascomp.compress.distill import DistillConfig, check_compatible, default_budget, gap_closed
+from kerascomp.compress.distill import default_budget, gap_closed
+from kerascomp.distillation import DistillConfig, check_compatible
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
 from kerascomp.training import TrainConfig, evaluate, train

@@ -17,7 +17,7 @@ from kerascomp._compat import keras, tf
 from kerascomp.data import Dataset
 
 if TYPE_CHECKING:
-    from kerascomp.compress.distill import DistillConfig
+    from kerascomp.distillation import DistillConfig
 
 __all__ = ["datasets"]
 

@@ -24,7 +24,7 @@ _LAZY = {
     "inspect_model": "kerascomp.preflight",
     "save_model": "kerascomp.saving",
     "distill": "kerascomp.compress.distill",
-    "Distiller": "kerascomp.distillation",
+    "Distiller": "kerascomp.distiller",
     "DistillConfig": "kerascomp.distillation",
     "sweep": "kerascomp.compress.sweep",
     "swap_plan": "kerascomp.compress.swap",

@@ -27,7 +27,8 @@ __all__ = ["cli", "main", "train_command"]
 def cli() -> None:
     """Compress tf_keras models and measure the artifacts that ship.
 
-    Stages: train -> distill -> swap -> prune / cluster -> qat -> convert -> bench -> report.
+    Train or bring a model, apply any of the techniques below, convert, bench, report;
+    `kerascomp run CONFIG` chains them as a pipeline.
     """
 
 

@@ -20,7 +20,7 @@ from kerascomp._io import atomic_path, sidecar_path, write_json
 from kerascomp.data import Dataset
 from kerascomp.errors import ModelError, first_line
 
-import kerascomp.models  # noqa: F401  (registers the zoo's custom layers for safe loading)
+import kerascomp.models.layers  # noqa: F401  (registers the zoo's custom layers for safe loading)
 
 __all__ = ["save_model", "load", "load_model", "load_meta", "sidecar_path", "check_output_path"]
 

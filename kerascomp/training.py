@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
-from typing import Callable
+from typing import Callable, Union
 
-from kerascomp import distillation, models
+from kerascomp import distillation
 from kerascomp._compat import keras
 from kerascomp._options import option
 from kerascomp._distribute import STRATEGIES, get_strategy, precision, to_float32
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
 
-__all__ = ["TrainConfig", "train", "evaluate", "EpochTimer"]
+__all__ = ["TrainConfig", "train", "evaluate"]
 
 
 @dataclasses.dataclass
@@ -42,7 +41,7 @@ class TrainConfig:
                     strategy: str = "default") -> "TrainConfig":
         """A short run from trained weights: no warm-up and no early stopping (the best epoch is still restored).
 
-        Every technique that fine-tunes (prune, cluster, QAT, block swap) builds its run here.
+        Every technique that fine-tunes a trained model builds its run here.
         """
         return cls(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, warmup_epochs=0, patience=0,
                    seed=seed, verbose=verbose, strategy=strategy)
@@ -62,20 +61,7 @@ class TrainConfig:
             raise ConfigError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Records the wall time of every epoch (training plus validation)."""
-
-    def on_train_begin(self, logs=None):
-        self.seconds: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
-
-
-ModelSpec = str | Callable[[], keras.Model] | keras.Model
+ModelSpec = Union[str, Callable[[], "keras.Model"], "keras.Model"]
 
 
 def train(
@@ -100,7 +86,7 @@ def train(
         callbacks: extra Keras callbacks.
         teacher: when given, the model is trained as a student by
             distillation from this frozen teacher (see
-            :class:`kerascomp.distillation.Distiller`); the callbacks see the
+            :class:`kerascomp.distiller.Distiller`); the callbacks see the
             distiller, whose ``layers`` include the student.
         distill: distillation settings (defaults of ``DistillConfig`` when None).
 
@@ -126,9 +112,13 @@ def train(
             train_data = data.as_tf("train", config.batch_size, shuffle=True, seed=config.seed)
             val_data = data.as_tf("val", config.batch_size)
         else:
-            fitted, train_data, val_data, extra = distillation.prepare(net, _copy_into_scope(teacher, config), data,
+            from kerascomp.distiller import prepare  # the Keras side, imported with TensorFlow
+
+            fitted, train_data, val_data, extra = prepare(net, _copy_into_scope(teacher, config), data,
                                                                        distill, config)
             fitted.compile(optimizer=optimizer)
+    from kerascomp._callbacks import EpochTimer
+
     timer = EpochTimer()
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience or config.epochs, restore_best_weights=True)
     history = fitted.fit(
@@ -170,6 +160,8 @@ def evaluate(model: keras.Model, data: Dataset, batch_size: int = 256) -> dict:
 
 def _instantiate(model: ModelSpec, data: Dataset, model_args: dict, config: TrainConfig) -> keras.Model:
     if isinstance(model, str):
+        from kerascomp import models
+
         return models.build(model, input_shape=data.input_shape, num_classes=data.num_classes, **model_args)
     if model_args:
         raise ConfigError("model_args apply only to zoo model names")

@@ -23,6 +23,20 @@ def test_version_and_help_answer_without_error(capsys):
     assert code == 0 and "train" in out
 
 
+def test_help_and_config_checks_start_without_tensorflow():
+    """Every command's help is built from the technique registry, so importing each technique must not import
+    TensorFlow (seconds of start-up); ``_compat`` defers it to the first ``tf.``/``keras.`` use."""
+    code = ("import sys\n"
+            "from kerascomp.cli import main\n"
+            "from kerascomp import registry\n"
+            "for args in (['--help'], *([name, '--help'] for name in registry.techniques()), ['run', '--help']):\n"
+            "    assert main(args) == 0, args\n"
+            "print('tensorflow' in sys.modules, 'tf_keras' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "False False"
+
+
 def test_console_entry_point_runs_as_module():
     result = subprocess.run([sys.executable, "-m", "kerascomp", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and __version__ in result.stdout

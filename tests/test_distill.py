@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from kerascomp._compat import keras, tf
-from kerascomp.distillation import DistillConfig, Distiller, datasets, distillation_losses
+from kerascomp._distill_data import datasets
+from kerascomp.distillation import DistillConfig
+from kerascomp.distiller import Distiller, distillation_losses
 from kerascomp.errors import ConfigError, ModelError
 from kerascomp.models import build
 from kerascomp.training import TrainConfig, train

@@ -22,15 +22,27 @@ from typing import Callable, Iterator, Sequence
 
 from kerascomp._compat import keras, tf
 from kerascomp.errors import ConfigError, ModelError
-from kerascomp.models.layers import SimplifiedAttention
 
 __all__ = ["Block", "Swap", "find_blocks", "replay", "model_flops", "compile_pattern", "is_add", "ZOO_PATTERN",
-           "ATTENTION", "CONVS"]
+           "attention_types", "conv_types"]
 
 ZOO_PATTERN = r"(block_\d+)_"
-ATTENTION = (keras.layers.MultiHeadAttention, SimplifiedAttention)
-CONVS = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)
-_NORMS = (keras.layers.LayerNormalization, keras.layers.BatchNormalization)
+
+
+def attention_types() -> tuple[type, ...]:
+    """The attention layers a block may hold: Keras' and the zoo's simplified one (functions, not constants:
+    reading ``keras.layers`` imports TensorFlow, which importing this module must not)."""
+    from kerascomp.models.layers import SimplifiedAttention
+
+    return keras.layers.MultiHeadAttention, SimplifiedAttention
+
+
+def conv_types() -> tuple[type, ...]:
+    return keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D
+
+
+def _norm_types() -> tuple[type, ...]:
+    return keras.layers.LayerNormalization, keras.layers.BatchNormalization
 
 
 @dataclasses.dataclass
@@ -246,23 +258,23 @@ def _merge_transformer_units(units: list[list[str]], graph: _Graph) -> list[list
 
 def _kind_of(unit: list[str], graph: _Graph) -> str:
     layers = [graph.model.get_layer(n) for n in unit]
-    if any(isinstance(layer, ATTENTION) for layer in layers):
+    if any(isinstance(layer, attention_types()) for layer in layers):
         return "attention"
-    weighted = [layer for layer in layers if layer.weights and not isinstance(layer, _NORMS)]
+    weighted = [layer for layer in layers if layer.weights and not isinstance(layer, _norm_types())]
     return "dense-residual" if weighted and all(isinstance(x, keras.layers.Dense) for x in weighted) else "other"
 
 
 def _kind(layers: Sequence[keras.layers.Layer], chain: bool) -> str | None:
     """The replacement family of a block, from the layers that hold its weights."""
-    weighted = [layer for layer in layers if layer.weights and not isinstance(layer, _NORMS)]
-    attention = [layer for layer in weighted if isinstance(layer, ATTENTION)]
+    weighted = [layer for layer in layers if layer.weights and not isinstance(layer, _norm_types())]
+    attention = [layer for layer in weighted if isinstance(layer, attention_types())]
     dense = [layer for layer in weighted if isinstance(layer, keras.layers.Dense)]
-    convs = [layer for layer in weighted if isinstance(layer, CONVS)]
+    convs = [layer for layer in weighted if isinstance(layer, conv_types())]
     if len(attention) == 1 and len(dense) == 2 and len(weighted) == 3:
         return "transformer"
     if convs and len(convs) == len(weighted):
         return "conv"
-    if chain and len(dense) == 1 and len(weighted) == 1 and not any(isinstance(x, _NORMS) for x in layers):
+    if chain and len(dense) == 1 and len(weighted) == 1 and not any(isinstance(x, _norm_types()) for x in layers):
         return "dense"
     return None
 
@@ -283,7 +295,7 @@ def _layer_flops(layer, in_shape, out_shape) -> int:
         projections = dim * heads * (2 * layer._key_dim + 2 * layer._value_dim)
         mixing = tokens * heads * (layer._key_dim + layer._value_dim)
         return 2 * tokens * (projections + mixing)
-    if isinstance(layer, SimplifiedAttention):
+    if isinstance(layer, attention_types()[1]):
         tokens, dim = positions, in_shape[-1]
         return 2 * tokens * (2 * dim * dim + 2 * tokens * dim)
     return 0

@@ -22,13 +22,11 @@ from typing import Callable
 import numpy as np
 
 from kerascomp._compat import keras
-from kerascomp.compress._blocks import ATTENTION, CONVS, Block, is_add
-from kerascomp.models import vit
-from kerascomp.models.layers import GELU
+from kerascomp.compress._blocks import Block, attention_types, conv_types, is_add
 
 __all__ = ["Candidate", "NotApplicable", "register", "candidates", "available", "factorize"]
 
-Builder = Callable[[Block, keras.Model, object, str], keras.Model]
+Builder = Callable[[Block, "keras.Model", object, str], "keras.Model"]
 
 
 class NotApplicable(Exception):
@@ -105,8 +103,10 @@ class _Transformer:
 
     @classmethod
     def of(cls, block: Block, source: keras.Model) -> "_Transformer":
+        from kerascomp.models.layers import GELU
+
         layers = block.members(source)
-        attention = next(layer for layer in layers if isinstance(layer, ATTENTION))
+        attention = next(layer for layer in layers if isinstance(layer, attention_types()))
         dense = [layer for layer in layers if isinstance(layer, keras.layers.Dense)]
         gelu = next((layer for layer in layers if isinstance(layer, GELU)), None)
         dim = int(block.input.shape[-1])
@@ -148,6 +148,8 @@ def _narrow_mlp(block: Block, source: keras.Model, x, prefix: str) -> keras.Mode
 def _transformer_like(spec: _Transformer, x, prefix: str, *, simplified: bool, heads: int,
                       mlp_dim: int) -> keras.Model:
     """A zoo-style block (``vit``'s simplified one, or pre-LN), initialised from ``spec``'s weights."""
+    from kerascomp.models import vit
+
     if simplified:
         y = vit._simplified_block(x, prefix, spec.dim, heads, mlp_dim, 0.0, spec.approximate)
     else:
@@ -163,6 +165,8 @@ def _transformer_like(spec: _Transformer, x, prefix: str, *, simplified: bool, h
 
 def _pre_ln_block(x, prefix, dim, heads, key_dim, mlp_dim, approximate):
     """``vit``'s standard block with the per-head width fixed, so fewer heads means fewer weights."""
+    from kerascomp.models import vit
+
     y = keras.layers.LayerNormalization(epsilon=1e-6, name=prefix + "ln1")(x)
     y = keras.layers.MultiHeadAttention(num_heads=heads, key_dim=key_dim, name=prefix + "attn")(y, y)
     x = keras.layers.Add(name=prefix + "attn_add")([x, y])
@@ -217,7 +221,7 @@ class _Conv:
     @classmethod
     def from_block(cls, block: Block, source: keras.Model) -> "_Conv":
         layers = block.members(source)
-        convs = [layer for layer in layers if isinstance(layer, CONVS)]
+        convs = [layer for layer in layers if isinstance(layer, conv_types())]
         (h_in, w_in), (h_out, w_out) = block.input.shape[1:3], block.output.shape[1:3]
         factor = h_in // h_out if h_out else 0
         if not factor or h_in != h_out * factor or w_in != w_out * factor:

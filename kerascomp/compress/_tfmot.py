@@ -15,7 +15,6 @@ models load from ``.keras`` files (each technique registers its own scope). tfmo
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from typing import Callable, Collection, Sequence
 
@@ -30,7 +29,7 @@ from kerascomp.errors import ConfigError, KerascompError, ModelError
 from kerascomp.training import TrainConfig, train
 
 __all__ = [
-    "FineTuneConfig", "LayerPlan", "KeepBest", "tfmot", "check_model", "clone", "compile_pattern",
+    "FineTuneConfig", "LayerPlan", "tfmot", "check_model", "clone", "compile_pattern",
     "plan_layers", "layer_answers", "format_plan", "wrap", "chosen", "schedule_steps", "fine_tune",
 ]
 
@@ -47,7 +46,7 @@ class FineTuneConfig:
 
     ``learning_rate`` is lower than for training from scratch because the
     model starts trained; there is no warm-up and no early stopping, so the
-    compression schedule always runs to its end (see :class:`KeepBest`).
+    compression schedule always runs to its end (see :class:`kerascomp._callbacks.KeepBest`).
     ``distill_from`` names the original model, used as teacher.
     """
 
@@ -190,36 +189,6 @@ def schedule_steps(steps_per_epoch: int, epochs: int, ramp: float = 2 / 3, updat
     return 1, end, frequency
 
 
-class KeepBest(keras.callbacks.Callback):
-    """Keep the weights of the best validation epoch among those at the final compression.
-
-    ``training.train`` restores its early-stopping best weights at the end of
-    every run, which for a pruning schedule may be an epoch *before* the target
-    sparsity was reached. This callback runs after it and puts back the best
-    epoch from ``start_epoch`` on (0-based), or the last epoch when none is
-    better.
-    """
-
-    def __init__(self, start_epoch: int = 0, monitor: str = "val_loss"):
-        super().__init__()
-        self.start_epoch, self.monitor = start_epoch, monitor
-
-    def on_train_begin(self, logs=None):
-        self.best, self.best_epoch, self._weights = math.inf, None, None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch < self.start_epoch:
-            return
-        value = (logs or {}).get(self.monitor)
-        if value is None or value < self.best:  # without validation the latest epoch is kept
-            self.best = self.best if value is None else value
-            self.best_epoch, self._weights = epoch, self.model.get_weights()
-
-    def on_train_end(self, logs=None):
-        if self._weights is not None:
-            self.model.set_weights(self._weights)
-
-
 def fine_tune(
     model: keras.Model,
     data: Dataset,
@@ -240,6 +209,8 @@ def fine_tune(
         teacher = load_model(config.distill_from)
     # the Distiller freezes its teacher; a copy keeps the caller's model (often the one being compressed) trainable
     extra = {} if teacher is None else {"teacher": clone(check_model(teacher)), "distill": config.distill_config()}
+    from kerascomp._callbacks import KeepBest
+
     keep = KeepBest(keep_from_epoch)
     tuned, metrics = train(model, data, config.train_config(), callbacks=[*callbacks, keep], **extra)
     summary = {k: metrics[k] for k in ("val_accuracy", "test_accuracy", "epochs", "seconds_per_epoch", "train_seconds",

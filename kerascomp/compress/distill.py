@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from kerascomp import models
 from kerascomp._compat import keras
 from kerascomp._options import key_value, option
 from kerascomp.data import Dataset
@@ -132,6 +131,8 @@ class StudentConfig(TrainConfig, DistillConfig):
 
 def distil(model: keras.Model, data: Dataset, config: StudentConfig, *, teacher: keras.Model | None = None):
     """The registered form of :func:`apply`: ``model`` is the trained teacher, the result the distilled student."""
+    from kerascomp import models  # the zoo defines Keras layers: imported with TensorFlow, on use
+
     check_compatible(model, models.build(config.student, data.input_shape, data.num_classes, **config.student_args),
                      data)
     student, metrics = apply(config.student, data, config.settings(), teacher=model, train_config=config.budget(),

@@ -208,41 +208,41 @@ class _Search:
                   "flops_after": block.flops, "val_accuracy_before": self.accuracy,
                   "val_accuracy_after": self.accuracy, "model_params_after": int(self.current.count_params())}
         cache = self._activations(block) if options else None
-        for option in options:
-            tried, swap, candidate = self._try(block, option, cache)
+        for choice in options:
+            tried, swap, candidate = self._try(block, choice, cache)
             record["tried"].append(tried)
             if tried["kept"]:
-                option["model"].trainable = False
+                choice["model"].trainable = False
                 self.swaps.append(swap)
                 self.current, self.tmap = candidate
                 self.accuracy = tried["val_accuracy"]
-                record.update(decision="replaced", candidate=option["candidate"], params_after=option["params"],
-                              flops_after=option["flops"], val_accuracy_after=self.accuracy,
+                record.update(decision="replaced", candidate=choice["candidate"], params_after=choice["params"],
+                              flops_after=choice["flops"], val_accuracy_after=self.accuracy,
                               model_params_after=int(self.current.count_params()))
                 break
         record["seconds"] = time.perf_counter() - start
         return record
 
-    def _try(self, block: Block, option: dict, cache) -> tuple[dict, Swap, tuple]:
+    def _try(self, block: Block, choice: dict, cache) -> tuple[dict, Swap, tuple]:
         """Fit one replacement locally, then end to end with the rest frozen; judge it on validation accuracy."""
-        config, start, new = self.config, time.perf_counter(), option["model"]
-        _log(config, f"{block.name}: trying {option['candidate']} ({option['params']:,} params, was {block.params:,})")
+        config, start, new = self.config, time.perf_counter(), choice["model"]
+        _log(config, f"{block.name}: trying {choice['candidate']} ({choice['params']:,} params, was {block.params:,})")
         fit_error = _fit_locally(new, cache, config)
         swap = Swap(block, lambda x: replay(new, [x])[0][0])
         outputs, tmap = replay(self.base, self.base.inputs, [*self.swaps, swap])
         candidate = keras.Model(self.base.inputs, outputs, name=self.base.name)
         fitted = _accuracy(candidate, self.tuning.x_val, self.tuning.y_val)
-        _log(config, f"{block.name}: {option['candidate']} fitted locally on {len(cache[0])} examples in "
+        _log(config, f"{block.name}: {choice['candidate']} fitted locally on {len(cache[0])} examples in "
                      f"{time.perf_counter() - start:.1f} s, relative error {fit_error:.3f}, val accuracy {fitted:.4f}")
         if config.epochs_per_block:
             train(candidate, self.tuning, config.fine_tuning(config.epochs_per_block, config.learning_rate),
                   teacher=self.teacher, distill=config.distill_config())
         accuracy = _accuracy(candidate, self.tuning.x_val, self.tuning.y_val)
         drop = 100.0 * (self.reference - accuracy)
-        tried = {"candidate": option["candidate"], "params": option["params"], "flops": option["flops"],
+        tried = {"candidate": choice["candidate"], "params": choice["params"], "flops": choice["flops"],
                  "fit_relative_error": fit_error, "val_accuracy_after_fit": fitted, "val_accuracy": accuracy,
                  "drop_pp": drop, "kept": drop <= config.tolerance, "seconds": time.perf_counter() - start}
-        _log(config, f"{block.name}: {option['candidate']} val accuracy {accuracy:.4f} (original "
+        _log(config, f"{block.name}: {choice['candidate']} val accuracy {accuracy:.4f} (original "
                      f"{self.reference:.4f}, drop {drop:+.2f} pp) -> {'kept' if tried['kept'] else 'reverted'}")
         return tried, swap, (candidate, tmap)
 

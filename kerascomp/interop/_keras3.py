@@ -230,7 +230,6 @@ def check_parity(model3, built, sample: np.ndarray) -> float:
     diff = _max_diff(model3(sample, training=False), built.model(sample, training=False))
     if diff <= TOLERANCE:
         return diff
-    import keras as keras3
 
     layers3 = [layer for layer, _ in built.checkpoints]
     probe = keras.Model(built.model.inputs, [tensor for _, tensor in built.checkpoints])

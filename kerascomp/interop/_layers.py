@@ -54,8 +54,7 @@ _ADDED = {"MultiHeadAttention": {"query_shape": None, "key_shape": None, "value_
 _IMPLIED = {"data_format": "channels_last"}  # tf_keras' only layout where the option is missing
 _BASE_KEYS = {"name", "trainable", "dtype", "dynamic", "activity_regularizer", "input_shape", "batch_input_shape",
               "batch_size"}
-_OBJECT_MODULES = {"keras.initializers": keras.initializers, "keras.regularizers": keras.regularizers,
-                   "keras.constraints": keras.constraints}
+_OBJECT_MODULES = ("keras.initializers", "keras.regularizers", "keras.constraints")
 
 
 class Untranslatable(ValueError):
@@ -111,7 +110,7 @@ def _dtype(value) -> str | None:
 
 def _object(value: dict) -> dict:
     """A serialized initializer, regularizer or constraint in tf_keras's ``{class_name, config}`` form."""
-    module = _OBJECT_MODULES.get(value.get("module"))
+    module = getattr(keras, value["module"].split(".")[1]) if value.get("module") in _OBJECT_MODULES else None
     target = getattr(module, value["class_name"], None) if module else None
     if target is None:
         raise Untranslatable(f"{value.get('module')}.{value['class_name']} has no tf_keras equivalent")

@@ -10,6 +10,8 @@ signature up front, so a typo in a config is a clear error rather than a
 ``TypeError`` deep inside Keras.
 """
 
+from __future__ import annotations
+
 import inspect
 from typing import Callable, Sequence
 
@@ -18,7 +20,7 @@ from kerascomp.errors import ModelError
 
 __all__ = ["Builder", "register", "build", "available", "get", "check_args"]
 
-Builder = Callable[..., keras.Model]
+Builder = Callable[..., "keras.Model"]
 
 # The first two parameters of every builder; the rest are model arguments.
 _POSITIONAL = ("input_shape", "num_classes")

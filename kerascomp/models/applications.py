@@ -7,6 +7,8 @@ rather than called as a sub-model, so the result is one flat functional model
 that tfmot can wrap layer by layer.
 """
 
+from __future__ import annotations
+
 from typing import Callable, Optional, Sequence
 
 from kerascomp._compat import keras

@@ -1,5 +1,7 @@
 """Small VGG-style convolutional network for low-resolution images (digits, MNIST, CIFAR)."""
 
+from __future__ import annotations
+
 from typing import Sequence
 
 from kerascomp._compat import keras

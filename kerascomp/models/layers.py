@@ -6,6 +6,8 @@ has a ``get_config``, so ``.keras`` files load with ``safe_mode=True`` and no
 the Lambda layers that safe mode refuses to deserialize.
 """
 
+from __future__ import annotations
+
 import math
 
 from kerascomp._compat import keras, tf

@@ -1,5 +1,7 @@
 """Hinton-style fully connected network, the classic pruning/distillation baseline."""
 
+from __future__ import annotations
+
 from typing import Sequence
 
 from kerascomp._compat import keras

@@ -6,18 +6,13 @@ swaps the pre-LN block for the simplified block of He & Hofmann (2023), which
 has fewer weights to compress.
 """
 
+from __future__ import annotations
+
 from typing import Sequence
 
 from kerascomp._compat import keras
 from kerascomp.errors import ModelError
 from kerascomp.models import register
-from kerascomp.models.layers import (
-    GELU,
-    ClassToken,
-    ClassTokenSelect,
-    PositionEmbedding,
-    SimplifiedAttention,
-)
 
 __all__ = ["vit"]
 
@@ -62,6 +57,8 @@ def vit(
     if not 0 <= dropout < 1:
         raise ModelError(f"vit: dropout must be in [0, 1), got {dropout}")
 
+    from kerascomp.models.layers import ClassToken, ClassTokenSelect, PositionEmbedding  # defining them imports TF
+
     inputs = keras.Input(shape=input_shape, name="input")
     x = keras.layers.Conv2D(dim, patch_size, strides=patch_size, name="patch_embed")(inputs)
     patches = (height // patch_size) * (width // patch_size)
@@ -92,6 +89,8 @@ def _standard_block(x, prefix, dim, heads, mlp_dim, dropout, gelu_approximate):
 
 def _simplified_block(x, prefix, dim, heads, mlp_dim, dropout, gelu_approximate):
     """Parallel block without normalization or value/output projections: ``x + SA(x) + MLP(x)``."""
+    from kerascomp.models.layers import SimplifiedAttention
+
     attended = SimplifiedAttention(num_heads=heads, name=prefix + "attn")(x)
     attended = _dropout(attended, dropout, prefix + "attn_dropout")
     y = _mlp(x, prefix, dim, mlp_dim, dropout, gelu_approximate)
@@ -99,6 +98,8 @@ def _simplified_block(x, prefix, dim, heads, mlp_dim, dropout, gelu_approximate)
 
 
 def _mlp(x, prefix, dim, mlp_dim, dropout, gelu_approximate):
+    from kerascomp.models.layers import GELU
+
     x = keras.layers.Dense(mlp_dim, name=prefix + "mlp_dense1")(x)
     x = GELU(approximate=gelu_approximate, name=prefix + "gelu")(x)
     x = _dropout(x, dropout, prefix + "mlp_dropout1")

@@ -31,7 +31,9 @@ from kerascomp.training import TrainConfig, train
 __all__ = [
     "FineTuneConfig", "LayerPlan", "tfmot", "check_model", "clone", "compile_pattern",
     "plan_layers", "layer_answers", "format_plan", "wrap", "chosen", "schedule_steps", "fine_tune",
+    "prunable_weights", "prunable", "weight_count",
 ]
+
 
 def tfmot():
     """The ``tensorflow_model_optimization`` package, imported on first use (it loads slowly)."""
@@ -239,12 +241,16 @@ def prunable_weights(layer: keras.layers.Layer) -> list | None:
 
 def prunable(layer: keras.layers.Layer) -> tuple[int, str]:
     """How many weights unstructured pruning would zero in ``layer``, or 0 and why none."""
-    weights = prunable_weights(layer)
+    return weight_count(layer, prunable_weights(layer), "prune", "not in its registry, no get_prunable_weights")
+
+
+def weight_count(layer: keras.layers.Layer, weights: list | None, verb: str, unsupported: str) -> tuple[int, str]:
+    """How many of ``layer``'s weights a technique changes (``weights``: None when tfmot cannot wrap it), or 0 and why."""
     kind = type(layer).__name__
     if weights is None:
-        return 0, f"tfmot cannot prune {kind} (not in its registry, no get_prunable_weights)"
+        return 0, f"tfmot cannot {verb} {kind} ({unsupported})"
     if not weights:
-        return 0, f"tfmot prunes no weights of {kind}"
+        return 0, f"tfmot {verb}s no weights of {kind}"
     return int(sum(np.prod(w.shape) for w in weights)), ""
 
 

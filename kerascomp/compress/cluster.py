@@ -112,16 +112,11 @@ def unique_values(model: keras.Model, names: list[str]) -> dict[str, int]:
 
 
 def _decide(layer: keras.layers.Layer, config: ClusterConfig) -> tuple[int, str]:
-    weights = target_weights(layer)
-    kind = type(layer).__name__
-    if weights is None:
-        return 0, f"tfmot cannot cluster {kind} (not in its registry, not a ClusterableLayer)"
-    if not weights:
-        return 0, f"tfmot clusters no weights of {kind}"
-    count = int(sum(np.prod(w.shape) for w in weights))
-    if count <= config.clusters:
+    count, reason = _tfmot.weight_count(layer, target_weights(layer), "cluster",
+                                        "not in its registry, not a ClusterableLayer")
+    if count and count <= config.clusters:
         return 0, f"only {count} weights for {config.clusters} clusters"
-    return count, ""
+    return count, reason
 
 
 def summary(metrics: dict) -> str:

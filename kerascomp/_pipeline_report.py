@@ -39,7 +39,8 @@ def render(out: str | os.PathLike) -> Path:
 def _render(document: dict, out: Path) -> Path:
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
-    sections = [f"# kerascomp report: {document['dataset']['name']}", _summary_section(document)]
+    sections = [f"# kerascomp report: {document['dataset']['name']}", _choice_section(document.get("choice")),
+                _summary_section(document)]
     results = document.get("results") or []
     if results:
         plot_tradeoff(results, plots / "tradeoff.png")
@@ -50,6 +51,21 @@ def _render(document: dict, out: Path) -> Path:
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(markdown)
     return out / "report.md"
+
+
+def _choice_section(choice: dict | None) -> str:
+    """The budget's verdict first: which artifact ships, or plainly that none may."""
+    if not choice:
+        return ""
+    lines = ["## Choice within the budget", "", f"**{choice['message']}**", "",
+             f"Validation accuracy of each deployed file, drop below {choice['baseline']} "
+             f"(budget {choice['max_drop_pp']} pp; objective: {choice['objective']}):", "",
+             "| artifact | val accuracy | val drop (pp) | gzip (bytes) | p50 (ms) | within |", "|---|---|---|---|---|---|"]
+    for c in sorted(choice["candidates"], key=lambda c: c["gzip_bytes"]):
+        mark = "**chosen**" if c["name"] == choice["chosen"] else ("yes" if c["within"] else "no")
+        lines.append(f"| {c['name']} | {c['val_accuracy']:.4f} | {c['val_drop_pp']:.2f} | {c['gzip_bytes']:,} | "
+                     f"{c['p50_ms']:.3f} | {mark} |")
+    return "\n".join(lines)
 
 
 def _summary_section(document: dict) -> str:

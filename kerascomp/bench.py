@@ -123,7 +123,7 @@ def predict_test_split(path: str | os.PathLike, data: Dataset, *, op_resolver: s
     states the accuracy bench would measure on the same file.
     """
     path = _check_path(path)
-    return _test_logits(path, _runners(path, (1,), op_resolver)[0], data).argmax(1)
+    return _logits(path, _runners(path, (1,), op_resolver)[0], data).argmax(1)
 
 
 def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, warmup: int, op_resolver: str) -> list[dict]:
@@ -141,7 +141,8 @@ def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, war
     if first.scaling:
         data = data.with_scaling(first.scaling)
     params = first.params()
-    accuracy = float((_test_logits(path, first, data).argmax(1) == data.y_test).mean())
+    accuracy = float((_logits(path, first, data).argmax(1) == data.y_test).mean())
+    val_accuracy = float((_logits(path, first, data, "val").argmax(1) == data.y_val).mean()) if len(data.y_val) else None
     rows = []
     for runner in runners:
         x1 = runner.prepare(data.x_test[:1])
@@ -151,6 +152,7 @@ def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, war
             "params": int(sum(p.size for p in params)),
             "nonzero_params": int(sum(np.count_nonzero(p) for p in params)),
             "accuracy": accuracy,
+            "val_accuracy": val_accuracy,
             "latency_ms": measure_latency(runner.run, x1, runs, warmup),
             "threads": runner.threads,
             "runtime": runner.runtime,
@@ -167,12 +169,12 @@ def _runners(path: Path, threads: Sequence[int], op_resolver: str) -> list:
     return [_open_artifact(path, kind, t, op_resolver) for t in threads]
 
 
-def _test_logits(path: Path, runner, data: Dataset) -> np.ndarray:
-    """Test-split logits; an artifact that expects other input scaling (e.g. raw pixels) gets the data that way."""
+def _logits(path: Path, runner, data: Dataset, split: str = "test") -> np.ndarray:
+    """A split's logits; an artifact that expects other input scaling (e.g. raw pixels) gets the data that way."""
     if runner.scaling:
         data = data.with_scaling(runner.scaling)
     data.check_fits(runner.input_shape, what=str(path))
-    logits = runner.predict(data.x_test)
+    logits = runner.predict(data.split(split)[0])
     if logits.shape[1] != data.num_classes:
         raise DataError(f"{path} outputs {logits.shape[1]} classes but data {data.name!r} has {data.num_classes}")
     return logits

@@ -114,7 +114,8 @@ def bench(artifacts, data_spec, val_fraction, image_size, color_mode, seed, thre
 @click.option("--resume", is_flag=True, help="Skip stages whose inputs and options are unchanged.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override a config value, repeatable (e.g. stages.1.prune.sparsity=0.9).")
-def run(config_path, out, resume, overrides):
+@click.option("--strict", is_flag=True, help="Exit non-zero when no artifact meets the config's budget.")
+def run(config_path, out, resume, overrides, strict):
     """Run a compression pipeline from a YAML config and write its report."""
     from kerascomp.config import load_config
     from kerascomp.pipeline import run_pipeline
@@ -125,6 +126,8 @@ def run(config_path, out, resume, overrides):
         click.echo(f"{summary['final']} vs {summary['baseline']}: {summary['gzip_ratio']:.1f}x smaller (gzip), "
                    f"{summary['latency_ratio']:.2f}x latency ratio, {summary['accuracy_drop_pp']:+.2f} pp accuracy drop")
     click.echo(f"report -> {out}/report.md")
+    if strict and document.get("choice") and document["choice"]["chosen"] is None:
+        raise click.ClickException(document["choice"]["message"])
 
 
 @cli.command()

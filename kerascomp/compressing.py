@@ -11,15 +11,19 @@ the same options give the same file, sidecar and metrics either way.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import warnings
 from pathlib import Path
 from typing import Callable
 
 from kerascomp import registry
+from kerascomp._search import check, search
 from kerascomp.data import Dataset
+from kerascomp.errors import ModelError
+from kerascomp.training import evaluate
 
-__all__ = ["compress_file", "config_from", "default_out"]
+__all__ = ["compress_file", "config_from", "default_out", "baseline_val_accuracy"]
 
 
 def compress_file(
@@ -55,7 +59,7 @@ def compress_file(
         kwargs["measure"] = compare_deployed
     if technique.plan is not None and echo is not None:
         echo(technique.plan(model, config))
-    result, metrics = technique.apply(model, data, config, **kwargs)
+    result, metrics, config = _apply(technique, model, meta, data, config, echo, kwargs)
     metrics = {"source": str(model_path), "out": str(out), "params": int(result.count_params()), **metrics}
     side = {**meta, **(extra_meta or {}), **({"model": metrics["model"]} if "model" in metrics else {}),
             "data": data.describe(), "compression": [*meta.get("compression", []), _history_entry(name, config, metrics)]}
@@ -71,13 +75,53 @@ def compress_file(
     return metrics
 
 
+def _apply(technique, model, meta: dict, data: Dataset, config, echo, kwargs: dict):
+    """Apply once, or search the strength within ``config.max_drop``; a result over the budget is an error.
+
+    Returns the result, its metrics (with ``budget``, and ``search`` when it
+    searched) and the config that produced it (the chosen strength filled in).
+    """
+    max_drop = getattr(config, "max_drop", None)
+    if max_drop is None:
+        return (*technique.apply(model, data, config, **kwargs), config)
+    baseline = baseline_val_accuracy(meta, model, data)
+    strength = technique.strength
+    if strength is not None and strength.get(config) is None:
+        result, metrics, record = search(technique, model, data, config, max_drop=max_drop, baseline=baseline,
+                                         echo=echo, **kwargs)
+        if result is None:
+            weakest = record["tries"][0]
+            raise ModelError(f"{technique.name}: no {strength.field} holds --max-drop {max_drop} pp; the weakest, "
+                             f"{weakest['strength']}, costs {weakest['drop_pp']:.2f} pp of validation accuracy")
+        config, metrics = strength.set(config, record["chosen"]), {**metrics, "search": record}
+    else:
+        result, metrics = technique.apply(model, data, config, **kwargs)
+    metrics["budget"] = check(metrics, baseline, max_drop)
+    if not metrics["budget"]["met"]:
+        hint = f"; leave {strength.field} unset to search for one that holds" if strength is not None else ""
+        raise ModelError(f"{technique.name} costs {metrics['budget']['drop_pp']:.2f} pp of validation accuracy, over "
+                         f"--max-drop {max_drop} pp; nothing was saved{hint}")
+    return result, metrics, config
+
+
+def baseline_val_accuracy(meta: dict, model, data: Dataset) -> float:
+    """Validation accuracy of the model before any compression: the first step's input, as its sidecar recorded
+    it on these very splits, else ``model`` measured now (a budget is spent along the whole chain, not per step)."""
+    history = meta.get("compression") or []
+    recorded = (history[0].get("baseline") or {}).get("val_accuracy") if history else None
+    if recorded is not None and json.dumps(meta.get("data"), sort_keys=True) == json.dumps(data.describe(), sort_keys=True):
+        return recorded
+    return evaluate(model, data)["val_accuracy"]
+
+
 def _history_entry(name: str, config: object, metrics: dict) -> dict:
     """What a sidecar remembers of one step: the technique, its options, and its scalar results (no timings)."""
     from kerascomp._options import option_fields
 
     options = {f.name: getattr(config, f.name) for f in option_fields(type(config))}
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (bool, int, float, str)) and "seconds" not in k}
-    return {"stage": name, **scalars, "config": options, "baseline": metrics.get("baseline")}
+    return {"stage": name, **scalars, "config": options, "baseline": metrics.get("baseline"),
+            **({"budget": metrics["budget"]} if "budget" in metrics else {})}
 
 
 def _save_keras3(model, out, side: dict, meta: dict, data: Dataset) -> None:

@@ -22,6 +22,7 @@ __all__ = ["PipelineConfig", "StageSpec", "DataSpec", "TeacherSpec", "stage_kind
            "apply_overrides", "build_dataclass", "check_keys"]
 
 FIXED_KINDS = ("train", "convert", "bench")  # every other stage kind is a registered technique
+OBJECTIVES = ("size", "latency")  # summary.objective: what the final choice minimises within the budget
 
 
 def stage_kinds() -> tuple[str, ...]:
@@ -71,6 +72,8 @@ class PipelineConfig:
     baseline: str
     final: str
     seed: int = 0
+    max_drop: float | None = None  # budget.max_drop_pp: validation accuracy drop allowed below the baseline
+    objective: str = "size"  # what the final choice minimises within the budget
     raw: dict = dataclasses.field(default_factory=dict, compare=False)  # as written, for the report
 
 
@@ -110,19 +113,31 @@ def parse_config(raw: Any) -> PipelineConfig:
     """Validate a raw mapping (as read from YAML) into a :class:`PipelineConfig`."""
     raw = _mapping(raw, "config")
     original = copy.deepcopy(raw)
-    check_keys(raw, {"data", "teacher", "stages", "summary", "seed"}, "config")
+    check_keys(raw, {"data", "teacher", "stages", "summary", "seed", "budget"}, "config")
     data = build_dataclass(DataSpec, _mapping(raw.get("data", {}), "data"), "data")
     if data.image_size is not None:
         data = dataclasses.replace(data, image_size=tuple(data.image_size))
     teacher = _teacher(_mapping(raw.get("teacher"), "teacher"))
-    stages = _stages(raw.get("stages") or [])
+    max_drop = _budget(_mapping(raw.get("budget", {}), "budget"))
+    stages = _stages(raw.get("stages") or [], max_drop)
     summary = _mapping(raw.get("summary", {}), "summary")
-    check_keys(summary, {"baseline", "final"}, "summary")
+    check_keys(summary, {"baseline", "final", "objective"}, "summary")
+    objective = summary.get("objective", OBJECTIVES[0])
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"summary.objective: use one of {', '.join(OBJECTIVES)}, got {objective!r}")
     seed = raw.get("seed", 0)
     if not isinstance(seed, int):
         raise ConfigError(f"seed: expected an integer, got {seed!r}")
     return PipelineConfig(data, teacher, stages, summary.get("baseline", "teacher_fp32"),
-                          summary.get("final", ""), seed, original)
+                          summary.get("final", ""), seed, max_drop, objective, original)
+
+
+def _budget(raw: dict) -> float | None:
+    check_keys(raw, {"max_drop_pp"}, "budget")
+    value = raw.get("max_drop_pp")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+        raise ConfigError(f"budget.max_drop_pp: expected a non-negative number of percentage points, got {value!r}")
+    return None if value is None else float(value)
 
 
 def _teacher(raw: dict) -> TeacherSpec:
@@ -134,7 +149,7 @@ def _teacher(raw: dict) -> TeacherSpec:
     return teacher
 
 
-def _stages(raw: Any) -> tuple[StageSpec, ...]:
+def _stages(raw: Any, max_drop: float | None = None) -> tuple[StageSpec, ...]:
     if not isinstance(raw, list):
         raise ConfigError("stages: expected a list of one-key mappings like '- prune: {sparsity: 0.8}'")
     stages, names = [], {"teacher"}
@@ -150,8 +165,25 @@ def _stages(raw: Any) -> tuple[StageSpec, ...]:
         if name in names:
             raise ConfigError(f"{where}.{kind}: stage name {name!r} is used twice; give it a unique 'name'")
         names.add(name)
+        if max_drop is not None and "max_drop" not in options and _searches(kind, options, max_drop):
+            options["max_drop"] = max_drop
         stages.append(StageSpec(kind, name, options, f"{where}.{kind}"))
     return tuple(stages)
+
+
+def _searches(kind: str, options: dict, max_drop: float) -> bool:
+    """Whether a stage would search its technique's strength under the pipeline's budget: it leaves the
+    strength unset. Stages that fix it are left alone: the final choice weighs their artifacts."""
+    from kerascomp import registry
+
+    technique = registry.techniques().get(kind)
+    if technique is None or technique.strength is None:
+        return False
+    name, _, key = technique.strength.field.partition(".")
+    field = {f.name: f for f in dataclasses.fields(technique.config)}[name]
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    given = options.get(name, default)
+    return given is None if not key else key not in (given or {})
 
 
 def build_dataclass(cls, raw: dict, where: str):

@@ -25,7 +25,7 @@ from kerascomp._stages import Context, StageResult, handler, reads
 from kerascomp.config import PipelineConfig, StageSpec, TeacherSpec
 from kerascomp.errors import ConfigError
 
-__all__ = ["run_pipeline", "validate", "STATE_FILE"]
+__all__ = ["run_pipeline", "validate", "choose", "STATE_FILE"]
 
 STATE_FILE = "state.json"
 
@@ -99,6 +99,10 @@ def _read_state(out: Path) -> dict:
 
 def _document(config: PipelineConfig, ctx: Context, done: dict) -> dict:
     results = ctx.bench.get("results", [])
+    choice = choose(results, config.baseline, config.max_drop, config.objective) if config.max_drop is not None else None
+    if choice is not None:
+        click.echo(choice["message"])
+    final = config.final or (choice or {}).get("chosen") or ""
     return {
         "kerascomp_version": __version__,
         "config": config.raw,
@@ -107,16 +111,55 @@ def _document(config: PipelineConfig, ctx: Context, done: dict) -> dict:
         "stages": [{"name": name, **{k: v for k, v in stage.items() if k not in ("fingerprint", "inputs")}}
                    for name, stage in done.items()],
         "results": results,
-        "summary": _summary(config, results),
-        "final": ctx.final_details(config.final),
+        "summary": _summary(config.baseline, final, results),
+        "choice": choice,
+        "final": ctx.final_details(final),
     }
 
 
-def _summary(config: PipelineConfig, results: list[dict]) -> dict:
+def choose(results: list[dict], baseline: str, max_drop: float, objective: str) -> dict:
+    """The artifact that best meets ``objective`` (smallest gzip size, or lowest p50 latency) among those whose
+    *validation* accuracy, measured on the deployed file, is within ``max_drop`` pp of the baseline's (the
+    baseline itself is not a candidate: shipping it is what "nothing meets the budget" means).
+
+    The test split decides nothing here; the chosen artifact's test accuracy is reported once, after.
+    """
+    rows = _first_threads(results)
+    base = rows.get(baseline)
+    if base is None or base.get("val_accuracy") is None:
+        raise ConfigError(f"budget: the baseline {baseline!r} has no validation accuracy to measure drops against")
+    key = {"size": lambda r: r["gzip_bytes"], "latency": lambda r: r["latency_ms"]["p50"]}[objective]
+    candidates = [{"name": name, "val_accuracy": r["val_accuracy"], "val_drop_pp": 100 * (base["val_accuracy"] - r["val_accuracy"]),
+                   "gzip_bytes": r["gzip_bytes"], "p50_ms": r["latency_ms"]["p50"]} for name, r in rows.items()
+                  if name != baseline]
+    for c in candidates:
+        c["within"] = c["val_drop_pp"] <= max_drop + 1e-9
+    passing = [c for c in candidates if c["within"]]
+    chosen = min(passing, key=lambda c: key(rows[c["name"]]))["name"] if passing else None
+    measure = "smallest (gzip)" if objective == "size" else "fastest (p50)"
+    if chosen is None:
+        message = (f"Nothing meets the budget: every compressed artifact loses more than {max_drop} pp of validation "
+                   f"accuracy below {baseline}.")
+    else:
+        row = rows[chosen]
+        message = (f"Within the {max_drop} pp budget, the {measure} artifact is {chosen}: {row['gzip_bytes']:,} bytes gzip, "
+                   f"p50 {row['latency_ms']['p50']:.3f} ms, validation drop "
+                   f"{next(c for c in candidates if c['name'] == chosen)['val_drop_pp']:.2f} pp, "
+                   f"test accuracy {100 * row['accuracy']:.2f}%.")
+    return {"objective": objective, "max_drop_pp": max_drop, "baseline": baseline, "chosen": chosen,
+            "candidates": candidates, "message": message}
+
+
+def _first_threads(results: list[dict]) -> dict[str, dict]:
+    """The rows measured at the first thread count, by artifact name."""
+    return {r["name"]: r for r in results if r.get("threads", 1) == results[0]["threads"]} if results else {}
+
+
+def _summary(baseline: str, final: str, results: list[dict]) -> dict:
     """Baseline vs final as ratios: how much smaller and faster, at what accuracy cost."""
-    rows = {r["name"]: r for r in results if r.get("threads", 1) == results[0]["threads"]} if results else {}
-    summary = {"baseline": config.baseline, "final": config.final}
-    base, final = rows.get(config.baseline), rows.get(config.final)
+    rows = _first_threads(results)
+    summary = {"baseline": baseline, "final": final}
+    base, final = rows.get(baseline), rows.get(final)
     if base and final:
         summary.update(
             gzip_ratio=base["gzip_bytes"] / final["gzip_bytes"],

@@ -26,7 +26,7 @@ from typing import Callable, ContextManager, Iterator
 from kerascomp._options import option
 from kerascomp.errors import ConfigError
 
-__all__ = ["Technique", "Strength", "register", "unregister", "get", "techniques", "load_scope", "strip", "option",
+__all__ = ["Technique", "Strength", "Budgeted", "register", "unregister", "get", "techniques", "load_scope", "strip", "option",
            "RESERVED"]
 
 RESERVED = ("train", "load", "convert", "bench")  # stage kinds that are not techniques
@@ -36,19 +36,72 @@ RESERVED = ("train", "load", "convert", "bench")  # stage kinds that are not tec
 class Strength:
     """The one field an automatic search may turn to trade accuracy for size.
 
-    ``stronger`` says which way compresses more (``"up"``: a larger value,
-    e.g. sparsity; ``"down"``: a smaller one, e.g. the number of clusters);
-    ``low``/``high`` bound the search.
+    ``steps`` run from the weakest setting to the strongest (e.g. sparsity
+    0.5 -> 0.9375, clusters 32 -> 4); their order gives the direction
+    (:attr:`stronger`) and their ends the range. ``field`` may name a key
+    inside a dict field (``student_args.width``). ``warm_start``: a stronger
+    try may start from the last passing result instead of the input.
     """
 
     field: str
-    stronger: str
-    low: float
-    high: float
+    steps: tuple
+    warm_start: bool = False
 
     def __post_init__(self) -> None:
-        if self.stronger not in ("up", "down") or not self.low < self.high:
-            raise ConfigError(f"strength {self.field!r}: stronger must be 'up' or 'down' and low < high")
+        steps = tuple(self.steps)
+        rising = all(a < b for a, b in zip(steps, steps[1:]))
+        falling = all(a > b for a, b in zip(steps, steps[1:]))
+        if len(steps) < 2 or not (rising or falling):
+            raise ConfigError(f"strength {self.field!r}: steps must be at least two strictly monotone values")
+        object.__setattr__(self, "steps", steps)
+
+    @property
+    def stronger(self) -> str:
+        """``"up"`` when a larger value compresses more (sparsity), ``"down"`` when a smaller one does (clusters)."""
+        return "up" if self.steps[1] > self.steps[0] else "down"
+
+    @property
+    def low(self) -> float:
+        return min(self.steps)
+
+    @property
+    def high(self) -> float:
+        return max(self.steps)
+
+    def get(self, config: object):
+        """The field's value in ``config`` (None: not set, so a search may choose it)."""
+        name, _, key = self.field.partition(".")
+        value = getattr(config, name)
+        return value.get(key) if key else value
+
+    def set(self, config: object, value) -> object:
+        """A copy of ``config`` with the field set to ``value``."""
+        name, _, key = self.field.partition(".")
+        return dataclasses.replace(config, **{name: {**getattr(config, name), key: value} if key else value})
+
+    def between(self, passed, failed):
+        """The midpoint of two steps for one bisection try, or None when none lies strictly between."""
+        if isinstance(passed, int) and isinstance(failed, int):
+            middle = (passed + failed) // 2
+        else:
+            middle = round((passed + failed) / 2, 6)
+        return middle if min(passed, failed) < middle < max(passed, failed) else None
+
+
+@dataclasses.dataclass(kw_only=True)
+class Budgeted:
+    """The accuracy budget every technique config takes (``--max-drop``, ``max_drop:`` in a stage).
+
+    With the strength field left unset the technique searches for the
+    strongest setting within the budget; with it set, the result is checked.
+    """
+
+    max_drop: float | None = option(None, "Accuracy budget: most percentage points of validation accuracy below the "
+                                          "original model; unset strength is searched.", metavar="PP")
+
+    def __post_init__(self) -> None:
+        if self.max_drop is not None and not self.max_drop >= 0:
+            raise ConfigError(f"max_drop must be non-negative, got {self.max_drop}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,7 +39,7 @@ ROUND = registry.Technique(
     name="round", config=RoundConfig, apply=round_weights, teacher=False,
     help="Round every weight to a few decimal places.",
     summary=lambda metrics: f"at most {metrics['distinct_values']} distinct values per weight tensor",
-    strength=registry.Strength("decimals", "down", 0, 6))
+    strength=registry.Strength("decimals", (4, 2, 1, 0)))
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from kerascomp._options import option
 from kerascomp.data import Dataset
 from kerascomp.distillation import DistillConfig
 from kerascomp.errors import ConfigError, KerascompError, ModelError
+from kerascomp.registry import Budgeted
 from kerascomp.training import TrainConfig, train
 
 __all__ = [
@@ -43,7 +44,7 @@ def tfmot():
 
 
 @dataclasses.dataclass(kw_only=True)
-class FineTuneConfig:
+class FineTuneConfig(Budgeted):
     """Fine-tuning options shared by prune, cluster and QAT.
 
     ``learning_rate`` is lower than for training from scratch because the
@@ -64,6 +65,7 @@ class FineTuneConfig:
     strategy: str = option("default", "tf.distribute strategy of the fine-tuning.", choices=STRATEGIES)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.train_config()
         self.distill_config()
 

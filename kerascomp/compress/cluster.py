@@ -24,6 +24,7 @@ from kerascomp.training import evaluate
 __all__ = ["ClusterConfig", "plan", "apply", "strip", "target_weights", "unique_values", "INITS"]
 
 INITS = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED"}
+DEFAULT_CLUSTERS = 16
 
 
 def strip(model: keras.Model) -> keras.Model:
@@ -42,7 +43,8 @@ def load_scope():
 class ClusterConfig(FineTuneConfig):
     """Clustering options: ``clusters`` (K) per kernel, centroid ``init``, ``preserve_sparsity``, a ``layers`` regex."""
 
-    clusters: int = option(16, "Distinct values per clustered kernel (K).")
+    clusters: int | None = option(None, f"Distinct values per clustered kernel (K) [default: {DEFAULT_CLUSTERS}, or "
+                                        "the fewest that hold --max-drop].")
     init: str = option("kmeans++", "Centroid initialisation.", choices=tuple(INITS))
     preserve_sparsity: bool = option(False, "Keep the zeros of a pruned model at zero.")
     layers: str | None = option(None, "Cluster only layers whose name matches.", metavar="REGEX")
@@ -50,6 +52,10 @@ class ClusterConfig(FineTuneConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _tfmot.compile_pattern(self.layers)
+        if self.clusters is None and self.max_drop is None:
+            self.clusters = DEFAULT_CLUSTERS
+        if self.clusters is None:
+            return  # searched within max_drop
         if not isinstance(self.clusters, int) or self.clusters < 2:
             raise ConfigError(f"clusters must be an integer of at least 2, got {self.clusters!r}")
         if self.preserve_sparsity and self.clusters < 3:
@@ -128,5 +134,5 @@ TECHNIQUE = register(Technique(
     name="cluster", config=ClusterConfig, apply=apply, summary=summary, strip=strip,
     load_scope=load_scope, plan=lambda model, config: _tfmot.format_plan(plan(model, config)),
     layers=lambda model: _tfmot.layer_answers(model, lambda: plan(model, ClusterConfig()), "no weights"),
-    suffix="clustered", strength=Strength("clusters", "down", 2, 256),
+    suffix="clustered", strength=Strength("clusters", (32, 16, 8, 4), warm_start=True),
     help="Cluster the weights of a .keras model (tfmot), fine-tune, and save the stripped model."))

@@ -15,7 +15,7 @@ from kerascomp._options import key_value, option
 from kerascomp.data import Dataset
 from kerascomp.distillation import DistillConfig, check_compatible
 from kerascomp.errors import ConfigError
-from kerascomp.registry import Strength, Technique, register
+from kerascomp.registry import Budgeted, Strength, Technique, register
 from kerascomp.training import ModelSpec, TrainConfig, evaluate, train
 
 __all__ = ["apply", "default_budget", "gap_closed", "StudentConfig", "distil"]
@@ -97,7 +97,7 @@ def _fresh_copy(student: ModelSpec) -> ModelSpec:
 
 
 @dataclasses.dataclass(kw_only=True)
-class StudentConfig(TrainConfig, DistillConfig):
+class StudentConfig(TrainConfig, DistillConfig, Budgeted):
     """Distillation as a technique: the student to build, its training budget and the distillation settings.
 
     The budget is :class:`~kerascomp.training.TrainConfig`'s, long and without
@@ -116,6 +116,7 @@ class StudentConfig(TrainConfig, DistillConfig):
     def __post_init__(self) -> None:
         TrainConfig.__post_init__(self)
         DistillConfig.__post_init__(self)
+        Budgeted.__post_init__(self)
         if not self.student:
             raise ConfigError("student (a zoo model name) is required")
         self.student_args = dict(self.student_args)
@@ -157,5 +158,5 @@ def summary(metrics: dict) -> str:
 
 TECHNIQUE = register(Technique(
     name="distill", config=StudentConfig, apply=distil, summary=summary, input_key="teacher", teacher=False,
-    suffix="student", strength=Strength("student_args.width", "down", 1, 64),
+    suffix="student", strength=Strength("student_args.width", (16, 8, 4, 2)),
     help="Distil a teacher into a smaller zoo student (optionally compared with the student from scratch)."))

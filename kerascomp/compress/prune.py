@@ -69,7 +69,6 @@ class PruneConfig(FineTuneConfig):
     sparsity: float | str | None = option(
         None, "Share of zeros in each pruned kernel, in [0, 1), or 'auto' (per layer, from a sensitivity scan); "
               "required except with --structure 2:4 (fixed at 0.5).", metavar="S|auto", type=_sparsity)
-    max_drop: float = option(1.0, "With --sparsity auto: largest summed one-shot validation drop (percentage points).")
     schedule: str = option("polynomial", "How sparsity ramps up during fine-tuning.", choices=SCHEDULES)
     structure: str = option("unstructured", "Zero pattern.", metavar="unstructured|2:4|block:RxC")
     layers: str | None = option(None, "Prune only layers whose name matches.", metavar="REGEX")
@@ -85,15 +84,15 @@ class PruneConfig(FineTuneConfig):
             if self.sparsity not in (None, 0.5):
                 raise ConfigError(f"2:4 structure fixes sparsity at 0.5, got {self.sparsity}")
             self.sparsity = 0.5
-        if self.sparsity is None:
-            raise ConfigError("sparsity is required: a value in [0, 1) or 'auto'")
+        if self.sparsity is None and self.max_drop is None:
+            raise ConfigError("sparsity is required: a value in [0, 1) or 'auto', or give max_drop to search for it")
         if self.sparsity == "auto":
             if self.structure != "unstructured":
                 raise ConfigError("sparsity 'auto' works with unstructured pruning only")
-            if self.max_drop < 0:
-                raise ConfigError(f"max_drop must be non-negative, got {self.max_drop}")
+            if self.max_drop is None:
+                raise ConfigError("sparsity 'auto' chooses per-layer sparsities within max_drop: give max_drop")
             self.auto_sparsities = sensitivity.SensitivityConfig(sparsities=self.auto_sparsities).sparsities
-        elif isinstance(self.sparsity, str) or not 0 <= self.sparsity < 1:
+        elif self.sparsity is not None and (isinstance(self.sparsity, str) or not 0 <= self.sparsity < 1):
             raise ConfigError(f"sparsity must be in [0, 1) or 'auto', got {self.sparsity!r}")
 
     @property
@@ -209,5 +208,5 @@ TECHNIQUE = register(Technique(
     name="prune", config=PruneConfig, apply=apply, summary=summary, strip=strip, load_scope=load_scope,
     plan=lambda model, config: _tfmot.format_plan(plan(model, config)),
     layers=lambda model: _tfmot.layer_answers(model, lambda: plan(model, PruneConfig(sparsity=0.5)), "no weights"), suffix="pruned",
-    strength=Strength("sparsity", "up", 0.0, 0.95),
+    strength=Strength("sparsity", (0.5, 0.75, 0.875, 0.9375), warm_start=True),
     help="Magnitude-prune a .keras model (tfmot), fine-tune, and save the stripped sparse model."))

@@ -32,7 +32,7 @@ from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
 from kerascomp._distribute import STRATEGIES
 from kerascomp._options import option
-from kerascomp.registry import Strength, Technique, register
+from kerascomp.registry import Budgeted, Strength, Technique, register
 from kerascomp.training import TrainConfig, evaluate, train
 
 __all__ = ["SwapConfig", "apply", "plan", "format_plan", "swap_table", "register_candidate", "NotApplicable", "ORDERS"]
@@ -45,8 +45,8 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
-@dataclasses.dataclass
-class SwapConfig:
+@dataclasses.dataclass(kw_only=True)
+class SwapConfig(Budgeted):
     """Options of one block swap; validated on creation.
 
     Attributes:
@@ -87,6 +87,7 @@ class SwapConfig:
     verbose: int = 1
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.tolerance >= 0:
             raise ConfigError(f"tolerance must be at least 0 percentage points, got {self.tolerance}")
         for name in ("epochs_per_block", "fit_epochs", "finetune_epochs", "bench_runs"):
@@ -362,5 +363,5 @@ def summary(metrics: dict) -> str:
 
 TECHNIQUE = register(Technique(
     name="swap", config=SwapConfig, apply=apply, summary=summary, teacher=False, suffix="swapped", measures=True,
-    plan=lambda model, config: format_plan(plan(model, config)), strength=Strength("tolerance", "up", 0.0, 10.0),
+    plan=lambda model, config: format_plan(plan(model, config)), strength=Strength("tolerance", (0.25, 0.5, 1.0, 2.0)),
     help="Swap a model's blocks for lighter ones, one at a time, keeping those that hold validation accuracy."))

@@ -1,0 +1,89 @@
+"""Find the strongest setting of a technique that holds an accuracy budget.
+
+A technique's registered :class:`~kerascomp.registry.Strength` names its knob
+(sparsity, number of clusters, student width) and a ladder of values from
+weakest to strongest. The search climbs the ladder. Where the technique can
+start from its own output (pruning a pruned model further, clustering a
+clustered one into fewer values) each try starts from the last model that
+passed, a warm restart that costs one fine-tuning per step; otherwise each try
+starts from the input. After the first failure one bisection step between the
+last pass and the first failure refines the answer. Every try is recorded and
+the last passing model is kept.
+
+The budget is in percentage points of *validation* accuracy below the
+baseline (the model before any compression); the test split plays no part.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from typing import Callable
+
+import numpy as np
+
+from kerascomp.data import Dataset
+from kerascomp.registry import Technique
+
+__all__ = ["search", "check", "weights_gzip_bytes"]
+
+
+def weights_gzip_bytes(model) -> int:
+    """gzip size of the model's weights as float32: zeros and repeated values show, as in a shipped file."""
+    raw = b"".join(np.asarray(w, dtype=np.float32).tobytes() for w in model.get_weights())
+    return len(gzip.compress(raw, compresslevel=6))
+
+
+def check(metrics: dict, baseline: float, max_drop: float) -> dict:
+    """The budget record of one result: its validation drop in pp below ``baseline`` and whether it holds."""
+    drop = 100 * (baseline - metrics["val_accuracy"])
+    return {"max_drop_pp": max_drop, "baseline_val_accuracy": baseline, "val_accuracy": metrics["val_accuracy"],
+            "drop_pp": drop, "met": drop <= max_drop + 1e-9}
+
+
+def search(technique: Technique, model, data: Dataset, config, *, max_drop: float, baseline: float,
+           echo: Callable[[str], None] | None = None, **kwargs) -> tuple[object | None, dict, dict]:
+    """Climb ``technique``'s strength ladder within ``max_drop`` pp of ``baseline`` validation accuracy.
+
+    Returns the strongest passing model (None when even the weakest step
+    fails), its metrics, and the search record: ``field``, ``tries`` (each
+    with ``strength``, ``val_accuracy``, ``drop_pp``, ``passed``, ``params``,
+    ``weights_gzip_bytes``, ``seconds``, ``warm_start``) and ``chosen``.
+    """
+    strength = technique.strength
+    echo = echo or (lambda text: None)
+    tries, best = [], (None, None, None)  # (strength, model, metrics)
+    first_fail, inputs = None, {}
+
+    def attempt(value, start, warm):
+        begun = time.perf_counter()
+        echo(f"{technique.name}: trying {strength.field}={value}" + (" (from the last passing model)" if warm else ""))
+        result, metrics = technique.apply(start, data, strength.set(config, value), **kwargs)
+        inputs.setdefault("baseline", metrics.get("baseline"))  # the first try starts from the input
+        record = {"strength": value, **check(metrics, baseline, max_drop), "params": int(result.count_params()),
+                  "weights_gzip_bytes": weights_gzip_bytes(result), "seconds": time.perf_counter() - begun,
+                  "warm_start": warm}
+        record["passed"] = record.pop("met")
+        tries.append(record)
+        echo(f"{technique.name}: {strength.field}={value}: val accuracy {record['val_accuracy']:.4f}, drop "
+             f"{record['drop_pp']:.2f} pp (budget {max_drop}) -> " + ("pass" if record["passed"] else "fail"))
+        return result, metrics, record["passed"]
+
+    for value in strength.steps:
+        warm = strength.warm_start and best[1] is not None
+        result, metrics, passed = attempt(value, best[1] if warm else model, warm)
+        if not passed:
+            first_fail = value
+            break
+        best = (value, result, metrics)
+    if best[1] is not None and first_fail is not None:
+        middle = strength.between(best[0], first_fail)
+        if middle is not None:
+            warm = strength.warm_start
+            result, metrics, passed = attempt(middle, best[1] if warm else model, warm)
+            if passed:
+                best = (middle, result, metrics)
+    record = {"field": strength.field, "max_drop_pp": max_drop, "baseline_val_accuracy": baseline, "tries": tries,
+              "chosen": best[0]}
+    metrics = {**best[2], "baseline": inputs["baseline"]} if best[2] is not None else {}
+    return best[1], metrics, record

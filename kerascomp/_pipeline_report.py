@@ -12,7 +12,8 @@ from pathlib import Path
 
 from kerascomp._io import atomic_path, write_json
 from kerascomp.errors import ConfigError
-from kerascomp.report import _pyplot, _save, plot_confusion_matrix, plot_training_curves, plot_tradeoff, results_table
+from kerascomp.report import (_pyplot, _save, plot_confusion_matrix, plot_search, plot_training_curves, plot_tradeoff,
+                              results_table)
 
 __all__ = ["write_pipeline_report", "render"]
 
@@ -101,6 +102,12 @@ def _stages_section(document: dict, plots: Path) -> str:
                  _fmt(m.get("val_accuracy"), "{:.4f}"), _fmt(m.get("test_accuracy"), "{:.4f}"),
                  _fmt(m.get("seconds_per_epoch"), "{:.2f}")]
         lines.append("| " + " | ".join(cells) + " |")
+    for stage in stages:
+        record = (stage.get("metrics") or {}).get("search")
+        if record:
+            plot_search(record, plots / f"search_{stage['name']}.png", title=f"{stage['name']}: {record['field']} "
+                        f"searched within {record['max_drop_pp']} pp, kept {record['chosen']}")
+            lines += ["", f"![{stage['name']} search](plots/search_{stage['name']}.png)"]
     trained = [s for s in stages if (s.get("metrics") or {}).get("history")]
     if trained:
         plot_training_curves({s["name"]: s["metrics"]["history"] for s in trained}, plots / "curves.png",

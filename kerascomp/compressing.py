@@ -37,12 +37,16 @@ def compress_file(
     echo: Callable[[str], None] | None = None,
     extra_meta: dict | None = None,
     plots_dir: str | os.PathLike | None = None,
+    strict: bool = True,
 ) -> dict:
     """Apply technique ``name`` with ``config`` to the model at ``model_path`` and save it to ``out``.
 
     Returns the technique's metrics plus ``source``, ``out`` and ``summary``
     (the headline text). ``save_format="keras3"`` writes a Keras 3 file;
     ``plots_dir`` receives the run's figures (see :func:`kerascomp.report.technique_plots`).
+    With ``config.max_drop`` set, a result over the budget is an error unless ``strict`` is False (the
+    pipeline's way): then the result is saved with ``budget.met`` False, and a search that found nothing
+    passes its input on unchanged; the run's final choice then weighs it.
     """
     from kerascomp.saving import load, save_model
 
@@ -59,7 +63,7 @@ def compress_file(
         kwargs["measure"] = compare_deployed
     if technique.plan is not None and echo is not None:
         echo(technique.plan(model, config))
-    result, metrics, config = _apply(technique, model, meta, data, config, echo, kwargs)
+    result, metrics, config = _apply(technique, model, meta, data, config, echo, kwargs, strict)
     metrics = {"source": str(model_path), "out": str(out), "params": int(result.count_params()), **metrics}
     side = {**meta, **(extra_meta or {}), **({"model": metrics["model"]} if "model" in metrics else {}),
             "data": data.describe(), "compression": [*meta.get("compression", []), _history_entry(name, config, metrics)]}
@@ -67,7 +71,8 @@ def compress_file(
         _save_keras3(result, out, side, meta, data)
     else:
         save_model(result, out, meta=side)
-    metrics["summary"] = technique.summary(metrics)
+    metrics["summary"] = ("input passed on unchanged: no setting held the budget" if metrics.get("unchanged")
+                          else technique.summary(metrics))
     if plots_dir is not None:
         from kerascomp.report import technique_plots
 
@@ -75,8 +80,8 @@ def compress_file(
     return metrics
 
 
-def _apply(technique, model, meta: dict, data: Dataset, config, echo, kwargs: dict):
-    """Apply once, or search the strength within ``config.max_drop``; a result over the budget is an error.
+def _apply(technique, model, meta: dict, data: Dataset, config, echo, kwargs: dict, strict: bool):
+    """Apply once, or search the strength within ``config.max_drop``; check the result against the budget.
 
     Returns the result, its metrics (with ``budget``, and ``search`` when it
     searched) and the config that produced it (the chosen strength filled in).
@@ -91,17 +96,31 @@ def _apply(technique, model, meta: dict, data: Dataset, config, echo, kwargs: di
                                          echo=echo, **kwargs)
         if result is None:
             weakest = record["tries"][0]
-            raise ModelError(f"{technique.name}: no {strength.field} holds --max-drop {max_drop} pp; the weakest, "
-                             f"{weakest['strength']}, costs {weakest['drop_pp']:.2f} pp of validation accuracy")
-        config, metrics = strength.set(config, record["chosen"]), {**metrics, "search": record}
+            message = (f"{technique.name}: no {strength.field} holds --max-drop {max_drop} pp; the weakest, "
+                       f"{weakest['strength']}, costs {weakest['drop_pp']:.2f} pp of validation accuracy")
+            if strict:
+                raise ModelError(message)
+            _warn(echo, f"{message}; its input passes on unchanged")
+            measured = evaluate(model, data)
+            result, metrics = model, {**measured, "baseline": measured, "unchanged": True}
+        else:
+            config = strength.set(config, record["chosen"])
+        metrics["search"] = record
     else:
         result, metrics = technique.apply(model, data, config, **kwargs)
     metrics["budget"] = check(metrics, baseline, max_drop)
-    if not metrics["budget"]["met"]:
+    if not metrics["budget"]["met"] and not strict:
+        _warn(echo, f"{technique.name}: {metrics['budget']['drop_pp']:.2f} pp below the baseline, over the "
+                    f"{max_drop} pp budget")
+    elif not metrics["budget"]["met"]:
         hint = f"; leave {strength.field} unset to search for one that holds" if strength is not None else ""
         raise ModelError(f"{technique.name} costs {metrics['budget']['drop_pp']:.2f} pp of validation accuracy, over "
                          f"--max-drop {max_drop} pp; nothing was saved{hint}")
     return result, metrics, config
+
+
+def _warn(echo, message: str) -> None:
+    (echo or warnings.warn)(f"Warning: {message}")
 
 
 def baseline_val_accuracy(meta: dict, model, data: Dataset) -> float:

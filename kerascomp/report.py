@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 from kerascomp._io import atomic_path
 
-__all__ = ["results_table", "plot_tradeoff", "classification_details", "pareto_front", "plot_training_curves",
+__all__ = ["results_table", "plot_tradeoff", "plot_search", "classification_details", "pareto_front", "plot_training_curves",
            "plot_epoch_times", "plot_confusion_matrix", "plot_sweep", "plot_swap", "sensitivity_table",
            "plot_sensitivity", "technique_plots"]
 
@@ -237,6 +237,35 @@ def plot_swap(metrics: Mapping, path: str | os.PathLike, title: str = "") -> Non
     _save(fig, path)
 
 
+def plot_search(record: Mapping, path: str | os.PathLike, title: str = "") -> None:
+    """Every try of a strength search: validation accuracy (and weights gzip size) per strength, against the
+    budget's floor; the kept setting is ringed."""
+    plt = _pyplot()
+    tries = record["tries"]
+    order = sorted(tries, key=lambda t: t["strength"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
+    ax.plot([t["strength"] for t in order], [100 * t["val_accuracy"] for t in order], ":", color="tab:blue", lw=1)
+    for t in tries:
+        ax.plot(t["strength"], 100 * t["val_accuracy"], "o" if t["passed"] else "x", color="tab:blue" if t["passed"]
+                else "tab:red", ms=8)
+    floor = 100 * record["baseline_val_accuracy"] - record["max_drop_pp"]
+    ax.axhline(floor, color="tab:red", ls="--", lw=1, label=f"budget floor (baseline - {record['max_drop_pp']} pp)")
+    if record["chosen"] is not None:
+        kept = next(t for t in tries if t["strength"] == record["chosen"])
+        ax.plot(kept["strength"], 100 * kept["val_accuracy"], "o", mfc="none", mec="black", ms=15, label="kept")
+    ax.set_xlabel(record["field"])
+    ax.set_ylabel("validation accuracy (%)", color="tab:blue")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    right = ax.twinx()
+    right.plot([t["strength"] for t in order], [t["weights_gzip_bytes"] / 1024 for t in order], "s--",
+               color="tab:orange")
+    right.set_ylabel("weights, gzip (KB)", color="tab:orange")
+    right.set_ylim(bottom=0)
+    fig.suptitle(title or f"search over {record['field']}: {len(tries)} tries, kept {record['chosen']}")
+    _save(fig, path)
+
+
 def sensitivity_table(scan: Mapping) -> str:
     """Markdown of a pruning sensitivity scan: validation drop (pp) per layer and sparsity, most sensitive first."""
     by_name = {layer["name"]: layer for layer in scan["layers"]}
@@ -272,7 +301,7 @@ def technique_plots(model, metrics: Mapping, data, directory: str | os.PathLike)
 
     Training curves and epoch times of every training run in the metrics (the
     fine-tuning, or the distilled student and its scratch twin), the result's
-    confusion matrix on the test split, and a per-block chart for a block swap.
+    confusion matrix on the test split, a per-block chart for a block swap, and every try of a strength search.
     """
     directory = Path(directory)
     runs = {name: metrics[key] for name, key in (("distilled", "student"), ("scratch", "scratch"),
@@ -292,6 +321,9 @@ def technique_plots(model, metrics: Mapping, data, directory: str | os.PathLike)
     if "blocks" in metrics:
         paths.append(directory / "swap.png")
         plot_swap(metrics, paths[-1])
+    if "search" in metrics:
+        paths.append(directory / "search.png")
+        plot_search(metrics["search"], paths[-1])
     predictions = model.predict(data.x_test, batch_size=256, verbose=0).argmax(axis=1)
     matrix = classification_details(data.y_test, predictions, data.class_names)["confusion_matrix"]
     paths.append(directory / "confusion_matrix.png")

@@ -155,3 +155,43 @@ def test_budget_is_measured_against_the_first_input_of_a_chain(digits_model, tmp
     original = load_meta(first)["compression"][0]["baseline"]["val_accuracy"]
     assert json.loads((tmp_path / "b.json").read_text())["budget"]["baseline_val_accuracy"] == original
     assert np.isfinite(original)
+
+
+@dataclasses.dataclass(kw_only=True)
+class _HopelessConfig(registry.Budgeted):
+    level: float | None = registry.option(None, "How hard to try.")
+    seed: int = 0
+    verbose: int = 0
+
+
+def _hopeless(model, data, config, *, teacher=None):
+    return keras.models.clone_model(model), {"val_accuracy": 0.0, "test_accuracy": 0.0, "baseline": {}}
+
+
+@pytest.fixture
+def hopeless():
+    technique = registry.register(registry.Technique(
+        name="hopeless", config=_HopelessConfig, apply=_hopeless, help="Never holds a budget.", summary=str,
+        strength=registry.Strength("level", (1.0, 2.0))))
+    yield technique
+    registry.unregister("hopeless")
+
+
+def test_a_search_that_finds_nothing_is_an_error_alone_and_passes_the_input_on_in_a_pipeline(hopeless, digits,
+                                                                                             digits_model, tmp_path):
+    from kerascomp.compressing import compress_file
+    from kerascomp.errors import ModelError
+    from kerascomp.saving import load_model
+
+    path, model = digits_model
+    with pytest.raises(ModelError, match="no level holds --max-drop 1.0 pp"):
+        compress_file("hopeless", path, digits, _HopelessConfig(max_drop=1.0), tmp_path / "a.keras")
+    assert not (tmp_path / "a.keras").exists()
+    warnings = []
+    metrics = compress_file("hopeless", path, digits, _HopelessConfig(max_drop=1.0), tmp_path / "b.keras",
+                            strict=False, echo=warnings.append)
+    assert metrics["unchanged"] and metrics["search"]["chosen"] is None
+    assert metrics["budget"]["drop_pp"] == 0 and metrics["budget"]["met"]  # the input, measured against itself
+    assert any(w.startswith("Warning: hopeless: no level holds") for w in warnings)
+    kept = load_model(tmp_path / "b.keras")
+    assert all(np.array_equal(a, b) for a, b in zip(kept.get_weights(), model.get_weights()))

@@ -93,7 +93,8 @@ def _result(point: dict, args: dict, config: DistillConfig, distilled: dict, scr
     """One finished grid point as stored and tabled."""
     return {"key": _key(point), **point, "temperature": config.temperature, "alpha": config.alpha,
             "student_args": args, "student_params": distilled["params"], "student_accuracy": distilled["accuracy"],
-            "scratch_accuracy": scratch and scratch["accuracy"],
+            "scratch_accuracy": scratch and scratch["accuracy"], "student_val_accuracy": distilled["val_accuracy"],
+            "scratch_val_accuracy": scratch and scratch.get("val_accuracy"),
             "gap_closed": scratch and gap_closed(teacher_accuracy, distilled["accuracy"], scratch["accuracy"]),
             "seconds_per_epoch": distilled["seconds_per_epoch"], "epochs": distilled["epochs"]}
 
@@ -129,7 +130,7 @@ def _key(settings: Mapping[str, object]) -> str:
 
 
 def _summary(metrics: dict) -> dict:
-    return {"accuracy": metrics["test_accuracy"], "params": metrics["params"],
+    return {"accuracy": metrics["test_accuracy"], "val_accuracy": metrics["val_accuracy"], "params": metrics["params"],
             "seconds_per_epoch": metrics["seconds_per_epoch"], "epochs": metrics["epochs"]}
 
 

@@ -33,7 +33,7 @@ from kerascomp.training import TrainConfig, train
 SETUPS = {  # data -> (teacher args, teacher epochs, student args, distillation epochs)
     "digits": ({"width": 32}, 30, {"width": 4, "dropout": 0.0}, 150),
     "digits16": ({"width": 32}, 30, {"width": 4, "dropout": 0.0}, 100),
-    "cifar": ({"width": 32}, 40, {"width": 8, "dropout": 0.0}, 60),
+    "cifar": ({"width": 32}, 25, {"width": 8, "dropout": 0.0}, 30),
 }
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_subset.npz"
 

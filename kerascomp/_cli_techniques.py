@@ -79,12 +79,12 @@ def technique_command(technique) -> click.Command:
 
 def _run(technique, model_path, data, seed, out, save_format, json_path, plots_dir, plan_only, fields) -> None:
     from kerascomp._io import write_json
-    from kerascomp.compressing import compress_file, config_from, default_out
+    from kerascomp.compressing import compress_file, config_from, default_out, planned_config
     from kerascomp.saving import check_output_path, load
 
     config = config_from(technique.name, {**fields, "seed": seed})
     if plan_only:
-        click.echo(technique.plan(load(model_path, data)[0], config))
+        click.echo(technique.plan(load(model_path, data)[0], planned_config(technique, config)))
         return
     if save_format == "keras3" and technique.keeps_wrappers:
         raise click.UsageError(f"--save-format keras3: a {technique.name} model stays tf_keras (its wrappers are "

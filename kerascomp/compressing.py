@@ -23,7 +23,7 @@ from kerascomp.data import Dataset
 from kerascomp.errors import ModelError
 from kerascomp.training import evaluate
 
-__all__ = ["compress_file", "config_from", "default_out", "baseline_val_accuracy"]
+__all__ = ["compress_file", "config_from", "default_out", "baseline_val_accuracy", "planned_config"]
 
 
 def compress_file(
@@ -62,7 +62,7 @@ def compress_file(
 
         kwargs["measure"] = compare_deployed
     if technique.plan is not None and echo is not None:
-        echo(technique.plan(model, config))
+        echo(technique.plan(model, planned_config(technique, config)))
     result, metrics, config = _apply(technique, model, meta, data, config, echo, kwargs, strict)
     metrics = {"source": str(model_path), "out": str(out), "params": int(result.count_params()), **metrics}
     side = {**meta, **(extra_meta or {}), **({"model": metrics["model"]} if "model" in metrics else {}),
@@ -117,6 +117,13 @@ def _apply(technique, model, meta: dict, data: Dataset, config, echo, kwargs: di
         raise ModelError(f"{technique.name} costs {metrics['budget']['drop_pp']:.2f} pp of validation accuracy, over "
                          f"--max-drop {max_drop} pp; nothing was saved{hint}")
     return result, metrics, config
+
+
+def planned_config(technique: registry.Technique, config: object) -> object:
+    """The config the pre-flight plan describes: a search's first try where the strength is left to search."""
+    strength = technique.strength
+    searching = strength is not None and getattr(config, "max_drop", None) is not None and strength.get(config) is None
+    return strength.set(config, strength.steps[0]) if searching else config
 
 
 def _warn(echo, message: str) -> None:

@@ -195,3 +195,17 @@ def test_a_search_that_finds_nothing_is_an_error_alone_and_passes_the_input_on_i
     assert any(w.startswith("Warning: hopeless: no level holds") for w in warnings)
     kept = load_model(tmp_path / "b.keras")
     assert all(np.array_equal(a, b) for a, b in zip(kept.get_weights(), model.get_weights()))
+
+
+def test_cluster_with_max_drop_prints_its_plan_and_climbs_to_the_fewest_clusters_the_budget_allows(
+        digits_model, tmp_path, capsys):
+    path, _ = digits_model
+    out = tmp_path / "c.keras"
+    code = main(["cluster", str(path), "--data", "digits", "--max-drop", "100", "--epochs", "1", "--out", str(out),
+                 "--json", str(tmp_path / "c.json")])
+    stdout = capsys.readouterr().out
+    assert code == 0 and "pre-flight" in stdout and "cluster: trying clusters=32" in stdout
+    record = json.loads((tmp_path / "c.json").read_text())["search"]
+    assert [t["strength"] for t in record["tries"]] == [32, 16, 8, 4] and record["chosen"] == 4
+    assert [t["warm_start"] for t in record["tries"]] == [False, True, True, True]
+    assert load_meta(out)["compression"][-1]["config"]["clusters"] == 4

@@ -60,10 +60,11 @@ def search(technique: Technique, model, data: Dataset, config, *, max_drop: floa
         echo(f"{technique.name}: trying {strength.field}={value}" + (" (from the last passing model)" if warm else ""))
         result, metrics = technique.apply(start, data, strength.set(config, value), **kwargs)
         inputs.setdefault("baseline", metrics.get("baseline"))  # the first try starts from the input
-        record = {"strength": value, **check(metrics, baseline, max_drop), "params": int(result.count_params()),
+        budget = check(metrics, baseline, max_drop)  # its baseline and budget are the search record's, not per try
+        record = {"strength": value, "val_accuracy": budget["val_accuracy"], "drop_pp": budget["drop_pp"],
+                  "passed": budget["met"], "params": int(result.count_params()),
                   "weights_gzip_bytes": weights_gzip_bytes(result), "seconds": time.perf_counter() - begun,
                   "warm_start": warm}
-        record["passed"] = record.pop("met")
         tries.append(record)
         echo(f"{technique.name}: {strength.field}={value}: val accuracy {record['val_accuracy']:.4f}, drop "
              f"{record['drop_pp']:.2f} pp (budget {max_drop}) -> " + ("pass" if record["passed"] else "fail"))

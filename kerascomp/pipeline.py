@@ -135,7 +135,8 @@ def choose(results: list[dict], baseline: str, max_drop: float, objective: str) 
     for c in candidates:
         c["within"] = c["val_drop_pp"] <= max_drop + 1e-9
     passing = [c for c in candidates if c["within"]]
-    chosen = min(passing, key=lambda c: key(rows[c["name"]]))["name"] if passing else None
+    best = min(passing, key=lambda c: key(rows[c["name"]])) if passing else None
+    chosen = best and best["name"]
     measure = "smallest (gzip)" if objective == "size" else "fastest (p50)"
     if chosen is None:
         message = (f"Nothing meets the budget: every compressed artifact loses more than {max_drop} pp of validation "
@@ -144,7 +145,7 @@ def choose(results: list[dict], baseline: str, max_drop: float, objective: str) 
         row = rows[chosen]
         message = (f"Within the {max_drop} pp budget, the {measure} artifact is {chosen}: {row['gzip_bytes']:,} bytes gzip, "
                    f"p50 {row['latency_ms']['p50']:.3f} ms, validation drop "
-                   f"{next(c for c in candidates if c['name'] == chosen)['val_drop_pp']:.2f} pp, "
+                   f"{best['val_drop_pp']:.2f} pp, "
                    f"test accuracy {100 * row['accuracy']:.2f}%.")
     return {"objective": objective, "max_drop_pp": max_drop, "baseline": baseline, "chosen": chosen,
             "candidates": candidates, "message": message}

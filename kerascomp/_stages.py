@@ -16,6 +16,7 @@ import click
 
 from kerascomp.config import StageSpec, build_dataclass, check_keys
 from kerascomp.data import Dataset
+from kerascomp.distillation import FROM_INPUT, NO_TEACHER
 from kerascomp.errors import ConfigError, KerascompError
 
 __all__ = ["HANDLERS", "Context", "StageResult", "handler", "reads"]
@@ -203,6 +204,8 @@ def _technique_parts(stage: StageSpec, models: list, seed: int = 0, verbose: int
 
     technique = registry.get(stage.kind)
     own, rest = _split(stage.options, {technique.input_key, "distill_from"})
+    if own.get("distill_from") in (FROM_INPUT, NO_TEACHER):  # not model names: the config's own values
+        rest["distill_from"] = own.pop("distill_from")
     for key in own:
         if own[key] not in models:
             raise ConfigError(f"{stage.where}.{key}: no model named {own[key]!r} before this stage "

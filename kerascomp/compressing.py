@@ -20,6 +20,7 @@ from typing import Callable
 from kerascomp import registry
 from kerascomp._search import check, search
 from kerascomp.data import Dataset
+from kerascomp.distillation import FROM_INPUT
 from kerascomp.errors import ModelError
 from kerascomp.training import evaluate
 
@@ -56,7 +57,8 @@ def compress_file(
     data = data.with_scaling(scaling) if scaling else data
     _warn_on_other_split(meta, data)
     teacher_path = getattr(config, "distill_from", None) if technique.teacher else None
-    kwargs = {"teacher": load(teacher_path, data)[0]} if teacher_path else {}
+    # "input": the model as loaded here, so a search's warm restarts still learn from the uncompressed original
+    kwargs = {"teacher": model if teacher_path == FROM_INPUT else load(teacher_path, data)[0]} if teacher_path else {}
     if technique.measures:
         from kerascomp.bench import compare_deployed
 
@@ -90,6 +92,10 @@ def _apply(technique, model, meta: dict, data: Dataset, config, echo, kwargs: di
     if max_drop is None:
         return (*technique.apply(model, data, config, **kwargs), config)
     baseline = baseline_val_accuracy(meta, model, data)
+    image_pp = 100 / len(data.y_val)
+    if max_drop < image_pp:
+        _warn(echo, f"--max-drop {max_drop} pp is less than one validation image ({image_pp:.2f} pp of "
+                    f"{len(data.y_val)}): a single image lost fails it; hold out more with --val-fraction")
     strength = technique.strength
     if strength is not None and strength.get(config) is None:
         result, metrics, record = search(technique, model, data, config, max_drop=max_drop, baseline=baseline,

@@ -23,8 +23,10 @@ from kerascomp._options import option
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, ModelError
 
-__all__ = ["DistillConfig", "check_compatible"]
+__all__ = ["DistillConfig", "check_compatible", "FROM_INPUT", "NO_TEACHER"]
 
+# ``distill_from`` values besides a file: the model being compressed as its own teacher, and no teacher
+FROM_INPUT, NO_TEACHER = "input", "none"
 
 
 @dataclasses.dataclass

@@ -36,7 +36,7 @@ def _test_accuracy(model, digits):
 def test_pruning_reaches_the_target_on_stripped_weights_within_the_accuracy_margin(tmp_path, digits, digits_model):
     _, model = digits_model
     before = [w.copy() for w in model.get_weights()]
-    config = prune.PruneConfig(sparsity=0.5, verbose=0)  # the default schedule: 10 epochs
+    config = prune.PruneConfig(sparsity=0.5, distribution="uniform", verbose=0)  # the default schedule: 10 epochs
     pruned, metrics = prune.apply(model, digits, config)
     assert not any("Prune" in type(layer).__name__ for layer in pruned.layers)
     kernels = [pruned.get_layer(n).get_weights()[0] for n in KERNELS]
@@ -69,7 +69,7 @@ def test_schedule_ends_on_a_mask_update_before_the_run_ends(steps_per_epoch, epo
 
 def test_distilled_constant_schedule_prunes_only_layers_matching_the_regex(digits, digits_model):
     _, model = digits_model
-    config = prune.PruneConfig(sparsity=0.7, schedule="constant", layers="conv2$", **FAST)
+    config = prune.PruneConfig(sparsity=0.7, schedule="constant", layers="conv2$", distribution="uniform", **FAST)
     plans = {p.name: p for p in prune.plan(model, config)}
     assert plans["block_0_conv1"].action == "skip" and "--layers" in plans["block_0_conv1"].reason
     pruned, metrics = prune.apply(model, digits, config, teacher=model)  # UpdatePruningStep inside the Distiller
@@ -78,6 +78,15 @@ def test_distilled_constant_schedule_prunes_only_layers_matching_the_regex(digit
     assert set(metrics["per_layer"]) == {"block_0_conv2", "block_1_conv2"}
     assert _zeros(pruned, "block_1_conv2") == pytest.approx(0.7, abs=0.01)
     assert _zeros(pruned, "block_1_conv1") < 0.05
+
+
+def test_pruning_learns_from_its_own_input_by_default_and_none_turns_it_off(digits, digits_model):
+    _, model = digits_model
+    _, distilled = prune.apply(model, digits, prune.PruneConfig(sparsity=0.5, epochs=1, verbose=0))
+    _, plain = prune.apply(model, digits, prune.PruneConfig(sparsity=0.5, epochs=1, verbose=0, distill_from="none"))
+    assert distilled["fine_tune"]["distill"]["temperature"] == prune.PruneConfig(sparsity=0.5).temperature
+    assert plain["fine_tune"]["distill"] is None
+    assert model.trainable and all(layer.trainable for layer in model.layers)  # the input, as teacher, stays as it was
 
 
 def test_two_four_structure_zeroes_two_of_every_four_input_weights(digits, digits_model):
@@ -118,10 +127,36 @@ def test_auto_sparsity_prunes_within_the_budget_chosen_from_the_scan(digits, dig
     assert spent <= 2.0 * scan["n_val"] / 100
 
 
+@pytest.mark.parametrize("sparsity", [0.3, 0.75, 0.9375])
+def test_erk_keeps_the_total_of_zeros_and_prunes_larger_layers_harder(digits_model, sparsity):
+    _, model = digits_model
+    sizes = {n: model.get_layer(n).get_weights()[0].size for n in KERNELS}
+    targets = prune.erk_sparsities(model, list(KERNELS), sparsity)
+    zeros = sum(targets.get(n, 0.0) * sizes[n] for n in KERNELS)
+    assert zeros == pytest.approx(sparsity * sum(sizes.values()))
+    assert all(0 < s < 1 for s in targets.values())
+    by_size = sorted(targets, key=sizes.get)
+    assert [targets[n] for n in by_size] == sorted(targets.values())  # the larger, the sparser
+    assert targets.get("block_0_conv1", 0.0) < sparsity < targets["block_1_conv2"]  # 72 weights vs 2,304
+
+
+def test_erk_distribution_prunes_each_layer_to_its_share(digits, digits_model):
+    _, model = digits_model
+    config = prune.PruneConfig(sparsity=0.75, distribution="erk", **FAST)
+    plans = {p.name: p for p in prune.plan(model, config)}
+    assert plans["block_0_conv1"].action == "skip" and "erk" in plans["block_0_conv1"].reason
+    pruned, metrics = prune.apply(model, digits, config)
+    assert metrics["target"] == prune.erk_sparsities(model, list(KERNELS), 0.75)
+    assert all(_zeros(pruned, n) == pytest.approx(s, abs=0.01) for n, s in metrics["target"].items())
+    assert _zeros(pruned, "block_0_conv1") == 0
+    assert metrics["sparsity"] == pytest.approx(0.75, abs=0.01)  # over every prunable kernel, the dense ones too
+
+
 @pytest.mark.parametrize("kwargs", [dict(sparsity=1.0), dict(sparsity=-0.1), dict(sparsity=None), dict(sparsity="most"),
                                     dict(sparsity=0.8, structure="2:4"), dict(sparsity=0.5, structure="block:0x2"),
                                     dict(sparsity="auto", structure="2:4"), dict(sparsity=0.5, schedule="cubic"),
-                                    dict(sparsity=0.5, epochs=0), dict(sparsity=0.5, layers="(")])
+                                    dict(sparsity=0.5, epochs=0), dict(sparsity=0.5, layers="("),
+                                    dict(sparsity=0.5, distribution="global")])
 def test_bad_pruning_options_are_config_errors(kwargs):
     with pytest.raises(ConfigError):
         prune.PruneConfig(**kwargs)
@@ -142,7 +177,8 @@ def test_cli_prunes_and_reports_then_refuses_bad_input_writing_nothing(capsys, t
     code = main(["prune", str(source), "--sparsity", "0.5", "--epochs", "1", "--out", str(out), "--json", str(report)])
     stdout, _ = capsys.readouterr()
     assert code == 0, stdout
-    assert "pre-flight: 5 layers will be pruned" in stdout and "BatchNormalization" in stdout
+    assert "pre-flight: 3 layers will be pruned" in stdout and "BatchNormalization" in stdout
+    assert "erk: kept dense" in stdout and "erk: sparsity 0.652" in stdout  # the 2,304-weight block_1_conv2
     metrics = json.loads(report.read_text())
     assert metrics["sparsity"] == pytest.approx(0.5, abs=0.01) and set(metrics["per_layer"]) == set(KERNELS)
     assert {"val_accuracy", "test_accuracy"} <= metrics.keys()

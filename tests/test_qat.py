@@ -21,7 +21,8 @@ QAT_MARGIN = 0.015
 @pytest.fixture(scope="module")
 def pruned(digits, digits_model):
     """The fixture model pruned by kerascomp to 50% (default schedule): the input PQAT is meant for."""
-    model, metrics = prune.apply(digits_model[1], digits, prune.PruneConfig(sparsity=0.5, verbose=0))
+    config = prune.PruneConfig(sparsity=0.5, distribution="uniform", verbose=0)
+    model, metrics = prune.apply(digits_model[1], digits, config)
     assert metrics["sparsity"] == pytest.approx(0.5, abs=0.01)
     return model
 

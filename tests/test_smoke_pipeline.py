@@ -53,10 +53,11 @@ def test_report_json_keeps_the_bench_and_summary_contract(smoke_run):
 
 def test_pqat_keeps_the_pruned_zeros_into_the_final_model(smoke_run):
     _, report = smoke_run
-    sparsity = report["final"]["layer_sparsity"]
-    assert sparsity and min(sparsity.values()) >= 0.5  # prune: sparsity 0.5 -> qat: preserve sparsity
+    final = {name.removeprefix("quant_"): s for name, s in report["final"]["layer_sparsity"].items()}
     prune = next(s for s in report["stages"] if s["kind"] == "prune")
     assert prune["metrics"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    per_layer = prune["metrics"]["per_layer"]  # erk: each layer its own share, 0.5 overall
+    assert max(per_layer.values()) > 0.5 and all(final[name] >= s - 0.01 for name, s in per_layer.items())
 
 
 def test_plots_are_written_and_linked(smoke_run):
@@ -79,3 +80,11 @@ def test_report_accuracy_is_what_bench_measures_on_the_same_file(smoke_run, tmp_
         final = report["final"]
         assert final["accuracy"] == measured["accuracy"]
         assert sum(map(sum, final["confusion_matrix"])) == report["dataset"]["n_test"]
+
+
+def test_each_stage_learns_from_the_teacher_it_names(smoke_run):
+    _, report = smoke_run
+    distill = {s["kind"]: (s["metrics"].get("fine_tune") or {}).get("distill") for s in report["stages"]
+               if s["kind"] in ("prune", "cluster", "qat")}
+    assert distill["prune"] and distill["cluster"]  # distill_from: teacher (a model of the run), and input
+    assert distill["qat"] is None  # QAT's default: no teacher

@@ -24,7 +24,7 @@ from kerascomp._compat import keras
 from kerascomp._distribute import STRATEGIES
 from kerascomp._options import option
 from kerascomp.data import Dataset
-from kerascomp.distillation import DistillConfig
+from kerascomp.distillation import FROM_INPUT, NO_TEACHER, DistillConfig
 from kerascomp.errors import ConfigError, KerascompError, ModelError
 from kerascomp.registry import Budgeted
 from kerascomp.training import TrainConfig, train
@@ -32,7 +32,7 @@ from kerascomp.training import TrainConfig, train
 __all__ = [
     "FineTuneConfig", "LayerPlan", "tfmot", "check_model", "clone", "compile_pattern",
     "plan_layers", "layer_answers", "format_plan", "wrap", "chosen", "schedule_steps", "fine_tune",
-    "prunable_weights", "prunable", "weight_count",
+    "prunable_weights", "prunable", "weight_count", "teacher_for",
 ]
 
 
@@ -43,6 +43,12 @@ def tfmot():
     return tensorflow_model_optimization
 
 
+def teacher_option(default: str | None):
+    """The ``distill_from`` field, with a technique's own default."""
+    return option(default, "Fine-tune with this uncompressed model as teacher: a .keras file, 'input' (the model "
+                            "being compressed) or 'none'.", metavar="ORIGINAL.keras|input|none")
+
+
 @dataclasses.dataclass(kw_only=True)
 class FineTuneConfig(Budgeted):
     """Fine-tuning options shared by prune, cluster and QAT.
@@ -50,7 +56,9 @@ class FineTuneConfig(Budgeted):
     ``learning_rate`` is lower than for training from scratch because the
     model starts trained; there is no warm-up and no early stopping, so the
     compression schedule always runs to its end (see :class:`kerascomp._callbacks.KeepBest`).
-    ``distill_from`` names the original model, used as teacher.
+    ``distill_from`` names the original model, used as teacher: a ``.keras``
+    path, ``"input"`` (the model being compressed, before compression) or
+    None/``"none"``.
     """
 
     epochs: int = option(10, "Fine-tuning epochs.")
@@ -58,14 +66,15 @@ class FineTuneConfig(Budgeted):
     learning_rate: float = option(1e-3, "Peak fine-tuning learning rate.")
     seed: int = 0
     verbose: int = 1
-    distill_from: str | None = option(None, "Fine-tune with this (uncompressed) model as teacher.",
-                                      metavar="ORIGINAL.keras")
+    distill_from: str | None = teacher_option(None)
     temperature: float = option(4.0, "Distillation temperature (with --distill-from).")
     alpha: float = option(0.1, "Weight of the hard-label loss (with --distill-from).")
     strategy: str = option("default", "tf.distribute strategy of the fine-tuning.", choices=STRATEGIES)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.distill_from in (NO_TEACHER, ""):
+            self.distill_from = None
         self.train_config()
         self.distill_config()
 
@@ -207,7 +216,7 @@ def fine_tune(
     ``teacher`` (or the model at ``config.distill_from``) is the original,
     uncompressed model; it trains the student through the shared Distiller.
     """
-    if teacher is None and config.distill_from:
+    if teacher is None and config.distill_from not in (None, FROM_INPUT):
         from kerascomp.saving import load_model
 
         teacher = load_model(config.distill_from)
@@ -223,6 +232,12 @@ def fine_tune(
     summary["distill"] = metrics.get("distill")  # the settings when distilled, else None
     summary["history"] = metrics["history"]
     return tuned, summary
+
+
+def teacher_for(config: FineTuneConfig, model: keras.Model, teacher: keras.Model | None) -> keras.Model | None:
+    """The teacher of a fine-tuning: ``teacher`` when given, else ``model`` itself (the input, before it is
+    wrapped) for ``distill_from="input"``, else None (a path in ``distill_from`` is loaded by :func:`fine_tune`)."""
+    return model if teacher is None and config.distill_from == FROM_INPUT else teacher
 
 
 def prunable_weights(layer: keras.layers.Layer) -> list | None:

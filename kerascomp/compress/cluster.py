@@ -87,7 +87,7 @@ def apply(
     wrapped = _tfmot.wrap(model, _tfmot.chosen(plans), lambda layer: clustering.cluster_weights(
         layer, number_of_clusters=config.clusters, cluster_centroids_init=init,
         preserve_sparsity=config.preserve_sparsity))
-    tuned, fit = _tfmot.fine_tune(wrapped, data, config, teacher=teacher)
+    tuned, fit = _tfmot.fine_tune(wrapped, data, config, teacher=_tfmot.teacher_for(config, model, teacher))
     stripped = strip(tuned)
     metrics = {
         "clusters": config.clusters,

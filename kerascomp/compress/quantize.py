@@ -95,7 +95,7 @@ def apply(
         raise ModelError(f"QAT could not wrap the model: {first_line(exc)}") from None
     kernels = [p.name for p in plans if p.action != "skip" and _tfmot.prunable_weights(model.get_layer(p.name))]
     before = _sparsity(model, kernels)
-    tuned, fit = _tfmot.fine_tune(qat, data, config, teacher=teacher)
+    tuned, fit = _tfmot.fine_tune(qat, data, config, teacher=_tfmot.teacher_for(config, model, teacher))
     if config.preserve != "none":
         tuned = _portable(tuned, annotated, quantization)
     metrics = {

@@ -1,7 +1,7 @@
 """Done-when measurement of distillation at the default options, through the CLI exactly as a user runs it.
 
 For every seed (which also draws the data split, as ``--seed`` does): ``kerascomp train --model cnn`` (the
-teacher at its defaults), then ``kerascomp distill teacher.keras --student cnn --student-arg width=4
+teacher at its defaults), then ``kerascomp distill --teacher teacher.keras --student cnn --student-arg width=4
 --compare-scratch`` with nothing else set, plus each ``--variant`` (extra distill options, e.g.
 ``"--epochs 300"``) on the same teacher. ``gap_closed = (student - scratch) / (teacher - scratch)`` on test.
 
@@ -33,7 +33,7 @@ def measure(work: Path, seed: int, variants: list[str]) -> dict:
     results = {}
     for i, variant in enumerate(variants):
         out = work / f"student{seed}_{i}.json"
-        if run("distill", str(teacher), *STUDENT, *shlex.split(variant), "--seed", str(seed),
+        if run("distill", "--teacher", str(teacher), *STUDENT, *shlex.split(variant), "--seed", str(seed),
                "--out", str(work / f"student{seed}_{i}.keras"), "--json", str(out)):
             raise SystemExit(f"distill {variant!r} failed")
         m = json.loads(out.read_text())
@@ -46,7 +46,7 @@ def measure(work: Path, seed: int, variants: list[str]) -> dict:
 def markdown(result: dict) -> str:
     seeds = result["seeds"]
     lines = ["# Distillation at the default options on digits (done-when measurement)", "",
-             "`kerascomp train --model cnn --seed S`, then `kerascomp distill teacher.keras --student cnn "
+             "`kerascomp train --model cnn --seed S`, then `kerascomp distill --teacher teacher.keras --student cnn "
              "--student-arg width=4 --compare-scratch --seed S` plus the variant's options. Test accuracy; gap "
              f"closed per seed, then the mean of the seeds'. {result['minutes']:.0f} min in all.", "",
              "| variant | seed | teacher | distilled | scratch | gap closed |", "|---|---|---|---|---|---|"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from kerascomp._io import atomic_path, write_json
 from kerascomp.errors import ConfigError
 from kerascomp.report import (_pyplot, _save, plot_confusion_matrix, plot_search, plot_training_curves, plot_tradeoff,
-                              results_table)
+                              kernel_table, results_table)
 
 __all__ = ["write_pipeline_report", "render"]
 
@@ -46,6 +46,9 @@ def _render(document: dict, out: Path) -> Path:
     if results:
         plot_tradeoff(results, plots / "tradeoff.png")
         sections += ["![accuracy vs size and latency](plots/tradeoff.png)", "## Every artifact", results_table(results)]
+        kernels = kernel_table(results)
+        if kernels:
+            sections += ["## Where the nodes run (LiteRT, XNNPACK)", kernels]
     sections.append(_stages_section(document, plots))
     sections.append(_final_section(document.get("final") or {}, plots))
     markdown = "\n\n".join(s for s in sections if s) + "\n"

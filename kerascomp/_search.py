@@ -32,7 +32,7 @@ import numpy as np
 from kerascomp.data import Dataset
 from kerascomp.registry import Technique
 
-__all__ = ["search", "check", "weights_gzip_bytes"]
+__all__ = ["search", "check", "choose_within", "weights_gzip_bytes"]
 
 
 def weights_gzip_bytes(model) -> int:
@@ -46,6 +46,24 @@ def check(metrics: dict, baseline: float, max_drop: float) -> dict:
     drop = 100 * (baseline - metrics["val_accuracy"])
     return {"max_drop_pp": max_drop, "baseline_val_accuracy": baseline, "val_accuracy": metrics["val_accuracy"],
             "drop_pp": drop, "met": drop <= max_drop + 1e-9}
+
+
+def choose_within(rows: dict[str, dict], baseline_val: float, max_drop: float, objective: str) -> dict:
+    """The bench row (by name) that best meets ``objective`` (``size``: gzip bytes, ``latency``: p50) among those
+    whose validation accuracy is within ``max_drop`` pp of ``baseline_val``.
+
+    Returns ``chosen`` (None when nothing holds) and every ``candidate`` with
+    its validation drop, gzip size, p50 latency and whether it is ``within``.
+    """
+    key = {"size": lambda r: r["gzip_bytes"], "latency": lambda r: r["latency_ms"]["p50"]}[objective]
+    candidates = []
+    for name, row in rows.items():
+        drop = 100 * (baseline_val - row["val_accuracy"])
+        candidates.append({"name": name, "val_accuracy": row["val_accuracy"], "val_drop_pp": drop,
+                           "gzip_bytes": row["gzip_bytes"], "p50_ms": row["latency_ms"]["p50"],
+                           "within": drop <= max_drop + 1e-9})
+    passing = [c["name"] for c in candidates if c["within"]]
+    return {"chosen": min(passing, key=lambda name: key(rows[name])) if passing else None, "candidates": candidates}
 
 
 def search(technique: Technique, model, data: Dataset, config, *, max_drop: float, baseline: float,

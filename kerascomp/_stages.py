@@ -250,7 +250,7 @@ def _conversions(stage: StageSpec, models: list) -> list[tuple[str, str, str, st
     """
     from kerascomp.export import FORMATS
 
-    own, rest = _split(stage.options, {"models", "quantize", "formats", "int8_io", "calibration_size"})
+    own, rest = _split(stage.options, {"models", "quantize", "formats", "int8_io", "calibration_size", *AUTO_KEYS})
     check_keys(rest, set(), stage.where)
     names = own.get("models") or ["teacher", models[-1]]
     modes = own.get("quantize") or ["fp32"]
@@ -262,9 +262,11 @@ def _conversions(stage: StageSpec, models: list) -> list[tuple[str, str, str, st
     for fmt in formats:
         if fmt not in SUFFIXES:
             raise ConfigError(f"{stage.where}.formats: unknown format {fmt!r}; use {', '.join(SUFFIXES)}")
-    for mode in modes:
+    if "auto" in modes and formats != ["tflite"]:
+        raise ConfigError(f"{stage.where}.quantize: auto measures LiteRT files: use it with formats [tflite]")
+    for mode in (m for m in modes if m != "auto"):
         if mode not in MODES:
-            raise ConfigError(f"{stage.where}.quantize: unknown mode {mode!r}; use {', '.join(MODES)}")
+            raise ConfigError(f"{stage.where}.quantize: unknown mode {mode!r}; use {', '.join(MODES)} or auto")
         for fmt in formats:
             if MODES[mode] not in FORMATS[SUFFIXES[fmt]]:
                 supported = [m for m, q in MODES.items() if q in FORMATS[SUFFIXES[fmt]]]
@@ -285,6 +287,10 @@ def _run_convert(stage: StageSpec, ctx: Context) -> StageResult:
     for name, mode, fmt, artifact in _conversions(stage, list(ctx.models)):
         source = ctx.model_path(name)
         relative = f"{fmt}_models/{artifact}{SUFFIXES[fmt]}"
+        if mode == "auto":
+            result.artifacts[artifact] = relative
+            result.metrics[artifact] = _convert_auto(stage, ctx, source, ctx.path(relative), name)
+            continue
         report = export(load_model(source), ctx.path(relative), quantize=MODES[mode], data=ctx.data,
                         meta=load_meta(source), source=source,
                         int8_io=bool(stage.options.get("int8_io")) and mode == "int8" and fmt == "tflite",
@@ -292,6 +298,25 @@ def _run_convert(stage: StageSpec, ctx: Context) -> StageResult:
         result.artifacts[artifact] = relative
         result.metrics[artifact] = {"model": name, "size_bytes": report["size_bytes"], "verification": report["verification"]}
     return result
+
+
+AUTO_KEYS = {"max_drop": 1.0, "objective": "latency", "threads": 1}  # quantize: [auto]; the budget fills max_drop
+
+
+def _convert_auto(stage: StageSpec, ctx: Context, source: Path, out: Path, name: str) -> dict:
+    """``quantize: [auto]``: every LiteRT mode measured here; the best within the budget is the artifact."""
+    from kerascomp.autoquant import convert_auto
+    from kerascomp.compressing import baseline_val_accuracy
+    from kerascomp.saving import load_meta, load_model
+
+    model, meta = load_model(source), load_meta(source)
+    options = {key: stage.options.get(key, default) for key, default in AUTO_KEYS.items()}
+    result = convert_auto(model, out, data=ctx.data, meta=meta, source=source,
+                          baseline_val=baseline_val_accuracy(meta, model, ctx.data), **options,
+                          calibration_size=stage.options.get("calibration_size", 500),
+                          echo=click.echo if ctx.verbose else None, strict=False)
+    return {"model": name, "size_bytes": out.stat().st_size,
+            "auto": {k: result[k] for k in ("chosen", "met", "candidates", "skipped", "objective", "max_drop_pp")}}
 
 
 _BENCH_KEYS = {"threads", "runs", "warmup", "op_resolver", "keras"}

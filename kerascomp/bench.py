@@ -157,6 +157,7 @@ def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, war
             "threads": runner.threads,
             "runtime": runner.runtime,
             "kernel_path": runner.kernel_path,
+            "kernels": runner.kernels,
         })
     return rows
 
@@ -198,7 +199,7 @@ class _TFLiteRunner:
 
     def __init__(self, model):
         self.model, self.threads, self.input_shape = model, model.threads, model.input_shape
-        self.quantization, self.kernel_path = model.quantization, model.kernel_path
+        self.quantization, self.kernel_path, self.kernels = model.quantization, model.kernel_path, model.kernels
         self.scaling = (model.meta or {}).get("scaling")
 
     def params(self):
@@ -218,7 +219,7 @@ class _TFLiteRunner:
 
 class _OnnxRunner:
     runtime = "onnxruntime"
-    kernel_path = "onnxruntime-cpu"
+    kernel_path, kernels = "onnxruntime-cpu", None
 
     def __init__(self, model):
         from kerascomp.saving import load_meta
@@ -247,7 +248,7 @@ class _KerasRunner:
 
     runtime = "tensorflow"
     quantization = "none"
-    kernel_path = "tensorflow"
+    kernel_path, kernels = "tensorflow", None
 
     def __init__(self, path: Path):
         from kerascomp._compat import tf

@@ -15,6 +15,7 @@ import click
 from kerascomp import __version__
 from kerascomp._cli_common import data_options, json_option, load_data, model_and_data, numbers, parse_key_values
 from kerascomp._cli_techniques import TechniqueCommands
+from kerascomp.config import OBJECTIVES
 from kerascomp.errors import KerascompError, first_line
 
 __all__ = ["cli", "main", "train_command"]
@@ -37,20 +38,36 @@ def cli() -> None:
 @click.option("--out", type=click.Path(dir_okay=False),
               help="FILE.tflite or FILE.onnx [default: tflite_models/<model>_<mode>.tflite].")
 @click.option("--quantize", default="none", show_default=True,
-              type=click.Choice(["none", "dynamic", "int8", "float16", "int16x8"]))
+              type=click.Choice(["none", "dynamic", "int8", "float16", "int16x8", "auto"]),
+              help="auto: convert to every mode, measure each here, keep the best within --max-drop.")
 @data_options(default=None)
 @click.option("--int8-io", is_flag=True, help="int8 input and output tensors (with --quantize int8).")
 @click.option("--calibration-size", default=500, show_default=True, type=int,
               help="Training examples used to calibrate int8/int16x8.")
 @click.option("--opset", default=17, show_default=True, type=int, help="ONNX opset.")
 @click.option("--min-agreement", type=float, help="Lowest accepted top-1 agreement with the Keras model.")
+@click.option("--objective", type=click.Choice(OBJECTIVES),
+              help="With --quantize auto: keep the fastest (p50) or the smallest (gzip) file [default: latency].")
+@click.option("--max-drop", type=float,
+              help="With --quantize auto: validation accuracy (pp) the file may lose below the original [default: 1].")
+@click.option("--threads", type=int, help="With --quantize auto: LiteRT threads to measure at [default: 1].")
+@json_option("the conversion report (with auto: every candidate and the choice)")
 def convert(model_path, out, quantize, data_spec, val_fraction, image_size, color_mode, seed, int8_io,
-            calibration_size, opset, min_agreement):
+            calibration_size, opset, min_agreement, objective, max_drop, threads, json_path):
     """Convert a .keras model to .tflite or .onnx and verify it against the model."""
+    from kerascomp._io import write_json
     from kerascomp.export import default_output, export
 
+    auto_options = {"objective": objective, "max_drop": max_drop, "threads": threads}
+    if quantize != "auto" and any(v is not None for v in auto_options.values()):
+        raise click.UsageError("--objective, --max-drop and --threads apply to --quantize auto")
     model, meta, data = model_and_data(model_path, data_spec, val_fraction, image_size, color_mode, seed)
     out = out or default_output(model_path, quantize)
+    if quantize == "auto":
+        report = _convert_auto(model, meta, data, model_path, out, calibration_size, **auto_options)
+        if json_path:
+            write_json(json_path, report)
+        return
     report = export(model, out, quantize=quantize, data=data, meta=meta, int8_io=int8_io,
                     calibration_size=calibration_size, opset=opset, min_agreement=min_agreement, source=model_path)
     check = report["verification"]
@@ -58,6 +75,27 @@ def convert(model_path, out, quantize, data_spec, val_fraction, image_size, colo
     click.echo(f"verified on {check['samples']} {'validation' if data else 'random'} inputs: top-1 agreement "
                f"{check['top1_agreement']:.1%}{diffs}")
     click.echo(f"{quantize} -> {out} ({report['size_bytes'] / 1024:.1f} KB)")
+    if json_path:
+        write_json(json_path, report)
+
+
+def _convert_auto(model, meta, data, model_path, out, calibration_size, objective, max_drop, threads) -> dict:
+    """``convert --quantize auto``: every mode measured here, the best within the budget kept."""
+    from kerascomp.autoquant import convert_auto, table
+    from kerascomp.compressing import baseline_val_accuracy
+    from kerascomp.errors import DataError
+
+    if data is None:
+        raise DataError("--quantize auto measures every mode on validation data: give --data")
+    max_drop = 1.0 if max_drop is None else max_drop
+    result = convert_auto(model, out, data=data, meta=meta, source=model_path,
+                          baseline_val=baseline_val_accuracy(meta or {}, model, data), max_drop=max_drop,
+                          objective=objective or "latency", threads=threads or 1, calibration_size=calibration_size,
+                          echo=click.echo)
+    click.echo(table(result))
+    click.echo(f"auto: {result['chosen']} is the {'fastest' if result['objective'] == 'latency' else 'smallest'} "
+               f"within {max_drop} pp of validation accuracy -> {out}")
+    return result
 
 
 @cli.command()
@@ -96,12 +134,15 @@ def bench(artifacts, data_spec, val_fraction, image_size, color_mode, seed, thre
     """Benchmark .keras/.tflite/.onnx artifacts: size, gzip, params, accuracy, latency."""
     from kerascomp import bench as benchmark
     from kerascomp._io import write_json
-    from kerascomp.report import plot_tradeoff, results_table
+    from kerascomp.report import kernel_table, plot_tradeoff, results_table
 
     thread_counts = numbers(threads, "--threads", int, "1,2")
     data = load_data(data_spec, val_fraction, image_size, color_mode, seed)
     document = benchmark.bench(artifacts, data, threads=thread_counts, runs=runs, warmup=warmup, op_resolver=op_resolver)
     click.echo(results_table(document["results"]))
+    kernels = kernel_table(document["results"])
+    if kernels:
+        click.echo("\nWhere the nodes run:\n" + kernels)
     if json_path:
         write_json(json_path, document)
     if plot_path:

@@ -172,9 +172,13 @@ def _stages(raw: Any, max_drop: float | None = None) -> tuple[StageSpec, ...]:
 
 
 def _searches(kind: str, options: dict, max_drop: float) -> bool:
-    """Whether a stage would search its technique's strength under the pipeline's budget: it leaves the
-    strength unset. Stages that fix it are left alone: the final choice weighs their artifacts."""
+    """Whether a stage would search under the pipeline's budget: a technique that leaves its strength unset,
+    or a convert stage with ``quantize: [auto]``. Stages that fix their strength are left alone: the final
+    choice weighs their artifacts."""
     from kerascomp import registry
+
+    if kind == "convert":
+        return "auto" in (options.get("quantize") or [])
 
     technique = registry.techniques().get(kind)
     if technique is None or technique.strength is None:

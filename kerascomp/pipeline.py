@@ -20,6 +20,7 @@ import click
 
 from kerascomp import __version__
 from kerascomp._io import write_json
+from kerascomp._search import choose_within
 from kerascomp._fingerprint import changes, data_digest, key, stage_inputs
 from kerascomp._stages import Context, StageResult, handler, reads
 from kerascomp.config import PipelineConfig, StageSpec, TeacherSpec
@@ -128,15 +129,9 @@ def choose(results: list[dict], baseline: str, max_drop: float, objective: str) 
     base = rows.get(baseline)
     if base is None or base.get("val_accuracy") is None:
         raise ConfigError(f"budget: the baseline {baseline!r} has no validation accuracy to measure drops against")
-    key = {"size": lambda r: r["gzip_bytes"], "latency": lambda r: r["latency_ms"]["p50"]}[objective]
-    candidates = [{"name": name, "val_accuracy": r["val_accuracy"], "val_drop_pp": 100 * (base["val_accuracy"] - r["val_accuracy"]),
-                   "gzip_bytes": r["gzip_bytes"], "p50_ms": r["latency_ms"]["p50"]} for name, r in rows.items()
-                  if name != baseline]
-    for c in candidates:
-        c["within"] = c["val_drop_pp"] <= max_drop + 1e-9
-    passing = [c for c in candidates if c["within"]]
-    best = min(passing, key=lambda c: key(rows[c["name"]])) if passing else None
-    chosen = best and best["name"]
+    choice = choose_within({n: r for n, r in rows.items() if n != baseline}, base["val_accuracy"], max_drop, objective)
+    chosen, candidates = choice["chosen"], choice["candidates"]
+    best = next((c for c in candidates if c["name"] == chosen), None)
     measure = "smallest (gzip)" if objective == "size" else "fastest (p50)"
     if chosen is None:
         message = (f"Nothing meets the budget: every compressed artifact loses more than {max_drop} pp of validation "

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 from kerascomp._io import atomic_path
 
-__all__ = ["results_table", "plot_tradeoff", "plot_search", "classification_details", "pareto_front", "plot_training_curves",
+__all__ = ["results_table", "kernel_table", "plot_tradeoff", "plot_search", "classification_details", "pareto_front", "plot_training_curves",
            "plot_epoch_times", "plot_confusion_matrix", "plot_sweep", "plot_swap", "sensitivity_table",
            "plot_sensitivity", "technique_plots"]
 
@@ -26,6 +26,24 @@ def results_table(results: Sequence[dict]) -> str:
             f"{r['latency_ms']['p50']:.3f}", f"{r['latency_ms']['p90']:.3f}",
         )
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def kernel_table(results: Sequence[dict]) -> str:
+    """Where each LiteRT file's nodes run: XNNPACK partitions, delegated nodes, and the ops left outside.
+
+    Empty when no result carries a kernel record (no ``.tflite`` benchmarked).
+    """
+    rows = [r for r in results if r.get("kernels")]
+    if not rows:
+        return ""
+    lines = ["| artifact | threads | kernel path | XNNPACK partitions | nodes delegated | ops outside XNNPACK |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        k = r["kernels"]
+        outside = ", ".join(f"{op} ×{n}" for op, n in sorted(k["outside_ops"].items())) or "none"
+        lines.append(f"| {r['name']} | {r['threads']} | {k['path']} | {k['partitions']} | "
+                     f"{k['delegated_nodes']}/{k['nodes']} | {outside} |")
     return "\n".join(lines)
 
 

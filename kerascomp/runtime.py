@@ -25,6 +25,7 @@ the interpreter's nodes after ``allocate_tensors``:
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 
@@ -88,6 +89,9 @@ class TFLiteModel:
         scale 0 means not quantized.
       num_classes: length of the logit vector.
       kernel_path: ``"xnnpack"``, ``"xnnpack+builtin"``, ``"builtin"`` or ``"reference"``.
+      kernels: the kernel path with its XNNPACK ``partitions``, ``nodes``,
+        ``delegated_nodes``, every op's count (``ops``) and the ops left to
+        built-in kernels (``outside_ops``).
     """
 
     def __init__(
@@ -124,7 +128,8 @@ class TFLiteModel:
         self.num_classes = int(self._output["shape"][-1])
         self.input_quantization = tuple(self._input["quantization"])
         self.output_quantization = tuple(self._output["quantization"])
-        self.kernel_path = _kernel_path(self._interpreter, op_resolver)
+        self.kernels = _kernels(self._interpreter, op_resolver)
+        self.kernel_path = self.kernels["path"]
 
         side = sidecar_path(self.path)
         self.has_sidecar = meta is None and side.is_file()
@@ -354,7 +359,17 @@ def op_names(path: str | os.PathLike) -> list[str]:
 
 
 def _kernel_path(interpreter: Interpreter, op_resolver: str) -> str:
-    """Which kernels run: measured from the nodes for ``"auto"``, fixed by the resolver otherwise.
+    """Which kernels run: ``"xnnpack"``, ``"xnnpack+builtin"``, or the resolver's name (see :func:`_kernels`)."""
+    return _kernels(interpreter, op_resolver)["path"]
+
+
+def _kernels(interpreter: Interpreter, op_resolver: str) -> dict:
+    """Where every node runs: the kernel path, the XNNPACK partitions, and the ops left outside them.
+
+    A slow file says why here: an int8 graph cut into several partitions pays a
+    hand-over at each cut, and an op outside every partition runs the built-in
+    (or reference) kernel. Measured from the nodes for ``"auto"``; with a fixed
+    resolver no delegate is applied and every node is outside.
 
     A delegate replaces its nodes with one ``DELEGATE`` node whose inputs and
     outputs are the boundary tensors of the replaced partition, while the
@@ -362,13 +377,23 @@ def _kernel_path(interpreter: Interpreter, op_resolver: str) -> str:
     delegated if it produces a delegate output, or feeds a delegated node
     through a tensor that is not a delegate input (so internal to a partition).
     """
-    if op_resolver != "auto":
-        return op_resolver
     ops = interpreter._get_ops_details()  # the only view of the node list in the Python API
-    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
+    delegates = [op for op in ops if op["op_name"] == "DELEGATE"] if op_resolver == "auto" else []
     nodes = [op for op in ops if op["op_name"] != "DELEGATE"]
+    delegated = _delegated(nodes, delegates)
+    outside = collections.Counter(op["op_name"] for op in nodes if op["index"] not in delegated)
+    if op_resolver != "auto":
+        path = op_resolver
+    else:
+        path = "builtin" if not delegates else "xnnpack" if not outside else "xnnpack+builtin"
+    return {"path": path, "partitions": len(delegates), "nodes": len(nodes), "delegated_nodes": len(delegated),
+            "ops": dict(collections.Counter(op["op_name"] for op in nodes)), "outside_ops": dict(outside)}
+
+
+def _delegated(nodes: list[dict], delegates: list[dict]) -> set[int]:
+    """Indices of the nodes some delegate partition took."""
     if not delegates:
-        return "builtin"
+        return set()
     delegate_in = {int(t) for op in delegates for t in op["inputs"]}
     delegate_out = {int(t) for op in delegates for t in op["outputs"]}
     consumers: dict[int, list[int]] = {}
@@ -381,7 +406,7 @@ def _kernel_path(interpreter: Interpreter, op_resolver: str) -> str:
         internal = outputs - delegate_in
         if outputs & delegate_out or any(c in delegated for t in internal for c in consumers.get(t, ())):
             delegated.add(op["index"])
-    return "xnnpack" if len(delegated) == len(nodes) else "xnnpack+builtin"
+    return delegated
 
 
 def _read_sidecar(path: str | os.PathLike) -> dict:

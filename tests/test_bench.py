@@ -40,6 +40,13 @@ def test_bench_rows_follow_the_contract_and_measure_each_artifact(digits, digits
     assert fp32_row["accuracy"] == pytest.approx(expected, abs=1 / 450)
     assert abs(int8_row["accuracy"] - expected) <= 0.02
     assert int8_row["gzip_bytes"] < 0.5 * fp32_row["gzip_bytes"]
+    assert keras_row["kernels"] is None
+    for row in (fp32_row, int8_row):  # the kernel record agrees with the path and counts every node once
+        k = row["kernels"]
+        assert k["path"] == row["kernel_path"] and sum(k["ops"].values()) == k["nodes"] >= k["delegated_nodes"]
+        assert sum(k["outside_ops"].values()) == k["nodes"] - k["delegated_nodes"]
+        assert (k["path"] == "xnnpack") == (k["partitions"] >= 1 and not k["outside_ops"])
+    assert "CONV_2D" in fp32_row["kernels"]["ops"] and "FULLY_CONNECTED" in fp32_row["kernels"]["ops"]
 
 
 def test_cli_convert_then_bench_writes_json_and_plot(capsys, tmp_path, digits_model):
@@ -54,7 +61,8 @@ def test_cli_convert_then_bench_writes_json_and_plot(capsys, tmp_path, digits_mo
     document = json.loads(report.read_text())
     assert [(r["format"], r["threads"]) for r in document["results"]][1:] == [("tflite", 1), ("tflite", 2)]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| name |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| name |" in printed and "Where the nodes run:" in printed and "| m_int8 | 2 |" in printed
 
 
 def test_convert_defaults_to_tflite_models_folder(capsys, tmp_path, monkeypatch, digits_model):

@@ -291,6 +291,17 @@ def test_auto_kernel_path_is_xnnpack_only_when_every_node_was_delegated(nodes, k
     assert runtime._kernel_path(interpreter, "auto") == kernel_path
 
 
+def test_kernel_record_counts_partitions_and_the_ops_left_outside_them():
+    nodes = [_node(0, "FULLY_CONNECTED", [0, 1], [3]), _node(1, "CUMSUM", [3], [4]),
+             _node(2, "FULLY_CONNECTED", [4, 2], [5]), _node(3, "DELEGATE", [0, 1], [3]), _node(4, "DELEGATE", [4, 2], [5])]
+    interpreter = types.SimpleNamespace(_get_ops_details=lambda: nodes)
+    assert runtime._kernels(interpreter, "auto") == {
+        "path": "xnnpack+builtin", "partitions": 2, "nodes": 3, "delegated_nodes": 2,
+        "ops": {"FULLY_CONNECTED": 2, "CUMSUM": 1}, "outside_ops": {"CUMSUM": 1}}
+    fixed = runtime._kernels(interpreter, "builtin")  # no delegate applies: every node is outside
+    assert fixed["path"] == "builtin" and fixed["partitions"] == 0 and fixed["outside_ops"] == fixed["ops"]
+
+
 def test_model_with_a_fixed_batch_predicts_batches_one_sample_per_invoke(tmp_path):
     weights = np.random.default_rng(8).normal(size=(16, 3)).astype("float32")
 

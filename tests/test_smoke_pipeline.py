@@ -28,7 +28,8 @@ def test_every_stage_kind_runs_and_every_output_exists(smoke_run):
         assert stage["seconds"] > 0 and isinstance(stage["metrics"], dict)
         for path in stage["outputs"]:
             assert (out / path).is_file() and (out / (path + ".json")).is_file()  # every output has its sidecar
-    assert not list(out.rglob("*.tmp*"))
+    assert not list(out.rglob("*.tmp*")) and not list(out.rglob(".auto-*"))
+    assert "## Where the nodes run" in (out / "report.md").read_text()
 
 
 def test_report_json_keeps_the_bench_and_summary_contract(smoke_run):
@@ -36,7 +37,7 @@ def test_report_json_keeps_the_bench_and_summary_contract(smoke_run):
     assert {"kerascomp_version", "config", "dataset", "machine", "stages", "results", "summary", "final"} <= set(report)
     rows = {r["name"]: r for r in report["results"]}
     assert set(rows) == {"teacher_fp32", "teacher_float16", "teacher_dynamic", "teacher_int8", "teacher_int16x8",
-                         "student_onnx_fp32", "student_onnx_int8", "swap_int8", "qat_int8"}
+                         "student_onnx_fp32", "student_onnx_int8", "swap_int8", "qat_int8", "prune_auto"}
     for row in rows.values():
         assert RESULT_KEYS <= set(row) and set(row["latency_ms"]) == {"p50", "p90", "mean"}
         assert (out / row["path"]).is_file()
@@ -88,3 +89,14 @@ def test_each_stage_learns_from_the_teacher_it_names(smoke_run):
                if s["kind"] in ("prune", "cluster", "qat")}
     assert distill["prune"] and distill["cluster"]  # distill_from: teacher (a model of the run), and input
     assert distill["qat"] is None  # QAT's default: no teacher
+
+
+def test_auto_conversion_keeps_a_measured_mode_and_is_benched(smoke_run):
+    _, report = smoke_run
+    stage = next(s for s in report["stages"] if s["name"] == "convert_auto")
+    auto = stage["metrics"]["prune_auto"]["auto"]
+    candidates = {c["name"]: c for c in auto["candidates"]}
+    assert auto["chosen"] in candidates and candidates[auto["chosen"]]["within"] == auto["met"]
+    if auto["met"]:  # the fastest of those within the stage's 2 pp
+        assert auto["chosen"] == min((c for c in candidates.values() if c["within"]), key=lambda c: c["p50_ms"])["name"]
+    assert "prune_auto" in {r["name"] for r in report["results"]}

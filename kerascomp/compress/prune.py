@@ -269,6 +269,7 @@ def summary(metrics: dict) -> str:
 TECHNIQUE = register(Technique(
     name="prune", config=PruneConfig, apply=apply, summary=summary, strip=strip, load_scope=load_scope,
     plan=lambda model, config: _tfmot.format_plan(plan(model, config)),
-    layers=lambda model: _tfmot.layer_answers(model, lambda: plan(model, PruneConfig(sparsity=0.5)), "no weights"), suffix="pruned",
+    layers=lambda model: _tfmot.layer_answers(model, lambda: _candidates(model, PruneConfig(sparsity=0.5)), "no weights"),
+    suffix="pruned",
     strength=Strength("sparsity", (0.5, 0.75, 0.875, 0.9375), warm_start=True),
     help="Magnitude-prune a .keras model (tfmot), fine-tune, and save the stripped sparse model."))

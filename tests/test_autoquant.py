@@ -1,0 +1,55 @@
+"""``convert --quantize auto``: every mode measured here, the best within the budget kept, nothing half-written."""
+
+import json
+
+import pytest
+
+from kerascomp._search import choose_within
+from kerascomp.cli import main
+from kerascomp.runtime import load
+
+
+def _row(val, gzip, p50):
+    return {"val_accuracy": val, "gzip_bytes": gzip, "latency_ms": {"p50": p50}}
+
+
+def test_choose_within_takes_the_fastest_or_smallest_that_holds_the_budget():
+    rows = {"none": _row(0.99, 1000, 0.5), "int8": _row(0.97, 250, 0.2), "dynamic": _row(0.985, 260, 0.3),
+            "float16": _row(0.99, 500, 0.4)}
+    assert choose_within(rows, 0.99, 1.0, "latency")["chosen"] == "dynamic"  # int8 is faster but loses 2 pp
+    assert choose_within(rows, 0.99, 1.0, "size")["chosen"] == "dynamic"
+    assert choose_within(rows, 0.99, 3.0, "latency")["chosen"] == "int8"
+    assert choose_within(rows, 0.99, 0.0, "size")["chosen"] == "float16"
+    none = choose_within(rows, 1.0, 0.5, "size")
+    assert none["chosen"] is None and not any(c["within"] for c in none["candidates"])
+
+
+def test_cli_auto_keeps_the_fastest_mode_within_the_budget_with_its_sidecar(capsys, tmp_path, digits_model):
+    source, _ = digits_model
+    out, report = tmp_path / "m_auto.tflite", tmp_path / "auto.json"
+    code = main(["convert", str(source), "--quantize", "auto", "--data", "digits", "--out", str(out),
+                 "--json", str(report)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    result = json.loads(report.read_text())
+    candidates = {c["name"]: c for c in result["candidates"]}
+    assert set(candidates) | set(result["skipped"]) == {"none", "float16", "dynamic", "int8", "int16x8"}
+    within = [c for c in candidates.values() if c["within"]]
+    assert result["chosen"] == min(within, key=lambda c: c["p50_ms"])["name"]
+    assert all(c["within"] == (c["val_drop_pp"] <= 1.0) for c in candidates.values())
+    assert load(out).quantization == result["chosen"]  # the sidecar moved with the file
+    assert f"auto: {result['chosen']} is the fastest" in printed and "| mode |" in printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.json", "m_auto.tflite", "m_auto.tflite.json"]
+
+
+@pytest.mark.parametrize("args, with_data, code, message", [
+    (["--quantize", "auto", "--max-drop", "-100"], True, 1, "no mode holds --max-drop -100"),
+    (["--quantize", "int8", "--objective", "size"], True, 2, "apply to --quantize auto"),
+    (["--quantize", "auto"], False, 1, "give --data"),
+])
+def test_auto_refusals_write_nothing(capsys, tmp_path, digits_model, args, with_data, code, message):
+    source, _ = digits_model
+    data = ["--data", "digits"] if with_data else []
+    assert main(["convert", str(source), *args, *data, "--out", str(tmp_path / "m.tflite")]) == code
+    error = capsys.readouterr().err
+    assert message in error and list(tmp_path.iterdir()) == []

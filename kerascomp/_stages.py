@@ -250,7 +250,8 @@ def _conversions(stage: StageSpec, models: list) -> list[tuple[str, str, str, st
     """
     from kerascomp.export import FORMATS
 
-    own, rest = _split(stage.options, {"models", "quantize", "formats", "int8_io", "calibration_size", *AUTO_KEYS})
+    own, rest = _split(stage.options, {"models", "quantize", "formats", "int8_io", "calibration_size", "batch_size",
+                                       *AUTO_KEYS})
     check_keys(rest, set(), stage.where)
     names = own.get("models") or ["teacher", models[-1]]
     modes = own.get("quantize") or ["fp32"]
@@ -294,7 +295,8 @@ def _run_convert(stage: StageSpec, ctx: Context) -> StageResult:
         report = export(load_model(source), ctx.path(relative), quantize=MODES[mode], data=ctx.data,
                         meta=load_meta(source), source=source,
                         int8_io=bool(stage.options.get("int8_io")) and mode == "int8" and fmt == "tflite",
-                        calibration_size=stage.options.get("calibration_size", 500))
+                        calibration_size=stage.options.get("calibration_size", 500),
+                        batch_size=stage.options.get("batch_size") if fmt == "tflite" else None)
         result.artifacts[artifact] = relative
         result.metrics[artifact] = {"model": name, "size_bytes": report["size_bytes"], "verification": report["verification"]}
     return result
@@ -314,7 +316,8 @@ def _convert_auto(stage: StageSpec, ctx: Context, source: Path, out: Path, name:
     result = convert_auto(model, out, data=ctx.data, meta=meta, source=source,
                           baseline_val=baseline_val_accuracy(meta, model, ctx.data), **options,
                           calibration_size=stage.options.get("calibration_size", 500),
-                          echo=click.echo if ctx.verbose else None, strict=False)
+                          batch_size=stage.options.get("batch_size"), echo=click.echo if ctx.verbose else None,
+                          strict=False)
     return {"model": name, "size_bytes": out.stat().st_size,
             "auto": {k: result[k] for k in ("chosen", "met", "candidates", "skipped", "objective", "max_drop_pp")}}
 

@@ -43,6 +43,7 @@ def convert_auto(
     runs: int = 100,
     modes: tuple[str, ...] = AUTO_MODES,
     calibration_size: int = 500,
+    batch_size: int | None = None,
     echo: Callable[[str], None] | None = None,
     strict: bool = True,
 ) -> dict:
@@ -72,7 +73,7 @@ def convert_auto(
             echo(f"auto: converting {mode}")
             try:
                 export(model, path, quantize=mode, data=data, meta=meta, calibration_size=calibration_size,
-                       source=source)
+                       source=source, batch_size=batch_size)
             except KerascompError as e:
                 skipped[mode] = str(e)
                 continue

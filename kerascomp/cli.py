@@ -45,6 +45,9 @@ def cli() -> None:
 @click.option("--calibration-size", default=500, show_default=True, type=int,
               help="Training examples used to calibrate int8/int16x8.")
 @click.option("--opset", default=17, show_default=True, type=int, help="ONNX opset.")
+@click.option("--batch-size", type=int,
+              help="Fix the .tflite batch dimension (e.g. 1 on an edge device): run-time shape ops fold away and "
+                   "XNNPACK takes larger partitions [default: dynamic].")
 @click.option("--min-agreement", type=float, help="Lowest accepted top-1 agreement with the Keras model.")
 @click.option("--objective", type=click.Choice(OBJECTIVES),
               help="With --quantize auto: keep the fastest (p50) or the smallest (gzip) file [default: latency].")
@@ -53,7 +56,7 @@ def cli() -> None:
 @click.option("--threads", type=int, help="With --quantize auto: LiteRT threads to measure at [default: 1].")
 @json_option("the conversion report (with auto: every candidate and the choice)")
 def convert(model_path, out, quantize, data_spec, val_fraction, image_size, color_mode, seed, int8_io,
-            calibration_size, opset, min_agreement, objective, max_drop, threads, json_path):
+            calibration_size, opset, batch_size, min_agreement, objective, max_drop, threads, json_path):
     """Convert a .keras model to .tflite or .onnx and verify it against the model."""
     from kerascomp._io import write_json
     from kerascomp.export import default_output, export
@@ -64,12 +67,13 @@ def convert(model_path, out, quantize, data_spec, val_fraction, image_size, colo
     model, meta, data = model_and_data(model_path, data_spec, val_fraction, image_size, color_mode, seed)
     out = out or default_output(model_path, quantize)
     if quantize == "auto":
-        report = _convert_auto(model, meta, data, model_path, out, calibration_size, **auto_options)
+        report = _convert_auto(model, meta, data, model_path, out, calibration_size, batch_size, **auto_options)
         if json_path:
             write_json(json_path, report)
         return
     report = export(model, out, quantize=quantize, data=data, meta=meta, int8_io=int8_io,
-                    calibration_size=calibration_size, opset=opset, min_agreement=min_agreement, source=model_path)
+                    calibration_size=calibration_size, opset=opset, min_agreement=min_agreement, source=model_path,
+                    batch_size=batch_size)
     check = report["verification"]
     diffs = f", max |dlogit| {check['max_abs_diff']:.2g}, mean {check['mean_abs_diff']:.2g}"
     click.echo(f"verified on {check['samples']} {'validation' if data else 'random'} inputs: top-1 agreement "
@@ -79,7 +83,8 @@ def convert(model_path, out, quantize, data_spec, val_fraction, image_size, colo
         write_json(json_path, report)
 
 
-def _convert_auto(model, meta, data, model_path, out, calibration_size, objective, max_drop, threads) -> dict:
+def _convert_auto(model, meta, data, model_path, out, calibration_size, batch_size, objective, max_drop,
+                  threads) -> dict:
     """``convert --quantize auto``: every mode measured here, the best within the budget kept."""
     from kerascomp.autoquant import convert_auto, table
     from kerascomp.compressing import baseline_val_accuracy
@@ -91,7 +96,7 @@ def _convert_auto(model, meta, data, model_path, out, calibration_size, objectiv
     result = convert_auto(model, out, data=data, meta=meta, source=model_path,
                           baseline_val=baseline_val_accuracy(meta or {}, model, data), max_drop=max_drop,
                           objective=objective or "latency", threads=threads or 1, calibration_size=calibration_size,
-                          echo=click.echo)
+                          batch_size=batch_size, echo=click.echo)
     click.echo(table(result))
     click.echo(f"auto: {result['chosen']} is the {'fastest' if result['objective'] == 'latency' else 'smallest'} "
                f"within {max_drop} pp of validation accuracy -> {out}")

@@ -61,12 +61,30 @@ def test_disagreeing_artifact_is_refused_and_not_written(tmp_path, digits, digit
     (dict(quantize="int8"), ExportError, "needs --data"),
     (dict(quantize="dynamic", int8_io=True), ExportError, "needs --quantize int8"),
     (dict(quantize="bf8"), ExportError, "supports --quantize"),
+    (dict(batch_size=0), ExportError, "at least 1"),
+    (dict(batch_size=1, suffix=".onnx"), ExportError, "ONNX keeps it dynamic"),
 ])
 def test_bad_conversion_requests_are_errors(tmp_path, digits_model, kwargs, error, message):
     _, model = digits_model
+    out = tmp_path / f"m{kwargs.pop('suffix', '.tflite')}"
     with pytest.raises(error, match=message):
-        export(model, tmp_path / "m.tflite", **kwargs)
-    assert not (tmp_path / "m.tflite").exists()
+        export(model, out, **kwargs)
+    assert not out.exists()
+
+
+def test_a_fixed_batch_folds_run_time_shape_ops_out_of_the_graph(tmp_path, digits):
+    from kerascomp import models
+
+    vit = models.build("vit", (8, 8, 1), 10, patch_size=4, dim=16, depth=1, heads=2, mlp_dim=32)  # MHA, class token
+    dynamic, static = tmp_path / "dynamic.tflite", tmp_path / "static.tflite"
+    export(vit, dynamic, data=digits)
+    export(vit, static, data=digits, batch_size=1)
+    loose, fixed = runtime.load(dynamic), runtime.load(static)
+    assert "SHAPE" in loose.kernels["ops"] and "SHAPE" not in fixed.kernels["ops"]
+    assert fixed.kernels["nodes"] < loose.kernels["nodes"]
+    assert fixed.kernels["partitions"] <= loose.kernels["partitions"]
+    x = digits.x_test[:7]  # a fixed batch of 1 still predicts any number of samples
+    np.testing.assert_allclose(fixed.predict(x), vit.predict(x, verbose=0), atol=1e-4)
 
 
 def test_data_with_other_input_shape_is_rejected(tmp_path, image_npz, digits_model):

@@ -45,6 +45,7 @@ def export(
     opset: int = 17,
     min_agreement: float | None = None,
     source: str | os.PathLike | None = None,
+    batch_size: int | None = None,
 ) -> dict:
     """Convert ``model`` to ``out`` (``.tflite`` or ``.onnx``), verify it, and write its sidecar.
 
@@ -58,6 +59,7 @@ def export(
         meta: the source model's sidecar, used when ``data`` is not given.
         calibration_size: training examples used to calibrate integer modes.
         source: path of the source ``.keras`` file, hashed into the sidecar.
+        batch_size: fix the ``.tflite`` batch dimension (see :func:`~kerascomp.export.tflite.to_tflite`).
 
     Returns:
         The conversion report (also stored in the sidecar under ``verification``).
@@ -67,6 +69,8 @@ def export(
         raise ExportError(f"output {out} must end in {' or '.join(FORMATS)}")
     if quantize not in FORMATS[out.suffix]:
         raise ExportError(f"{out.suffix} supports --quantize {', '.join(FORMATS[out.suffix])}, not {quantize!r}")
+    if batch_size is not None and out.suffix != ".tflite":
+        raise ExportError("--batch-size fixes the batch of a .tflite file; ONNX keeps it dynamic")
     input_shape = tuple(int(d) for d in model.input_shape[1:])
     if data is not None:
         data.check_fits(input_shape)
@@ -79,7 +83,7 @@ def export(
     sample = data.x_val[:VERIFY_SAMPLES] if data is not None else None
     if out.suffix == ".tflite":
         report = to_tflite(model, out, quantize=quantize, calibration=calibration, int8_io=int8_io,
-                           sample=sample, min_agreement=min_agreement)
+                           sample=sample, min_agreement=min_agreement, batch_size=batch_size)
     else:
         report = _to_onnx(model, out, quantize, calibration, sample, opset, min_agreement)
     write_json(sidecar_path(out), _sidecar(out, quantize, int8_io, input_shape, data, meta, source, report))

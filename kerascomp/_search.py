@@ -71,7 +71,8 @@ def search(technique: Technique, model, data: Dataset, config, *, max_drop: floa
     """Climb ``technique``'s strength ladder within ``max_drop`` pp of ``baseline`` validation accuracy.
 
     Returns the strongest passing model (None when no step passes), its
-    metrics, and the search record: ``field``, ``tries`` (each with ``strength``, ``val_accuracy``, ``drop_pp``, ``passed``, ``params``,
+    metrics, and the search record: ``field``, ``tries`` (each with
+    ``strength``, ``val_accuracy``, ``drop_pp``, ``passed``, ``params``,
     ``weights_gzip_bytes``, ``seconds``, ``warm_start``) and ``chosen``.
     """
     strength = technique.strength

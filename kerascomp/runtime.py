@@ -25,7 +25,6 @@ the interpreter's nodes after ``allocate_tensors``:
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 
@@ -34,6 +33,7 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from kerascomp._io import sidecar_path
+from kerascomp._kernels import kernel_record
 from kerascomp._quiet import quiet_native_stderr
 from kerascomp.data import Scaling  # one definition; data.py imports no TensorFlow either
 from kerascomp.errors import ConfigError, ModelError, first_line
@@ -128,7 +128,7 @@ class TFLiteModel:
         self.num_classes = int(self._output["shape"][-1])
         self.input_quantization = tuple(self._input["quantization"])
         self.output_quantization = tuple(self._output["quantization"])
-        self.kernels = _kernels(self._interpreter, op_resolver)
+        self.kernels = kernel_record(self._interpreter, op_resolver)
         self.kernel_path = self.kernels["path"]
 
         side = sidecar_path(self.path)
@@ -356,57 +356,6 @@ def op_names(path: str | os.PathLike) -> list[str]:
     interpreter = Interpreter(model_path=os.fspath(path), experimental_op_resolver_type=_RESOLVERS["builtin"])
     interpreter.allocate_tensors()
     return [op["op_name"] for op in interpreter._get_ops_details()]  # the only view of the nodes in the Python API
-
-
-def _kernel_path(interpreter: Interpreter, op_resolver: str) -> str:
-    """Which kernels run: ``"xnnpack"``, ``"xnnpack+builtin"``, or the resolver's name (see :func:`_kernels`)."""
-    return _kernels(interpreter, op_resolver)["path"]
-
-
-def _kernels(interpreter: Interpreter, op_resolver: str) -> dict:
-    """Where every node runs: the kernel path, the XNNPACK partitions, and the ops left outside them.
-
-    A slow file says why here: an int8 graph cut into several partitions pays a
-    hand-over at each cut, and an op outside every partition runs the built-in
-    (or reference) kernel. Measured from the nodes for ``"auto"``; with a fixed
-    resolver no delegate is applied and every node is outside.
-
-    A delegate replaces its nodes with one ``DELEGATE`` node whose inputs and
-    outputs are the boundary tensors of the replaced partition, while the
-    original nodes stay listed. Walking the graph backwards, a node was
-    delegated if it produces a delegate output, or feeds a delegated node
-    through a tensor that is not a delegate input (so internal to a partition).
-    """
-    ops = interpreter._get_ops_details()  # the only view of the node list in the Python API
-    delegates = [op for op in ops if op["op_name"] == "DELEGATE"] if op_resolver == "auto" else []
-    nodes = [op for op in ops if op["op_name"] != "DELEGATE"]
-    delegated = _delegated(nodes, delegates)
-    outside = collections.Counter(op["op_name"] for op in nodes if op["index"] not in delegated)
-    if op_resolver != "auto":
-        path = op_resolver
-    else:
-        path = "builtin" if not delegates else "xnnpack" if not outside else "xnnpack+builtin"
-    return {"path": path, "partitions": len(delegates), "nodes": len(nodes), "delegated_nodes": len(delegated),
-            "ops": dict(collections.Counter(op["op_name"] for op in nodes)), "outside_ops": dict(outside)}
-
-
-def _delegated(nodes: list[dict], delegates: list[dict]) -> set[int]:
-    """Indices of the nodes some delegate partition took."""
-    if not delegates:
-        return set()
-    delegate_in = {int(t) for op in delegates for t in op["inputs"]}
-    delegate_out = {int(t) for op in delegates for t in op["outputs"]}
-    consumers: dict[int, list[int]] = {}
-    for op in nodes:
-        for t in op["inputs"]:
-            consumers.setdefault(int(t), []).append(op["index"])
-    delegated: set[int] = set()
-    for op in reversed(nodes):
-        outputs = {int(t) for t in op["outputs"]}
-        internal = outputs - delegate_in
-        if outputs & delegate_out or any(c in delegated for t in internal for c in consumers.get(t, ())):
-            delegated.add(op["index"])
-    return delegated
 
 
 def _read_sidecar(path: str | os.PathLike) -> dict:

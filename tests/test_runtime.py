@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from kerascomp import runtime
+from kerascomp._kernels import kernel_record
 from kerascomp._compat import keras, tf
 from kerascomp.errors import ConfigError, ModelError
 
@@ -288,17 +289,17 @@ def _node(index, op, inputs, outputs):
 ])
 def test_auto_kernel_path_is_xnnpack_only_when_every_node_was_delegated(nodes, kernel_path):
     interpreter = types.SimpleNamespace(_get_ops_details=lambda: nodes)
-    assert runtime._kernel_path(interpreter, "auto") == kernel_path
+    assert kernel_record(interpreter, "auto")["path"] == kernel_path
 
 
 def test_kernel_record_counts_partitions_and_the_ops_left_outside_them():
     nodes = [_node(0, "FULLY_CONNECTED", [0, 1], [3]), _node(1, "CUMSUM", [3], [4]),
              _node(2, "FULLY_CONNECTED", [4, 2], [5]), _node(3, "DELEGATE", [0, 1], [3]), _node(4, "DELEGATE", [4, 2], [5])]
     interpreter = types.SimpleNamespace(_get_ops_details=lambda: nodes)
-    assert runtime._kernels(interpreter, "auto") == {
+    assert kernel_record(interpreter, "auto") == {
         "path": "xnnpack+builtin", "partitions": 2, "nodes": 3, "delegated_nodes": 2,
         "ops": {"FULLY_CONNECTED": 2, "CUMSUM": 1}, "outside_ops": {"CUMSUM": 1}}
-    fixed = runtime._kernels(interpreter, "builtin")  # no delegate applies: every node is outside
+    fixed = kernel_record(interpreter, "builtin")  # no delegate applies: every node is outside
     assert fixed["path"] == "builtin" and fixed["partitions"] == 0 and fixed["outside_ops"] == fixed["ops"]
 
 

@@ -32,7 +32,7 @@ from kerascomp.training import TrainConfig, train
 __all__ = [
     "FineTuneConfig", "LayerPlan", "tfmot", "check_model", "clone", "compile_pattern",
     "plan_layers", "layer_answers", "format_plan", "wrap", "chosen", "schedule_steps", "fine_tune",
-    "prunable_weights", "prunable", "weight_count", "teacher_for",
+    "prunable_weights", "prunable", "weight_count", "teacher_for", "teacher_option",
 ]
 
 

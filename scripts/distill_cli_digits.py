@@ -20,8 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _cli import run
-from kerascomp._io import atomic_path, write_json
+from _cli import run, write_results
 
 STUDENT = ("--student", "cnn", "--student-arg", "width=4", "--compare-scratch")
 
@@ -80,10 +79,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         seeds = {s: measure(Path(work), s, variants) for s in (int(x) for x in args.seeds.split(","))}
     result = {"variants": variants, "seeds": seeds, "minutes": (time.perf_counter() - start) / 60}
-    write_json(args.out / "distill_cli_digits.json", result)
-    with atomic_path(args.out / "distill_cli_digits.md") as tmp:
-        tmp.write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, "distill_cli_digits", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -23,8 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _cli import run
-from kerascomp._io import atomic_path, write_json
+from _cli import run, write_results
 
 PRUNE_EPOCHS, QAT_EPOCHS, TARGET_RATIO = 20, 5, 12
 
@@ -111,10 +110,7 @@ def main_script() -> None:
     result = {"max_drop": args.max_drop, "val_fraction": args.val_fraction,
               "distributions": args.distributions.split(","), "seeds": seeds,
               "machine": seeds[max(seeds)]["cpu"], "minutes": (time.perf_counter() - start) / 60}
-    write_json(args.out / "prune_qat_digits.json", result)
-    with atomic_path(args.out / "prune_qat_digits.md") as tmp:
-        tmp.write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, "prune_qat_digits", result, markdown(result))
 
 
 if __name__ == "__main__":

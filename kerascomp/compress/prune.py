@@ -265,7 +265,7 @@ def _auto_targets(model: keras.Model, data: Dataset, config: PruneConfig, plans:
 
 def summary(metrics: dict) -> str:
     """The headline ``kerascomp prune`` prints: the sparsity measured on the stripped weights."""
-    return (f"sparsity {metrics['sparsity']:.4f} over {metrics['pruned_weights']:,} pruned weights; per layer: "
+    return (f"sparsity {metrics['sparsity']:.4f} over {metrics['pruned_weights']:,} prunable weights; per layer: "
             + ", ".join(f"{name} {s:.3f}" for name, s in metrics["per_layer"].items()))
 
 

@@ -79,7 +79,8 @@ def convert_auto(
                 continue
             files[mode] = path
         if not files:
-            raise ModelError(f"--quantize auto: no mode converted ({'; '.join(f'{m}: {e}' for m, e in skipped.items())})")
+            reasons = "; ".join(f"{mode}: {why}" for mode, why in skipped.items())
+            raise ModelError(f"--quantize auto: no mode converted ({reasons})")
         echo(f"auto: measuring {len(files)} files at {threads} thread(s)")
         document = bench(list(files.values()), data, threads=(threads,), runs=runs, warmup=max(1, runs // 10))
         rows = {row["name"]: row for row in document["results"]}
@@ -96,8 +97,9 @@ def convert_auto(
         chosen = files[choice["chosen"]]
         shutil.move(sidecar_path(chosen), sidecar_path(out))  # same folder as out: a rename, never a half file
         os.replace(chosen, out)
-    return {"chosen": choice["chosen"], "met": met, "candidates": choice["candidates"], "skipped": skipped, "bench": document,
-            "objective": objective, "max_drop_pp": max_drop, "baseline_val_accuracy": baseline_val, "threads": threads}
+    return {"chosen": choice["chosen"], "met": met, "candidates": choice["candidates"], "skipped": skipped,
+            "bench": document, "objective": objective, "max_drop_pp": max_drop, "baseline_val_accuracy": baseline_val,
+            "threads": threads}
 
 
 def table(result: dict) -> str:

@@ -204,7 +204,7 @@ def sparsity_of(model: keras.Model, names: list[str]) -> dict:
 
 
 def erk_sparsities(model: keras.Model, names: list[str], sparsity: float) -> dict[str, float]:
-    """Per-layer sparsities with as many zeros in total as ``sparsity`` in every layer, shared Erdős–Rényi-kernel style.
+    """Per-layer sparsities, Erdős–Rényi-kernel style, with as many zeros in total as ``sparsity`` everywhere.
 
     Evci et al. (2020, RigL) make a kernel's density proportional to the sum
     of its dimensions over their product. Uniform pruning takes as large a

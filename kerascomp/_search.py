@@ -58,10 +58,10 @@ def choose_within(rows: dict[str, dict], baseline_val: float, max_drop: float, o
     key = {"size": lambda r: r["gzip_bytes"], "latency": lambda r: r["latency_ms"]["p50"]}[objective]
     candidates = []
     for name, row in rows.items():
-        drop = 100 * (baseline_val - row["val_accuracy"])
-        candidates.append({"name": name, "val_accuracy": row["val_accuracy"], "val_drop_pp": drop,
+        budget = check(row, baseline_val, max_drop)
+        candidates.append({"name": name, "val_accuracy": row["val_accuracy"], "val_drop_pp": budget["drop_pp"],
                            "gzip_bytes": row["gzip_bytes"], "p50_ms": row["latency_ms"]["p50"],
-                           "within": drop <= max_drop + 1e-9})
+                           "within": budget["met"]})
     passing = [c["name"] for c in candidates if c["within"]]
     return {"chosen": min(passing, key=lambda name: key(rows[name])) if passing else None, "candidates": candidates}
 

@@ -289,32 +289,29 @@ def _run_convert(stage: StageSpec, ctx: Context) -> StageResult:
         source = ctx.model_path(name)
         relative = f"{fmt}_models/{artifact}{SUFFIXES[fmt]}"
         if mode == "auto":
-            result.artifacts[artifact] = relative
-            result.metrics[artifact] = _convert_auto(stage, ctx, source, ctx.path(relative), name)
-            continue
-        report = export(load_model(source), ctx.path(relative), quantize=MODES[mode], data=ctx.data,
-                        meta=load_meta(source), source=source,
-                        int8_io=bool(stage.options.get("int8_io")) and mode == "int8" and fmt == "tflite",
-                        calibration_size=stage.options.get("calibration_size", 500),
-                        batch_size=stage.options.get("batch_size") if fmt == "tflite" else None)
+            metrics = _convert_auto(stage, ctx, source, ctx.path(relative), name)
+        else:
+            report = export(load_model(source), ctx.path(relative), quantize=MODES[mode], data=ctx.data,
+                            meta=load_meta(source), source=source,
+                            int8_io=bool(stage.options.get("int8_io")) and mode == "int8" and fmt == "tflite",
+                            calibration_size=stage.options.get("calibration_size", 500),
+                            batch_size=stage.options.get("batch_size") if fmt == "tflite" else None)
+            metrics = {"model": name, "size_bytes": report["size_bytes"], "verification": report["verification"]}
         result.artifacts[artifact] = relative
-        result.metrics[artifact] = {"model": name, "size_bytes": report["size_bytes"], "verification": report["verification"]}
+        result.metrics[artifact] = metrics
     return result
 
 
-AUTO_KEYS = {"max_drop": 1.0, "objective": "latency", "threads": 1}  # quantize: [auto]; the budget fills max_drop
+AUTO_KEYS = ("max_drop", "objective", "threads")  # quantize: [auto]; the budget fills max_drop; unset: convert_auto's
 
 
 def _convert_auto(stage: StageSpec, ctx: Context, source: Path, out: Path, name: str) -> dict:
     """``quantize: [auto]``: every LiteRT mode measured here; the best within the budget is the artifact."""
     from kerascomp.autoquant import convert_auto
-    from kerascomp.compressing import baseline_val_accuracy
     from kerascomp.saving import load_meta, load_model
 
-    model, meta = load_model(source), load_meta(source)
-    options = {key: stage.options.get(key, default) for key, default in AUTO_KEYS.items()}
-    result = convert_auto(model, out, data=ctx.data, meta=meta, source=source,
-                          baseline_val=baseline_val_accuracy(meta, model, ctx.data), **options,
+    options = {key: stage.options[key] for key in AUTO_KEYS if key in stage.options}
+    result = convert_auto(load_model(source), out, data=ctx.data, meta=load_meta(source), source=source, **options,
                           calibration_size=stage.options.get("calibration_size", 500),
                           batch_size=stage.options.get("batch_size"), echo=click.echo if ctx.verbose else None,
                           strict=False)

@@ -22,7 +22,7 @@ from kerascomp._io import sidecar_path
 from kerascomp._search import choose_within
 from kerascomp.config import OBJECTIVES
 from kerascomp.data import Dataset
-from kerascomp.errors import ConfigError, KerascompError, ModelError
+from kerascomp.errors import ConfigError, DataError, KerascompError, ModelError
 
 __all__ = ["convert_auto", "table", "AUTO_MODES"]
 
@@ -36,10 +36,10 @@ def convert_auto(
     model,
     out: str | os.PathLike,
     *,
-    data: Dataset,
+    data: Dataset | None,
     meta: dict | None = None,
     source: str | os.PathLike | None = None,
-    baseline_val: float,
+    baseline_val: float | None = None,
     max_drop: float = 1.0,
     objective: str = "latency",
     threads: int = 1,
@@ -52,8 +52,9 @@ def convert_auto(
 ) -> dict:
     """Convert ``model`` to every mode in ``modes``, bench each, and write the chosen one to ``out``.
 
-    ``baseline_val`` is the validation accuracy drops are measured against
-    (the original model's; see :func:`kerascomp.compressing.baseline_val_accuracy`).
+    ``baseline_val`` is the validation accuracy drops are measured against;
+    None: the original model's (:func:`kerascomp.compressing.baseline_val_accuracy`,
+    from ``meta``'s compression history or ``model`` itself).
     Returns ``chosen`` (a mode), ``candidates`` (one per mode, with ``within``),
     ``skipped`` (modes that failed to convert, with why), the ``bench``
     document, and the budget and objective. When no mode holds the budget,
@@ -61,8 +62,11 @@ def convert_auto(
     the most accurate mode is kept, with a warning and ``met`` False.
     """
     from kerascomp.bench import bench
+    from kerascomp.compressing import baseline_val_accuracy
     from kerascomp.export import export
 
+    if data is None:
+        raise DataError("--quantize auto measures every mode on validation data: give --data")
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective: use one of {', '.join(OBJECTIVES)}, got {objective!r}")
     out, echo = Path(out), echo or (lambda text: None)
@@ -87,6 +91,8 @@ def convert_auto(
         echo(f"auto: measuring {len(files)} files at {threads} thread(s)")
         document = bench(list(files.values()), data, threads=(threads,), runs=runs, warmup=max(1, runs // 10))
         rows = {row["name"]: row for row in document["results"]}
+        if baseline_val is None:
+            baseline_val = baseline_val_accuracy(meta or {}, model, data)
         choice = choose_within(rows, baseline_val, max_drop, objective)
         met = choice["chosen"] is not None
         if not met:

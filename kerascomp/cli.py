@@ -61,45 +61,36 @@ def convert(model_path, out, quantize, data_spec, val_fraction, image_size, colo
     from kerascomp._io import write_json
     from kerascomp.export import default_output, export
 
-    auto_options = {"objective": objective, "max_drop": max_drop, "threads": threads}
-    if quantize != "auto" and any(v is not None for v in auto_options.values()):
+    auto_options = {k: v for k, v in {"objective": objective, "max_drop": max_drop, "threads": threads}.items()
+                    if v is not None}  # the rest keep convert_auto's defaults
+    if quantize != "auto" and auto_options:
         raise click.UsageError("--objective, --max-drop and --threads apply to --quantize auto")
     model, meta, data = model_and_data(model_path, data_spec, val_fraction, image_size, color_mode, seed)
     out = out or default_output(model_path, quantize)
     if quantize == "auto":
-        report = _convert_auto(model, meta, data, model_path, out, calibration_size, batch_size, **auto_options)
-        if json_path:
-            write_json(json_path, report)
-        return
-    report = export(model, out, quantize=quantize, data=data, meta=meta, int8_io=int8_io,
-                    calibration_size=calibration_size, opset=opset, min_agreement=min_agreement, source=model_path,
-                    batch_size=batch_size)
-    check = report["verification"]
-    diffs = f", max |dlogit| {check['max_abs_diff']:.2g}, mean {check['mean_abs_diff']:.2g}"
-    click.echo(f"verified on {check['samples']} {'validation' if data else 'random'} inputs: top-1 agreement "
-               f"{check['top1_agreement']:.1%}{diffs}")
-    click.echo(f"{quantize} -> {out} ({report['size_bytes'] / 1024:.1f} KB)")
+        report = _convert_auto(model, meta, data, model_path, out, calibration_size, batch_size, auto_options)
+    else:
+        report = export(model, out, quantize=quantize, data=data, meta=meta, int8_io=int8_io,
+                        calibration_size=calibration_size, opset=opset, min_agreement=min_agreement,
+                        source=model_path, batch_size=batch_size)
+        check = report["verification"]
+        diffs = f", max |dlogit| {check['max_abs_diff']:.2g}, mean {check['mean_abs_diff']:.2g}"
+        click.echo(f"verified on {check['samples']} {'validation' if data else 'random'} inputs: top-1 agreement "
+                   f"{check['top1_agreement']:.1%}{diffs}")
+        click.echo(f"{quantize} -> {out} ({report['size_bytes'] / 1024:.1f} KB)")
     if json_path:
         write_json(json_path, report)
 
 
-def _convert_auto(model, meta, data, model_path, out, calibration_size, batch_size, objective, max_drop,
-                  threads) -> dict:
+def _convert_auto(model, meta, data, model_path, out, calibration_size, batch_size, options: dict) -> dict:
     """``convert --quantize auto``: every mode measured here, the best within the budget kept."""
     from kerascomp.autoquant import convert_auto, table
-    from kerascomp.compressing import baseline_val_accuracy
-    from kerascomp.errors import DataError
 
-    if data is None:
-        raise DataError("--quantize auto measures every mode on validation data: give --data")
-    max_drop = 1.0 if max_drop is None else max_drop
-    result = convert_auto(model, out, data=data, meta=meta, source=model_path,
-                          baseline_val=baseline_val_accuracy(meta or {}, model, data), max_drop=max_drop,
-                          objective=objective or "latency", threads=threads or 1, calibration_size=calibration_size,
-                          batch_size=batch_size, echo=click.echo)
+    result = convert_auto(model, out, data=data, meta=meta, source=model_path, calibration_size=calibration_size,
+                          batch_size=batch_size, echo=click.echo, **options)
     click.echo(table(result))
     click.echo(f"auto: {result['chosen']} is the {'fastest' if result['objective'] == 'latency' else 'smallest'} "
-               f"within {max_drop} pp of validation accuracy -> {out}")
+               f"within {result['max_drop_pp']} pp of validation accuracy -> {out}")
     return result
 
 

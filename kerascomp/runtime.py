@@ -129,7 +129,6 @@ class TFLiteModel:
         self.input_quantization = tuple(self._input["quantization"])
         self.output_quantization = tuple(self._output["quantization"])
         self.kernels = kernel_record(self._interpreter, op_resolver)
-        self.kernel_path = self.kernels["path"]
 
         side = sidecar_path(self.path)
         self.has_sidecar = meta is None and side.is_file()
@@ -144,6 +143,11 @@ class TFLiteModel:
         self.scaling = Scaling(float(scaling.get("scale", 1.0)), float(scaling.get("offset", 0.0)))
         is_int8 = self.input_dtype in (np.int8, np.uint8)
         self.quantization = meta.get("quantization") or ("int8" if is_int8 else "unknown")
+
+    @property
+    def kernel_path(self) -> str:
+        """The ``path`` of :attr:`kernels`."""
+        return self.kernels["path"]
 
     def preprocess(self, raw: np.ndarray) -> np.ndarray:
         """Raw pixels to model-space float32 inputs, with the sidecar's scaling."""

@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from kerascomp._io import atomic_path, write_json
+from _cli import write_results
 from kerascomp.compress import distill, prune
 from kerascomp.data import load_data
 from kerascomp.distillation import DistillConfig
@@ -42,8 +42,11 @@ RECIPES = {  # name -> (PruneConfig overrides, fine-tune with the teacher)
 BASE = {"epochs": 10, "distill_from": None, "temperature": 4.0, "alpha": 0.1, "distribution": "uniform"}
 
 
-def chain(seed: int, data):
+def chain(seed: int, data, pruned: str):
+    """The main job's teacher, and the model to prune: that teacher, or its distilled student."""
     teacher, _ = train("cnn", data, TrainConfig(epochs=30, seed=seed, verbose=0), model_args={"width": 32})
+    if pruned == "teacher":
+        return teacher, teacher
     student, _ = distill.apply("cnn", data, DistillConfig(temperature=4.0, alpha=0.1), teacher=teacher,
                                train_config=distill.default_budget(epochs=40, seed=seed, verbose=0),
                                student_args={"width": 16})
@@ -64,14 +67,13 @@ def main() -> None:
     started, rows = time.perf_counter(), []
     for seed in (int(s) for s in args.seeds.split(",")):
         data = load_data("digits", val_fraction=args.val_fraction, seed=seed)
-        teacher, student = chain(seed, data)
+        teacher, pruned = chain(seed, data, args.prune)
         base = evaluate(teacher, data)
         for sparsity in (float(s) for s in args.sparsities.split(",")):
             for name in args.recipes.split(";"):
                 overrides, with_teacher = RECIPES[name]
                 config = prune.PruneConfig(sparsity=sparsity, seed=seed, verbose=0, **{**BASE, **overrides})
                 begun = time.perf_counter()
-                pruned = teacher if args.prune == "teacher" else student
                 _, m = prune.apply(pruned, data, config, teacher=teacher if with_teacher else None)
                 rows.append({"seed": seed, "sparsity": sparsity, "recipe": name, "val_accuracy": m["val_accuracy"],
                              "test_accuracy": m["test_accuracy"], "teacher_val": base["val_accuracy"],
@@ -81,10 +83,8 @@ def main() -> None:
     out = Path(args.out)
     result = {"machine": platform.processor() or platform.machine(), "pruned": args.prune, "rows": rows,
               "minutes": (time.perf_counter() - started) / 60}
-    write_json(out / f"{args.name}.json", result)
-    with atomic_path(out / f"{args.name}.md") as tmp:
-        tmp.write_text(_markdown(rows, result["minutes"], args.recipes.split(";"), len(data.y_val), args.prune))
-    print((out / f"{args.name}.md").read_text())
+    write_results(out, args.name, result,
+                  _markdown(rows, result["minutes"], args.recipes.split(";"), len(data.y_val), args.prune))
 
 
 def _markdown(rows: list[dict], minutes: float, recipes: list[str], n_val: int, pruned: str) -> str:

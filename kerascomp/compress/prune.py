@@ -130,15 +130,21 @@ class PruneConfig(FineTuneConfig):
 
 def plan(model: keras.Model, config: PruneConfig) -> list[LayerPlan]:
     """Which layers will be pruned and, for every other layer with weights, why not."""
-    plans = _candidates(model, config)
+    return _share(model, config, _candidates(model, config))[0]
+
+
+def _share(model: keras.Model, config: PruneConfig, candidates: list[LayerPlan]):
+    """The plan and each pruned layer's target sparsity: one sparsity, shared among layers by ``distribution``."""
+    prunable = _tfmot.chosen(candidates)
+    targets = {name: config.sparsity for name in prunable}
     if config.distribution != "erk" or config.sparsity in (None, "auto") or config.structure == "2:4":
-        return plans
-    targets = erk_sparsities(model, _tfmot.chosen(plans), config.sparsity)
-    if not targets:  # sparsity 0: nothing to share
-        return plans
-    plans = _skip_untargeted(plans, targets, "erk: kept dense (a small layer)")
-    return [dataclasses.replace(p, reason=f"erk: sparsity {targets[p.name]:.3f}") if p.name in targets else p
-            for p in plans]
+        return candidates, targets
+    shares = erk_sparsities(model, prunable, config.sparsity)
+    if not shares:  # sparsity 0: nothing to share
+        return candidates, targets
+    plans = _skip_untargeted(candidates, shares, "erk: kept dense (a small layer)")
+    return [dataclasses.replace(p, reason=f"erk: sparsity {shares[p.name]:.3f}") if p.name in shares else p
+            for p in plans], shares
 
 
 def _candidates(model: keras.Model, config: PruneConfig) -> list[LayerPlan]:
@@ -159,14 +165,13 @@ def apply(
     (``baseline``), the derived ``schedule``, the ``preflight`` plan, the
     fine-tuning record and, for ``auto``, the sensitivity scan.
     """
-    plans, prunable = plan(model, config), _tfmot.chosen(_candidates(model, config))
+    candidates = _candidates(model, config)
+    plans, targets = _share(model, config, candidates)
     data.check_fits(model.input_shape[1:], model.output_shape[-1])
-    targets, scan = {name: config.sparsity for name in prunable}, None
+    scan = None
     if config.sparsity == "auto":
         targets, scan = _auto_targets(model, data, config, plans)
         plans = _skip_untargeted(plans, targets, f"auto: no sparsity fits --max-drop {config.max_drop} pp")
-    elif config.distribution == "erk" and config.structure != "2:4":
-        targets = erk_sparsities(model, prunable, config.sparsity) or targets
     steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
     begin, end, frequency = _tfmot.schedule_steps(steps_per_epoch, config.epochs)
     prune = _tfmot.tfmot().sparsity.keras
@@ -178,7 +183,7 @@ def apply(
                                   teacher=_tfmot.teacher_for(config, model, teacher))
     stripped = strip(tuned)
     metrics = {
-        **sparsity_of(stripped, prunable),
+        **sparsity_of(stripped, _tfmot.chosen(candidates)),
         "target": targets,
         **{k: fit[k] for k in ("val_accuracy", "test_accuracy")},
         "baseline": evaluate(model, data, config.batch_size),

@@ -14,6 +14,7 @@ from typing import Callable
 
 import click
 
+from kerascomp._modes import BACKENDS, DEFAULT_BACKEND, QUANTIZE_MODES
 from kerascomp.config import StageSpec, build_dataclass, check_keys
 from kerascomp.data import Dataset
 from kerascomp.distillation import FROM_INPUT, NO_TEACHER
@@ -21,7 +22,7 @@ from kerascomp.errors import ConfigError, KerascompError
 
 __all__ = ["HANDLERS", "Context", "StageResult", "handler", "reads"]
 
-MODES = {"fp32": "none", "float16": "float16", "dynamic": "dynamic", "int8": "int8", "int16x8": "int16x8"}
+MODES = {"fp32" if mode == "none" else mode: mode for mode in QUANTIZE_MODES}  # stage name -> export mode
 
 
 @dataclasses.dataclass
@@ -251,7 +252,7 @@ def _conversions(stage: StageSpec, models: list) -> list[tuple[str, str, str, st
     from kerascomp.export import FORMATS
 
     own, rest = _split(stage.options, {"models", "quantize", "formats", "int8_io", "calibration_size", "batch_size",
-                                       *AUTO_KEYS})
+                                       "backend", "keep_float", *AUTO_KEYS})
     check_keys(rest, set(), stage.where)
     names = own.get("models") or ["teacher", models[-1]]
     modes = own.get("quantize") or ["fp32"]
@@ -263,6 +264,8 @@ def _conversions(stage: StageSpec, models: list) -> list[tuple[str, str, str, st
     for fmt in formats:
         if fmt not in SUFFIXES:
             raise ConfigError(f"{stage.where}.formats: unknown format {fmt!r}; use {', '.join(SUFFIXES)}")
+    if own.get("backend", DEFAULT_BACKEND) not in BACKENDS:
+        raise ConfigError(f"{stage.where}.backend: use one of {', '.join(BACKENDS)}, got {own['backend']!r}")
     if "auto" in modes and formats != ["tflite"]:
         raise ConfigError(f"{stage.where}.quantize: auto measures LiteRT files: use it with formats [tflite]")
     for mode in (m for m in modes if m != "auto"):
@@ -295,11 +298,22 @@ def _run_convert(stage: StageSpec, ctx: Context) -> StageResult:
                             meta=load_meta(source), source=source,
                             int8_io=bool(stage.options.get("int8_io")) and mode == "int8" and fmt == "tflite",
                             calibration_size=stage.options.get("calibration_size", 500),
-                            batch_size=stage.options.get("batch_size") if fmt == "tflite" else None)
+                            batch_size=stage.options.get("batch_size") if fmt == "tflite" else None,
+                            **_backend_options(stage.options, fmt))
             metrics = {"model": name, "size_bytes": report["size_bytes"], "verification": report["verification"]}
         result.artifacts[artifact] = relative
         result.metrics[artifact] = metrics
     return result
+
+
+def _backend_options(options: dict, fmt: str) -> dict:
+    """``backend`` and ``keep_float`` as given (``.tflite`` only); unset ones keep the exporter's defaults."""
+    if fmt != "tflite":
+        return {}
+    given = {key: options[key] for key in ("backend", "keep_float") if key in options}
+    if "keep_float" in given:
+        given["keep_float"] = tuple(given["keep_float"])
+    return given
 
 
 AUTO_KEYS = ("max_drop", "objective", "threads")  # quantize: [auto]; the budget fills max_drop; unset: convert_auto's

@@ -15,6 +15,7 @@ import click
 from kerascomp import __version__
 from kerascomp._cli_common import data_options, json_option, load_data, model_and_data, numbers, parse_key_values
 from kerascomp._cli_techniques import TechniqueCommands
+from kerascomp._modes import BACKENDS, DEFAULT_BACKEND, KEEP_FLOAT_AUTO, QUANTIZE_MODES
 from kerascomp.config import OBJECTIVES
 from kerascomp.errors import KerascompError, first_line
 
@@ -38,8 +39,17 @@ def cli() -> None:
 @click.option("--out", type=click.Path(dir_okay=False),
               help="FILE.tflite or FILE.onnx [default: tflite_models/<model>_<mode>.tflite].")
 @click.option("--quantize", default="none", show_default=True,
-              type=click.Choice(["none", "dynamic", "int8", "float16", "int16x8", "auto"]),
-              help="auto: convert to every mode, measure each here, keep the best within --max-drop.")
+              type=click.Choice([*QUANTIZE_MODES, "auto"]),
+              help="auto: convert with every mode and backend, measure each here, keep the best within --max-drop. "
+                   "dynamic-int4, int8-weights, int4-weights: LiteRT Quantizer only.")
+@click.option("--backend", type=click.Choice(BACKENDS), default=DEFAULT_BACKEND, show_default=True,
+              help="Who quantizes: TFLiteConverter, or LiteRT Quantizer (op by op, with --keep-float).")
+@click.option("--keep-float", "keep_float", multiple=True, metavar="OP|REGEX",
+              help=f"LiteRT Quantizer: keep this TFLite op (SOFTMAX) or layers matching this regex in float; "
+                   f"repeatable [default: {KEEP_FLOAT_AUTO}: the ops XNNPACK would not run in int8].")
+@click.option("--layer-errors", type=click.IntRange(min=0), default=0,
+              help="LiteRT Quantizer: compare every layer with the float file on this many validation examples; "
+                   "prints the worst layers and writes <out>.layers.png.")
 @data_options(default=None)
 @click.option("--int8-io", is_flag=True, help="int8 input and output tensors (with --quantize int8).")
 @click.option("--calibration-size", default=500, show_default=True, type=int,
@@ -55,8 +65,9 @@ def cli() -> None:
               help="With --quantize auto: validation accuracy (pp) the file may lose below the original [default: 1].")
 @click.option("--threads", type=int, help="With --quantize auto: LiteRT threads to measure at [default: 1].")
 @json_option("the conversion report (with auto: every candidate and the choice)")
-def convert(model_path, out, quantize, data_spec, val_fraction, image_size, color_mode, seed, int8_io,
-            calibration_size, opset, batch_size, min_agreement, objective, max_drop, threads, json_path):
+def convert(model_path, out, quantize, backend, keep_float, layer_errors, data_spec, val_fraction, image_size,
+            color_mode, seed, int8_io, calibration_size, opset, batch_size, min_agreement, objective, max_drop, threads,
+            json_path):
     """Convert a .keras model to .tflite or .onnx and verify it against the model."""
     from kerascomp._io import write_json
     from kerascomp.export import default_output, export
@@ -65,6 +76,8 @@ def convert(model_path, out, quantize, data_spec, val_fraction, image_size, colo
                     if v is not None}  # the rest keep convert_auto's defaults
     if quantize != "auto" and auto_options:
         raise click.UsageError("--objective, --max-drop and --threads apply to --quantize auto")
+    if (keep_float or layer_errors) and backend != "litert-quantizer":
+        raise click.UsageError("--keep-float and --layer-errors apply to --backend litert-quantizer")
     model, meta, data = model_and_data(model_path, data_spec, val_fraction, image_size, color_mode, seed)
     out = out or default_output(model_path, quantize)
     if quantize == "auto":
@@ -72,14 +85,29 @@ def convert(model_path, out, quantize, data_spec, val_fraction, image_size, colo
     else:
         report = export(model, out, quantize=quantize, data=data, meta=meta, int8_io=int8_io,
                         calibration_size=calibration_size, opset=opset, min_agreement=min_agreement,
-                        source=model_path, batch_size=batch_size)
+                        source=model_path, batch_size=batch_size, backend=backend,
+                        layer_errors=layer_errors, **({"keep_float": keep_float} if keep_float else {}))
         check = report["verification"]
         diffs = f", max |dlogit| {check['max_abs_diff']:.2g}, mean {check['mean_abs_diff']:.2g}"
         click.echo(f"verified on {check['samples']} {'validation' if data else 'random'} inputs: top-1 agreement "
                    f"{check['top1_agreement']:.1%}{diffs}")
-        click.echo(f"{quantize} -> {out} ({report['size_bytes'] / 1024:.1f} KB)")
+        if report.get("keep_float"):
+            click.echo(f"kept in float: {', '.join(report['keep_float'])}")
+        if report.get("layer_errors"):
+            _show_layer_errors(report["layer_errors"], out)
+        click.echo(f"{quantize} ({report['backend']}) -> {out} ({report['size_bytes'] / 1024:.1f} KB)")
     if json_path:
         write_json(json_path, report)
+
+
+def _show_layer_errors(rows: list[dict], out) -> None:
+    """The worst layers as a table, and every layer as a plot beside the file."""
+    from kerascomp.report import layer_error_table, plot_layer_errors
+
+    plot = f"{out}.layers.png"
+    plot_layer_errors(rows, plot, title=f"{os.path.basename(out)}: error of each layer against the float file")
+    click.echo(layer_error_table(rows, worst=10))
+    click.echo(f"per-layer errors of {len(rows)} tensors -> {plot}")
 
 
 def _convert_auto(model, meta, data, model_path, out, calibration_size, batch_size, options: dict) -> dict:

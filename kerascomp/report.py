@@ -314,6 +314,33 @@ def plot_sensitivity(scan: Mapping, path: str | os.PathLike, title: str = "") ->
     _save(fig, path)
 
 
+def layer_error_table(rows: Sequence[dict], worst: int | None = None) -> str:
+    """Markdown of per-layer quantization error (``litert_quantizer.layer_errors``), the ``worst`` lowest SNR first."""
+    shown = sorted(rows, key=lambda row: row["snr_db"])[:worst] if worst else rows
+    lines = ["| layer | SNR (dB) | cosine |", "|---|---|---|"]
+    lines += [f"| {_short(row['layer'])}{' (output)' if row['output'] else ''} | {row['snr_db']:.1f} | "
+              f"{row['cosine']:.4f} |" for row in shown]
+    return "\n".join(lines)
+
+
+def plot_layer_errors(rows: Sequence[dict], path: str | os.PathLike, title: str = "") -> None:
+    """SNR of every layer in graph order: where the curve dips, quantizing that layer hurts."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.28 * len(rows)), 4.5), constrained_layout=True)
+    snr = [row["snr_db"] for row in rows]
+    ax.bar(range(len(rows)), snr, color=["tab:red" if row["output"] else "tab:blue" for row in rows])
+    ax.set_xticks(range(len(rows)), [_short(row["layer"])[-28:] for row in rows], rotation=90, fontsize=6)
+    ax.set_ylabel("SNR against the float file (dB; red: output)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_title(title or "error of each layer against the float file")
+    _save(fig, path)
+
+
+def _short(tensor: str) -> str:
+    """A TFLite tensor's first name: fused tensors list every op they fused, separated by ';'."""
+    return tensor.split(";")[0]
+
+
 def technique_plots(model, metrics: Mapping, data, directory: str | os.PathLike) -> list[Path]:
     """The figures of one technique run, drawn from what its metrics hold.
 

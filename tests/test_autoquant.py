@@ -33,17 +33,20 @@ def test_cli_auto_keeps_the_fastest_mode_within_the_budget_with_its_sidecar(caps
     assert code == 0, printed
     result = json.loads(report.read_text())
     candidates = {c["name"]: c for c in result["candidates"]}
-    assert set(candidates) | set(result["skipped"]) == {"none", "float16", "dynamic", "int8"}
+    assert set(candidates) | set(result["skipped"]) == {"none", "float16", "dynamic", "int8",
+                                                        "dynamic@litert-quantizer", "int8@litert-quantizer"}
     within = [c for c in candidates.values() if c["within"]]
     assert result["chosen"] == min(within, key=lambda c: c["p50_ms"])["name"]
     assert all(c["within"] == (c["val_drop_pp"] <= 1.0) for c in candidates.values())
-    assert load(out).quantization == result["chosen"]  # the sidecar moved with the file
-    assert f"auto: {result['chosen']} is the fastest" in printed and "| mode |" in printed
+    meta = load(out).meta  # the sidecar moved with the file
+    assert "@".join([meta["quantization"]] + ([meta["backend"]] if meta["backend"] != "converter" else [])) \
+        == result["chosen"]
+    assert f"auto: {result['chosen']} is the fastest" in printed and "| candidate |" in printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.json", "m_auto.tflite", "m_auto.tflite.json"]
 
 
 @pytest.mark.parametrize("args, with_data, code, message", [
-    (["--quantize", "auto", "--max-drop", "-100"], True, 1, "no mode holds --max-drop -100"),
+    (["--quantize", "auto", "--max-drop", "-100"], True, 1, "no candidate holds --max-drop -100"),
     (["--quantize", "int8", "--objective", "size"], True, 2, "apply to --quantize auto"),
     (["--quantize", "auto"], False, 1, "give --data"),
 ])

@@ -18,9 +18,11 @@ from kerascomp import __version__
 from kerascomp._io import file_sha256, sidecar_path, write_json
 from kerascomp.data import Dataset
 from kerascomp.export._verify import ExportError
-from kerascomp.export.tflite import CALIBRATED_MODES, QUANTIZE_MODES, to_tflite
+from kerascomp._modes import BACKENDS, CALIBRATED_MODES, DEFAULT_BACKEND, KEEP_FLOAT_AUTO, QUANTIZE_MODES
+from kerascomp.export.tflite import to_tflite
 
-__all__ = ["export", "ExportError", "QUANTIZE_MODES", "FORMATS", "default_output", "file_sha256"]
+__all__ = ["export", "ExportError", "QUANTIZE_MODES", "BACKENDS", "DEFAULT_BACKEND", "FORMATS", "default_output",
+           "file_sha256"]
 
 FORMATS = {".tflite": QUANTIZE_MODES, ".onnx": ("none", "int8")}
 DEFAULT_FOLDER = Path("tflite_models")
@@ -46,6 +48,9 @@ def export(
     min_agreement: float | None = None,
     source: str | os.PathLike | None = None,
     batch_size: int | None = None,
+    backend: str = DEFAULT_BACKEND,
+    keep_float: tuple[str, ...] = (KEEP_FLOAT_AUTO,),
+    layer_errors: int = 0,
 ) -> dict:
     """Convert ``model`` to ``out`` (``.tflite`` or ``.onnx``), verify it, and write its sidecar.
 
@@ -60,6 +65,11 @@ def export(
         calibration_size: training examples used to calibrate integer modes.
         source: path of the source ``.keras`` file, hashed into the sidecar.
         batch_size: fix the ``.tflite`` batch dimension (see :func:`~kerascomp.export.tflite.to_tflite`).
+        backend, keep_float: who quantizes a ``.tflite`` file, and what stays
+            in float (see :func:`~kerascomp.export.tflite.to_tflite`).
+        layer_errors: with ``backend="litert-quantizer"``, measure every
+            layer's error against the float file on this many validation
+            examples (``report["layer_errors"]``).
 
     Returns:
         The conversion report (also stored in the sidecar under ``verification``).
@@ -71,6 +81,13 @@ def export(
         raise ExportError(f"{out.suffix} supports --quantize {', '.join(FORMATS[out.suffix])}, not {quantize!r}")
     if batch_size is not None and out.suffix != ".tflite":
         raise ExportError("--batch-size fixes the batch of a .tflite file; ONNX keeps it dynamic")
+    if backend != DEFAULT_BACKEND and out.suffix != ".tflite":
+        raise ExportError(f"--backend {backend} quantizes .tflite files; ONNX uses onnxruntime's quantizer")
+    if layer_errors and (backend != "litert-quantizer" or quantize in ("none", "float16")):
+        raise ExportError("per-layer errors compare LiteRT Quantizer's file with its float twin: "
+                          "use --backend litert-quantizer with a quantized mode")
+    if layer_errors and data is None:
+        raise ExportError("per-layer errors are measured on validation data: give --data")
     input_shape = tuple(int(d) for d in model.input_shape[1:])
     if data is not None:
         data.check_fits(input_shape)
@@ -83,7 +100,9 @@ def export(
     sample = data.x_val[:VERIFY_SAMPLES] if data is not None else None
     if out.suffix == ".tflite":
         report = to_tflite(model, out, quantize=quantize, calibration=calibration, int8_io=int8_io,
-                           sample=sample, min_agreement=min_agreement, batch_size=batch_size)
+                           sample=sample, min_agreement=min_agreement, batch_size=batch_size, backend=backend,
+                           keep_float=tuple(keep_float),
+                           layer_sample=data.x_val[:layer_errors] if layer_errors else None)
     else:
         report = _to_onnx(model, out, quantize, calibration, sample, opset, min_agreement)
     write_json(sidecar_path(out), _sidecar(out, quantize, int8_io, input_shape, data, meta, source, report))
@@ -119,6 +138,8 @@ def _sidecar(out: Path, quantize: str, int8_io: bool, input_shape, data: Dataset
         "format": out.suffix[1:],
         "quantization": quantize,
         "int8_io": int8_io,
+        "backend": report.get("backend", "onnxruntime" if out.suffix == ".onnx" else DEFAULT_BACKEND),
+        "keep_float": report.get("keep_float", []),
         "input_shape": list(input_shape),
         "output": "logits",
         "class_names": described.get("class_names") or ([str(i) for i in range(num_classes)] if num_classes else None),

@@ -13,7 +13,8 @@ from kerascomp.errors import KerascompError
 
 # Lowest top-1 agreement accepted per quantization mode, and the largest
 # absolute logit error (relative to the largest reference logit) for float modes.
-MIN_AGREEMENT = {"none": 0.99, "float16": 0.98, "dynamic": 0.9, "int8": 0.9, "int16x8": 0.9}
+MIN_AGREEMENT = {"none": 0.99, "float16": 0.98, "dynamic": 0.9, "int8": 0.9, "int16x8": 0.9,
+                 "dynamic-int4": 0.8, "int8-weights": 0.95, "int4-weights": 0.8}
 MAX_RELATIVE_ERROR = {"none": 1e-3, "float16": 2e-2}
 
 

@@ -3,7 +3,9 @@
 Modes: ``none`` (float32), ``float16`` (float16 weights), ``dynamic`` (int8
 weights, float activations quantized on the fly), ``int8`` (full integer,
 calibrated on training data) and ``int16x8`` (int16 activations, int8
-weights). The file is verified against the Keras model before it is moved into
+weights); with LiteRT Quantizer as the backend also ``dynamic-int4``,
+``int8-weights`` and ``int4-weights`` (weight-only: float compute, smaller
+file). The file is verified against the Keras model before it is moved into
 place, so a broken conversion never lands.
 """
 
@@ -17,13 +19,13 @@ import numpy as np
 from kerascomp._compat import keras, tf
 from kerascomp._io import atomic_path
 from kerascomp.registry import strip as strip_wrappers
+from kerascomp._modes import BACKENDS, CALIBRATED_MODES, CONVERTER_MODES, DEFAULT_BACKEND, KEEP_FLOAT_AUTO, QUANTIZE_MODES
+from kerascomp.export import litert_quantizer
 from kerascomp.export._verify import ExportError, check, compare
 from kerascomp.errors import first_line
 
-__all__ = ["QUANTIZE_MODES", "CALIBRATED_MODES", "to_tflite", "strip_wrappers"]
+__all__ = ["QUANTIZE_MODES", "CALIBRATED_MODES", "BACKENDS", "DEFAULT_BACKEND", "to_tflite", "strip_wrappers"]
 
-QUANTIZE_MODES = ("none", "float16", "dynamic", "int8", "int16x8")
-CALIBRATED_MODES = ("int8", "int16x8")
 
 
 def to_tflite(
@@ -36,6 +38,9 @@ def to_tflite(
     sample: np.ndarray | None = None,
     min_agreement: float | None = None,
     batch_size: int | None = None,
+    backend: str = DEFAULT_BACKEND,
+    keep_float: tuple[str, ...] = (KEEP_FLOAT_AUTO,),
+    layer_sample: np.ndarray | None = None,
 ) -> dict:
     """Convert ``model`` to a ``.tflite`` at ``path`` and verify it.
 
@@ -54,9 +59,20 @@ def to_tflite(
             without SHAPE/GATHER/PACK nodes that XNNPACK cannot take: the seed
             ViT goes from 19 XNNPACK partitions to 2, and its int8 file from
             6.9 to 4.8 ms (2-core AMD EPYC, 1 thread).
+        backend: who quantizes: ``converter`` (TFLiteConverter's built-in
+            post-training quantization) or ``litert-quantizer``, which
+            quantizes the converter's float file op by op (see
+            :mod:`kerascomp.export.litert_quantizer`). float32 and float16
+            always come from the converter.
+        keep_float: with ``litert-quantizer``, ops (``SOFTMAX``) or layer-name
+            regexes kept in float; ``"auto"`` keeps the ops that would leave
+            XNNPACK in integer form.
+        layer_sample: with ``litert-quantizer``, inputs on which every
+            layer's error against the float file is measured (``layer_errors``).
 
     Returns:
-        ``{"path", "quantization", "int8_io", "verification"}``.
+        ``{"path", "quantization", "int8_io", "backend", "keep_float", "verification"}``,
+        plus ``layer_errors`` when ``layer_sample`` is given.
     """
     if quantize not in QUANTIZE_MODES:
         raise ExportError(f"unknown quantization {quantize!r}; use one of {', '.join(QUANTIZE_MODES)}")
@@ -67,18 +83,46 @@ def to_tflite(
     if batch_size is not None and batch_size < 1:
         raise ExportError(f"--batch-size must be at least 1, got {batch_size}")
     model = strip_wrappers(model)
-    converter = _converter(model, batch_size)
-    _configure(converter, quantize, calibration, int8_io)
-    try:
-        flatbuffer = converter.convert()
-    except Exception as exc:  # the converter raises ConverterError and plain exceptions alike
-        raise ExportError(f"TFLite conversion ({quantize}) failed: {first_line(exc, prefer='error')}") from None
+    quantizer = _backend(model, quantize, backend, int8_io)
+    report = {"path": str(path), "quantization": quantize, "int8_io": int8_io, "backend": quantizer, "keep_float": []}
+    if quantizer == "litert-quantizer":
+        float_model = _convert(model, "none", None, False, batch_size)
+        flatbuffer, report["keep_float"] = litert_quantizer.quantize(float_model, quantize, calibration=calibration,
+                                                                     keep_float=keep_float)
+        if layer_sample is not None:
+            report["layer_errors"] = litert_quantizer.layer_errors(float_model, flatbuffer, layer_sample)
+    else:
+        flatbuffer = _convert(model, quantize, calibration, int8_io, batch_size)
     sample = _default_sample(model) if sample is None else sample
     with atomic_path(path) as tmp:
         tmp.write_bytes(flatbuffer)
-        verification = check(compare(model.predict(sample, verbose=0), _run(tmp, sample)),
-                             "int8" if _is_quantization_aware(model) else quantize, min_agreement)
-    return {"path": str(path), "quantization": quantize, "int8_io": int8_io, "verification": verification}
+        report["verification"] = check(compare(model.predict(sample, verbose=0), _run(tmp, sample)),
+                                       "int8" if _is_quantization_aware(model) else quantize, min_agreement)
+    return report
+
+
+def _backend(model: keras.Model, quantize: str, backend: str, int8_io: bool) -> str:
+    """Who quantizes this file: float files and QAT models (fake-quant ranges) always go through the converter."""
+    if backend not in BACKENDS:
+        raise ExportError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend == "converter" and quantize not in CONVERTER_MODES:
+        raise ExportError(f"--quantize {quantize} is a LiteRT Quantizer recipe: add --backend litert-quantizer")
+    if backend == "converter" or quantize not in litert_quantizer.RECIPES:
+        return "converter"
+    if _is_quantization_aware(model):
+        raise ExportError("a quantization-aware model carries its own ranges: convert it with --backend converter")
+    if int8_io:
+        raise ExportError("--int8-io is the converter's option: use --backend converter")
+    return backend
+
+
+def _convert(model: keras.Model, quantize: str, calibration, int8_io: bool, batch_size: int | None) -> bytes:
+    converter = _converter(model, batch_size)
+    _configure(converter, quantize, calibration, int8_io)
+    try:
+        return converter.convert()
+    except Exception as exc:  # the converter raises ConverterError and plain exceptions alike
+        raise ExportError(f"TFLite conversion ({quantize}) failed: {first_line(exc, prefer='error')}") from None
 
 
 def _converter(model: keras.Model, batch_size: int | None):

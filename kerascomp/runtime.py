@@ -301,7 +301,7 @@ def constant_tensors(path: str | os.PathLike) -> list[np.ndarray]:
     Raises:
       ModelError: the file is missing or not a TFLite model, or holds a
         parameter this function cannot decode (a sparse-encoded tensor, or a
-        type numpy lacks such as int4).
+        type it does not know; int4 codes come back as int8).
     """
     path = os.fspath(path)
     try:
@@ -326,14 +326,23 @@ def constant_tensors(path: str | os.PathLike) -> list[np.ndarray]:
             if tensor.Type() not in _FLOATS and not quantized:
                 continue
             name = tensor.Name().decode()
-            if tensor.Type() not in _DTYPES or tensor.Sparsity() is not None:
+            int4 = tensor.Type() == schema.TensorType.INT4
+            if (tensor.Type() not in _DTYPES and not int4) or tensor.Sparsity() is not None:
                 raise ModelError(f"{path}: cannot decode parameter tensor {name!r} (sparse or unsupported type)")
             seen.add(tensor.Buffer())
             shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
-            values = np.frombuffer(raw, dtype=_DTYPES[tensor.Type()]).reshape(shape)
+            values = (_int4(raw, int(np.prod(shape))) if int4 else np.frombuffer(raw, dtype=_DTYPES[tensor.Type()]))
+            values = values.reshape(shape)
             zero_point = _zero_point(quant, values.ndim) if quantized else 0
             arrays.append(values.astype(np.int64) - zero_point if np.any(zero_point) else values)
     return arrays
+
+
+def _int4(raw: bytes, count: int) -> np.ndarray:
+    """Signed 4-bit codes packed two per byte, low nibble first (LiteRT's layout), as int8."""
+    packed = np.frombuffer(raw, dtype=np.uint8)
+    nibbles = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(-1)[:count].astype(np.int8)
+    return (nibbles ^ 8) - 8  # sign-extend: 8..15 are -8..-1
 
 
 def _buffer_bytes(data: bytes, buffer) -> bytes | None:

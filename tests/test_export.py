@@ -135,3 +135,25 @@ def test_qat_model_in_a_float_mode_is_checked_as_the_integer_model_it_becomes(tm
     report = to_tflite(qat, tmp_path / "q.tflite", sample=digits.x_val)
     assert report["verification"]["min_agreement"] == MIN_AGREEMENT["int8"]
     assert report["verification"]["top1_agreement"] >= 0.9
+
+
+def test_a_converter_that_aborts_its_process_becomes_one_error_and_no_file(tmp_path, digits, digits_model,
+                                                                           monkeypatch, capsys):
+    """TF 2.21's converter SIGABRTs on the seed ViT in int16x8: the child process takes the crash, not kerascomp."""
+    import signal
+    import subprocess
+
+    from kerascomp.cli import main
+
+    source, _ = digits_model
+    real_run = subprocess.run
+
+    def aborting(command, **kwargs):  # the real child, killed the way the converter kills itself
+        return real_run([command[0], "-c", "import os, signal; os.kill(os.getpid(), signal.SIGABRT)"], **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", aborting)
+    out = tmp_path / "m.tflite"
+    assert main(["convert", str(source), "--quantize", "int16x8", "--data", "digits", "--out", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert f"crashed TensorFlow's converter ({signal.SIGABRT.name})" in error and error.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

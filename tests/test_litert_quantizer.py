@@ -120,3 +120,19 @@ def test_a_quantization_aware_model_is_refused(tmp_path, digits, digits_model):
     with pytest.raises(ExportError, match="carries its own ranges"):
         export(qat, tmp_path / "q.tflite", quantize="int8", data=digits, backend="litert-quantizer")
     assert not (tmp_path / "q.tflite").exists()
+
+
+def test_bench_reads_int4_weights_as_their_codes(tmp_path):
+    """int4 packs two codes per byte; the parameter count and the codes come back as written."""
+    from kerascomp.runtime import constant_tensors
+
+    model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(16, use_bias=False)])
+    weights = np.random.default_rng(0).choice([-7.0, -3.0, 2.0, 5.0, 7.0], size=(4, 16)).astype(np.float32)
+    weights[:, 0] = 7.0  # every output channel's scale is 1: codes equal the weights
+    weights[0, :] = 7.0
+    model.layers[0].kernel.assign(weights)
+    float_model = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    quantized, _ = litert_quantizer.quantize(float_model, "int4-weights", keep_float=())
+    (tmp_path / "m.tflite").write_bytes(quantized)
+    codes, = [a for a in constant_tensors(tmp_path / "m.tflite") if a.size == 64]
+    np.testing.assert_array_equal(codes, weights.T)

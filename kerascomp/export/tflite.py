@@ -21,6 +21,7 @@ from kerascomp._io import atomic_path
 from kerascomp.registry import strip as strip_wrappers
 from kerascomp._modes import BACKENDS, CALIBRATED_MODES, CONVERTER_MODES, DEFAULT_BACKEND, KEEP_FLOAT_AUTO, QUANTIZE_MODES
 from kerascomp.export import litert_quantizer
+from kerascomp.export._isolated import ISOLATED_MODES, convert_isolated
 from kerascomp.export._verify import ExportError, check, compare
 from kerascomp.errors import first_line
 
@@ -117,6 +118,8 @@ def _backend(model: keras.Model, quantize: str, backend: str, int8_io: bool) -> 
 
 
 def _convert(model: keras.Model, quantize: str, calibration, int8_io: bool, batch_size: int | None) -> bytes:
+    if quantize in ISOLATED_MODES:
+        return convert_isolated(_function(model, batch_size), model, quantize, calibration)
     converter = _converter(model, batch_size)
     _configure(converter, quantize, calibration, int8_io)
     try:
@@ -129,9 +132,13 @@ def _converter(model: keras.Model, batch_size: int | None):
     """The converter of ``model``, with its batch dimension fixed to ``batch_size`` unless None."""
     if batch_size is None:
         return tf.lite.TFLiteConverter.from_keras_model(model)
+    return tf.lite.TFLiteConverter.from_concrete_functions([_function(model, batch_size)], model)
+
+
+def _function(model: keras.Model, batch_size: int | None):
+    """The inference function of ``model`` traced for batches of ``batch_size`` (None: any)."""
     spec = tf.TensorSpec([batch_size, *model.input_shape[1:]], model.inputs[0].dtype)
-    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-    return tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+    return tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
 
 
 def _is_quantization_aware(model: keras.Model) -> bool:

@@ -155,5 +155,17 @@ def test_a_converter_that_aborts_its_process_becomes_one_error_and_no_file(tmp_p
     out = tmp_path / "m.tflite"
     assert main(["convert", str(source), "--quantize", "int16x8", "--data", "digits", "--out", str(out)]) == 1
     error = capsys.readouterr().err
-    assert f"crashed TensorFlow's converter ({signal.SIGABRT.name})" in error and error.count("\n") == 1
+    assert f"crashed its process ({signal.SIGABRT.name})" in error and error.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_litert_cannot_run_is_refused_not_written(tmp_path, digits):
+    """int16x8 has no SQUARED_DIFFERENCE kernel (LayerNorm's variance): the file converts but never runs."""
+    from kerascomp._compat import tf
+
+    layers = tf.keras.layers
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), layers.Flatten(), layers.Dense(16),
+                                 layers.LayerNormalization(), layers.Dense(10)])
+    with pytest.raises(ExportError, match="int16x8 file.* (does not run in LiteRT .*SQUARED_DIFFERENCE|crashed)"):
+        export(model, tmp_path / "m.tflite", quantize="int16x8", data=digits, calibration_size=20)
     assert list(tmp_path.iterdir()) == []

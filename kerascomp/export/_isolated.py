@@ -1,11 +1,13 @@
-"""TFLiteConverter in a child process, for the modes whose conversion can abort the whole process.
+"""The converter, and a file's first run, in a child process: for the modes that can abort the whole process.
 
-TensorFlow 2.21's converter kills its process with SIGABRT, printing nothing
-Python can catch, when it converts the seed ViT to int16x8. In-process that
-ends ``kerascomp convert`` (or a whole pipeline) without an ``Error:`` line.
-In a child, the crash becomes one :class:`ExportError`. The child costs a
-TensorFlow start and a SavedModel round trip (seconds), so only the modes
-known to abort take this path.
+In int16x8, TensorFlow 2.21's converter killed its process with SIGABRT,
+printing nothing Python can catch, converting the seed ViT; and LiteRT aborts
+the same way invoking an int16x8 graph with an op that has no int16 kernel
+(SQUARED_DIFFERENCE, LayerNorm's variance) where it does not raise. In-process
+either ends ``kerascomp convert`` (or a whole pipeline) without an ``Error:``
+line. In a child, the crash becomes one :class:`ExportError`. A conversion
+child costs a TensorFlow start and a SavedModel round trip (seconds), so only
+the modes known to abort take this path.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kerascomp.export._verify import ExportError
+from kerascomp.export._verify import ExportError, run_file
 
-__all__ = ["ISOLATED_MODES", "convert_isolated"]
+__all__ = ["ISOLATED_MODES", "convert_isolated", "run_isolated"]
 
 ISOLATED_MODES = ("int16x8",)
 _TIMEOUT_S = 3600
@@ -36,36 +38,56 @@ def convert_isolated(function, model, quantize: str, calibration: np.ndarray | N
         tf.saved_model.save(model, str(work / "saved"), signatures=function)
         if calibration is not None:
             np.save(work / "calibration.npy", np.asarray(calibration, dtype=np.float32))
-        try:
-            child = subprocess.run([sys.executable, "-m", __name__, str(work), quantize], capture_output=True,
-                                   text=True, timeout=_TIMEOUT_S, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        except subprocess.TimeoutExpired:
-            raise ExportError(f"TFLite conversion ({quantize}) ran over {_TIMEOUT_S} s; stopped") from None
-        if child.returncode < 0:
-            raise ExportError(f"TFLite conversion ({quantize}) crashed TensorFlow's converter "
-                              f"({signal.Signals(-child.returncode).name}); try --backend litert-quantizer")
-        if child.returncode != 0:
-            lines = [line for line in child.stderr.splitlines() if line.startswith("Error:")] or ["no message"]
-            raise ExportError(f"TFLite conversion ({quantize}) failed: {lines[-1].removeprefix('Error: ')}")
+        _child(["convert", str(work), quantize], f"TFLite conversion ({quantize})")
         return (work / "model.tflite").read_bytes()
 
 
-def _main(work: Path, quantize: str) -> int:
+def run_isolated(path: str | os.PathLike, sample: np.ndarray, quantize: str) -> np.ndarray:
+    """The logits of the ``.tflite`` at ``path`` on ``sample``, run in a child process (no TensorFlow there)."""
+    with tempfile.TemporaryDirectory(prefix="kerascomp-run-") as work:
+        work = Path(work)
+        np.save(work / "sample.npy", np.asarray(sample, dtype=np.float32))
+        _child(["run", str(work), quantize, os.fspath(path)], f"the {quantize} file's first run in LiteRT")
+        return np.load(work / "logits.npy")
+
+
+def _child(args: list[str], what: str) -> None:
+    """Run this module with ``args``; a crash, a timeout or an ``Error:`` line there is an :class:`ExportError`."""
+    try:
+        child = subprocess.run([sys.executable, "-m", __name__, *args], capture_output=True, text=True,
+                               timeout=_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ExportError(f"{what} ran over {_TIMEOUT_S} s; stopped") from None
+    if child.returncode < 0:
+        raise ExportError(f"{what} crashed its process ({signal.Signals(-child.returncode).name}); "
+                          "try --backend litert-quantizer or another mode")
+    if child.returncode != 0:
+        lines = [line for line in child.stderr.splitlines() if line.startswith("Error:")] or ["Error: no message"]
+        raise ExportError(lines[-1].removeprefix("Error: "))
+
+
+def _convert(work: Path, quantize: str) -> None:
     from kerascomp._compat import tf
-    from kerascomp.errors import first_line
-    from kerascomp.export.tflite import _configure
+    from kerascomp.export._converter import configure, convert
 
     calibration = work / "calibration.npy"
     converter = tf.lite.TFLiteConverter.from_saved_model(str(work / "saved"))
-    _configure(converter, quantize, np.load(calibration) if calibration.exists() else None, False)
+    configure(converter, quantize, np.load(calibration) if calibration.exists() else None, False)
+    (work / "model.tflite").write_bytes(convert(converter, quantize))
+
+
+def _run(work: Path, quantize: str, path: str) -> None:
+    np.save(work / "logits.npy", run_file(path, np.load(work / "sample.npy"), quantize))
+
+
+def _main(command: str, work: str, *rest: str) -> int:
     try:
-        flatbuffer = converter.convert()
-    except Exception as exc:  # the converter raises ConverterError and plain exceptions alike
-        print(f"Error: {first_line(exc, prefer='error')}", file=sys.stderr)
+        {"convert": _convert, "run": _run}[command](Path(work), *rest)
+    except ExportError as e:
+        print(f"Error: {e}", file=sys.stderr)
         return 1
-    (work / "model.tflite").write_bytes(flatbuffer)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_main(Path(sys.argv[1]), sys.argv[2]))
+    sys.exit(_main(*sys.argv[1:]))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerascomp.errors import KerascompError
+from kerascomp.errors import KerascompError, first_line
 
 # Lowest top-1 agreement accepted per quantization mode, and the largest
 # absolute logit error (relative to the largest reference logit) for float modes.
@@ -54,3 +54,13 @@ def check(report: dict, mode: str, min_agreement: float | None = None) -> dict:
                 f"(allowed {allowed:.3g}); not writing it"
             )
     return {**report, "passed": True, "min_agreement": needed}
+
+
+def run_file(path, sample: np.ndarray, quantize: str) -> np.ndarray:
+    """The file's logits on ``sample``; a file LiteRT cannot run (an op without a kernel for its types) is refused."""
+    from kerascomp import runtime
+
+    try:
+        return runtime.load(path).predict(sample)
+    except RuntimeError as e:
+        raise ExportError(f"the {quantize} file does not run in LiteRT ({first_line(e)}); not writing it") from None

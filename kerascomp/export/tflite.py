@@ -12,7 +12,6 @@ place, so a broken conversion never lands.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -21,9 +20,9 @@ from kerascomp._io import atomic_path
 from kerascomp.registry import strip as strip_wrappers
 from kerascomp._modes import BACKENDS, CALIBRATED_MODES, CONVERTER_MODES, DEFAULT_BACKEND, KEEP_FLOAT_AUTO, QUANTIZE_MODES
 from kerascomp.export import litert_quantizer
-from kerascomp.export._isolated import ISOLATED_MODES, convert_isolated
-from kerascomp.export._verify import ExportError, check, compare
-from kerascomp.errors import first_line
+from kerascomp.export._converter import configure, convert
+from kerascomp.export._isolated import ISOLATED_MODES, convert_isolated, run_isolated
+from kerascomp.export._verify import ExportError, check, compare, run_file
 
 __all__ = ["QUANTIZE_MODES", "CALIBRATED_MODES", "BACKENDS", "DEFAULT_BACKEND", "to_tflite", "strip_wrappers"]
 
@@ -92,12 +91,15 @@ def to_tflite(
                                                                      keep_float=keep_float)
         if layer_sample is not None:
             report["layer_errors"] = litert_quantizer.layer_errors(float_model, flatbuffer, layer_sample)
+    elif quantize in ISOLATED_MODES:
+        flatbuffer = convert_isolated(_function(model, batch_size), model, quantize, calibration)
     else:
         flatbuffer = _convert(model, quantize, calibration, int8_io, batch_size)
     sample = _default_sample(model) if sample is None else sample
     with atomic_path(path) as tmp:
         tmp.write_bytes(flatbuffer)
-        report["verification"] = check(compare(model.predict(sample, verbose=0), _run(tmp, sample)),
+        logits = (run_isolated if quantize in ISOLATED_MODES else run_file)(tmp, sample, quantize)
+        report["verification"] = check(compare(model.predict(sample, verbose=0), logits),
                                        "int8" if _is_quantization_aware(model) else quantize, min_agreement)
     return report
 
@@ -118,14 +120,9 @@ def _backend(model: keras.Model, quantize: str, backend: str, int8_io: bool) -> 
 
 
 def _convert(model: keras.Model, quantize: str, calibration, int8_io: bool, batch_size: int | None) -> bytes:
-    if quantize in ISOLATED_MODES:
-        return convert_isolated(_function(model, batch_size), model, quantize, calibration)
     converter = _converter(model, batch_size)
-    _configure(converter, quantize, calibration, int8_io)
-    try:
-        return converter.convert()
-    except Exception as exc:  # the converter raises ConverterError and plain exceptions alike
-        raise ExportError(f"TFLite conversion ({quantize}) failed: {first_line(exc, prefer='error')}") from None
+    configure(converter, quantize, calibration, int8_io)
+    return convert(converter, quantize)
 
 
 def _converter(model: keras.Model, batch_size: int | None):
@@ -147,40 +144,7 @@ def _is_quantization_aware(model: keras.Model) -> bool:
                for layer in model.layers for cls in type(layer).__mro__)
 
 
-def _configure(converter, quantize: str, calibration: np.ndarray | None, int8_io: bool) -> None:
-    if quantize == "none":
-        return
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    elif quantize in CALIBRATED_MODES:
-        converter.representative_dataset = _representative(calibration)
-        if quantize == "int8":
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        else:
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    if int8_io:
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-
-
-def _representative(calibration: np.ndarray):
-    """One sample per step, as the converter's calibrator expects."""
-    calibration = np.asarray(calibration, dtype=np.float32)
-
-    def generate():
-        for x in calibration:
-            yield [x[None]]
-
-    return generate
-
-
 def _default_sample(model: keras.Model, n: int = 64) -> np.ndarray:
     shape = tuple(model.input_shape[1:])
     return np.random.default_rng(0).uniform(0.0, 1.0, size=(n, *shape)).astype(np.float32)
 
-
-def _run(path: Path, sample: np.ndarray) -> np.ndarray:
-    from kerascomp import runtime
-
-    return runtime.load(path).predict(sample)

@@ -95,7 +95,8 @@ def convert(model_path, out, quantize, backend, keep_float, layer_errors, data_s
             click.echo(f"kept in float: {', '.join(report['keep_float'])}")
         if report.get("layer_errors"):
             _show_layer_errors(report["layer_errors"], out)
-        click.echo(f"{quantize} ({report['backend']}) -> {out} ({report['size_bytes'] / 1024:.1f} KB)")
+        by = f" ({report['backend']})" if report["backend"] not in (DEFAULT_BACKEND, "onnxruntime") else ""
+        click.echo(f"{quantize}{by} -> {out} ({report['size_bytes'] / 1024:.1f} KB)")
     if json_path:
         write_json(json_path, report)
 

@@ -104,7 +104,8 @@ def export(
                            keep_float=tuple(keep_float),
                            layer_sample=data.x_val[:layer_errors] if layer_errors else None)
     else:
-        report = _to_onnx(model, out, quantize, calibration, sample, opset, min_agreement)
+        report = {**_to_onnx(model, out, quantize, calibration, sample, opset, min_agreement),
+                  "backend": "onnxruntime", "keep_float": []}
     write_json(sidecar_path(out), _sidecar(out, quantize, int8_io, input_shape, data, meta, source, report))
     return {**report, "size_bytes": out.stat().st_size}
 
@@ -138,8 +139,8 @@ def _sidecar(out: Path, quantize: str, int8_io: bool, input_shape, data: Dataset
         "format": out.suffix[1:],
         "quantization": quantize,
         "int8_io": int8_io,
-        "backend": report.get("backend", "onnxruntime" if out.suffix == ".onnx" else DEFAULT_BACKEND),
-        "keep_float": report.get("keep_float", []),
+        "backend": report["backend"],
+        "keep_float": report["keep_float"],
         "input_shape": list(input_shape),
         "output": "logits",
         "class_names": described.get("class_names") or ([str(i) for i in range(num_classes)] if num_classes else None),

@@ -70,7 +70,8 @@ def quantize(float_model: bytes, mode: str, *, calibration: np.ndarray | None = 
 def layer_errors(float_model: bytes, quantized: bytes, sample: np.ndarray) -> list[dict]:
     """Per-layer error of ``quantized`` against ``float_model`` on ``sample``, in graph order.
 
-    One row per intermediate and output tensor both files have: its
+    One row per intermediate and output tensor both files have (all-zero ones
+    carry no signal and are left out): its
     signal-to-noise ratio in dB (low: the layer hurts) and cosine similarity,
     from LiteRT Quantizer's own validation, which runs both files and compares
     every tensor.
@@ -86,9 +87,9 @@ def layer_errors(float_model: bytes, quantized: bytes, sample: np.ndarray) -> li
     signature = result.get_signature_comparison_result(_signature(float_model)[0])
     tensors = {**signature.intermediate_tensors, **signature.output_tensors}
     order = _tensor_order(float_model)
-    rows = [{"layer": name, "snr_db": 10 * math.log10(max(values["snr"], 1e-12)), "cosine": values["cosine_similarity"],
+    rows = [{"layer": name, "snr_db": 10 * math.log10(values["snr"]), "cosine": values["cosine_similarity"],
              "output": name in signature.output_tensors}
-            for name, values in tensors.items()]
+            for name, values in tensors.items() if values["snr"] > 0]  # 0: all zeros in the float file, no signal
     return sorted(rows, key=lambda row: order.get(row["layer"], len(order)))
 
 

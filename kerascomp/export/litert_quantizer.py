@@ -70,11 +70,10 @@ def quantize(float_model: bytes, mode: str, *, calibration: np.ndarray | None = 
 def layer_errors(float_model: bytes, quantized: bytes, sample: np.ndarray) -> list[dict]:
     """Per-layer error of ``quantized`` against ``float_model`` on ``sample``, in graph order.
 
-    One row per intermediate and output tensor both files have (all-zero ones
-    carry no signal and are left out): its
+    One row per intermediate and output tensor both files have: its
     signal-to-noise ratio in dB (low: the layer hurts) and cosine similarity,
     from LiteRT Quantizer's own validation, which runs both files and compares
-    every tensor.
+    every tensor. All-zero tensors carry no signal and are left out.
     """
     from ai_edge_quantizer import model_validator
     from ai_edge_quantizer.utils.validation_utils import ValidationErrorMetric

@@ -27,7 +27,6 @@ from kerascomp.export._verify import ExportError, check, compare, run_file
 __all__ = ["QUANTIZE_MODES", "CALIBRATED_MODES", "BACKENDS", "DEFAULT_BACKEND", "to_tflite", "strip_wrappers"]
 
 
-
 def to_tflite(
     model: keras.Model,
     path: str | os.PathLike,

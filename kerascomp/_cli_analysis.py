@@ -10,7 +10,9 @@ import click
 
 from kerascomp._cli_common import data_options, json_option, model_and_data, numbers, parse_key_values
 from kerascomp._options import click_options
+from kerascomp.compress._sweep_ray import SCHEDULERS
 from kerascomp.compress.distill import StudentConfig
+from kerascomp.compress.sweep import BACKENDS as SWEEP_BACKENDS
 
 __all__ = ["sweep", "sensitivity"]
 
@@ -26,13 +28,26 @@ __all__ = ["sweep", "sensitivity"]
               help="Folder for sweep.json (the resumable state), sweep.md and sweep.png.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="State/results JSON [default: OUT/sweep.json].")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Plot PNG [default: OUT/sweep.png].")
+@click.option("--backend", type=click.Choice(SWEEP_BACKENDS), default="local", show_default=True,
+              help="local: one run after another here; ray: Ray Tune trials (needs kerascomp[ray]).")
+@click.option("--address", help="With --backend ray: the cluster to join (auto, or HOST:PORT) [default: start Ray here].")
+@click.option("--scheduler", type=click.Choice(SCHEDULERS), default="none", show_default=True,
+              help="With --backend ray: asha stops trials whose validation accuracy trails, epoch by epoch.")
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="With --backend ray: CPUs Ray reserves for each trial.")
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --backend ray: GPUs Ray reserves for each trial.")
 def sweep(teacher_path, data_spec, val_fraction, image_size, color_mode, seed, grid, no_scratch, out_dir, json_path,
-          plot_path, **fields):
+          plot_path, backend, address, scheduler, cpus_per_trial, gpus_per_trial, **fields):
     """Sweep distillation settings and student sizes (resumable): how much smaller can the student be?"""
     from kerascomp._io import atomic_path
     from kerascomp.compress import sweep as sweeping
     from kerascomp.report import plot_sweep
 
+    ray_options = {"address": address, "scheduler": scheduler, "cpus_per_trial": cpus_per_trial,
+                   "gpus_per_trial": gpus_per_trial}
+    if backend == "local" and (address or scheduler != "none"):
+        raise click.UsageError("--address and --scheduler apply to --backend ray")
     grid_values = sweeping.parse_grid(parse_key_values(grid, "--grid"))
     student = fields.pop("student") or "cnn"
     config = StudentConfig(**{k: v for k, v in fields.items() if v is not None}, seed=seed, student=student)
@@ -41,7 +56,8 @@ def sweep(teacher_path, data_spec, val_fraction, image_size, color_mode, seed, g
     json_path, plot_path = Path(json_path or out / "sweep.json"), Path(plot_path or out / "sweep.png")
     state = sweeping.sweep(teacher, data, grid_values, json_path, student=config.student,
                            student_args=config.student_args, train_config=config.budget(), distill=config.settings(),
-                           compare_scratch=not no_scratch, progress=click.echo)
+                           compare_scratch=not no_scratch, progress=click.echo, backend=backend,
+                           ray=ray_options if backend == "ray" else None)
     table = sweeping.sweep_table(state)
     with atomic_path(out / "sweep.md") as tmp:
         tmp.write_text(table + "\n")

@@ -19,23 +19,25 @@ from kerascomp.data import Dataset
 if TYPE_CHECKING:
     from kerascomp.distillation import DistillConfig
 
-__all__ = ["datasets"]
+__all__ = ["datasets", "cache_outputs"]
 
 
-def datasets(teacher_features: keras.Model, data: Dataset, config: DistillConfig, batch_size: int, seed: int):
+def datasets(teacher_features: keras.Model, data: Dataset, config: DistillConfig, batch_size: int, seed: int,
+             cached: dict | None = None):
     """Training and validation tf.data pipelines for a distiller, plus seconds spent filling the cache.
 
     Cached: ``(x, y, teacher_outputs)`` with ``teacher_features`` (a distiller's
     :attr:`Distiller.teacher_features`) run once over each split.
+    ``cached`` (from :func:`cache_outputs`) is used instead of running the teacher.
     Otherwise: ``(x, y)``, augmented in the pipeline so that the one augmented
     tensor is what both teacher and student receive inside the step.
     """
     if config.use_cache:
         start = time.perf_counter()
-        train_out, val_out = (_predict(teacher_features, data.split(s)[0], batch_size) for s in ("train", "val"))
+        cached = cached or cache_outputs(teacher_features, data, batch_size)
         seconds = time.perf_counter() - start
-        return (_pipeline((data.x_train, data.y_train, train_out), batch_size, seed),
-                _pipeline((data.x_val, data.y_val, val_out), batch_size), seconds)
+        return (_pipeline((data.x_train, data.y_train, cached["train"]), batch_size, seed),
+                _pipeline((data.x_val, data.y_val, cached["val"]), batch_size), seconds)
     train = data.as_tf("train", batch_size, shuffle=True, seed=seed)
     if config.augment != "none":
         from kerascomp._augment import augmenter
@@ -44,6 +46,11 @@ def datasets(teacher_features: keras.Model, data: Dataset, config: DistillConfig
         augment = augmenter(config.augment, data.input_shape, data.num_classes, seed, value_range)
         train = train.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     return train, data.as_tf("val", batch_size), 0.0
+
+
+def cache_outputs(teacher_features: keras.Model, data: Dataset, batch_size: int) -> dict[str, tuple[np.ndarray, ...]]:
+    """``{"train": outputs, "val": outputs}``: the teacher run once over each split."""
+    return {split: _predict(teacher_features, data.split(split)[0], batch_size) for split in ("train", "val")}
 
 
 def _predict(teacher_features: keras.Model, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, ...]:

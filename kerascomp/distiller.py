@@ -11,7 +11,7 @@ import dataclasses
 from typing import Sequence
 
 from kerascomp._compat import keras, tf
-from kerascomp._distill_data import datasets
+from kerascomp._distill_data import cache_outputs, datasets
 from kerascomp.data import Dataset
 from kerascomp.distillation import DistillConfig, check_compatible
 from kerascomp.errors import ConfigError
@@ -164,15 +164,29 @@ def _projection(student_feature, teacher_feature, pair: tuple[str, str]) -> kera
 
 
 def prepare(student: keras.Model, teacher: keras.Model, data: Dataset, config: DistillConfig | None,
-            train_config) -> tuple[Distiller, object, object, dict]:
+            train_config, teacher_outputs: dict | None = None) -> tuple[Distiller, object, object, dict]:
     """What :func:`kerascomp.training.train` needs to distil: the distiller (built in the caller's
-    strategy scope), training and validation data, and the settings for the metrics."""
+    strategy scope), training and validation data, and the settings for the metrics.
+
+    ``teacher_outputs`` (from :func:`teacher_cache`) replaces running the teacher over the splits."""
     config = config or DistillConfig()
     check_compatible(teacher, student, data)
     distiller = Distiller(student, teacher, temperature=config.temperature, alpha=config.alpha,
                           hints=config.hints, hint_weight=config.hint_weight)
     train, val, seconds = datasets(distiller.teacher_features, data, config, train_config.batch_size,
-                                   train_config.seed)
+                                   train_config.seed, teacher_outputs)
     settings = {**dataclasses.asdict(config), "teacher_cache": config.use_cache}
     return distiller, train, val, {"distill": settings, "teacher_params": int(teacher.count_params()),
                                    "teacher_cache_seconds": seconds}
+
+
+def teacher_cache(teacher: keras.Model, data: Dataset, config: DistillConfig, batch_size: int) -> dict | None:
+    """The teacher's outputs (logits, then one feature per hint) on the training and validation splits.
+
+    A sweep computes them once and hands them to every run (through Ray's
+    object store on a cluster): they depend only on the teacher, the data and
+    the hints. None when ``config`` does not use the cache (augmentation).
+    """
+    if not config.use_cache:
+        return None
+    return cache_outputs(_feature_view(teacher, [t for t, _ in config.hints], "teacher"), data, batch_size)

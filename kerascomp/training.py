@@ -73,6 +73,7 @@ def train(
     callbacks: list[keras.callbacks.Callback] | None = None,
     teacher: keras.Model | None = None,
     distill: distillation.DistillConfig | None = None,
+    teacher_outputs: dict | None = None,
 ) -> tuple[keras.Model, dict]:
     """Train ``model`` on ``data`` and measure it on the held-out test split.
 
@@ -89,6 +90,9 @@ def train(
             :class:`kerascomp.distiller.Distiller`); the callbacks see the
             distiller, whose ``layers`` include the student.
         distill: distillation settings (defaults of ``DistillConfig`` when None).
+        teacher_outputs: the teacher's cached outputs from
+            :func:`kerascomp.distiller.teacher_cache`, computed once and shared
+            by the runs of a sweep; None: computed here when the cache is used.
 
     Returns:
         The trained float32 model (best validation epoch; the student when
@@ -115,7 +119,7 @@ def train(
             from kerascomp.distiller import prepare  # the Keras side, imported with TensorFlow
 
             fitted, train_data, val_data, extra = prepare(net, _copy_into_scope(teacher, config), data,
-                                                                       distill, config)
+                                                          distill, config, teacher_outputs)
             fitted.compile(optimizer=optimizer)
     from kerascomp._callbacks import EpochTimer
 

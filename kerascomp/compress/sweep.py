@@ -23,12 +23,14 @@ from kerascomp._compat import keras
 from kerascomp._io import write_json
 from kerascomp.compress.distill import default_budget, gap_closed
 from kerascomp.distillation import DistillConfig, check_compatible
+from kerascomp.distiller import teacher_cache
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
 from kerascomp.training import TrainConfig, evaluate, train
 
-__all__ = ["sweep", "parse_grid", "sweep_table"]
+__all__ = ["sweep", "parse_grid", "sweep_table", "BACKENDS"]
 
+BACKENDS = ("local", "ray")
 STUDENT_PREFIX = "student."
 DISTILL_KEYS = ("temperature", "alpha", "augment", "hint_weight")
 
@@ -49,14 +51,21 @@ def parse_grid(grid: Mapping[str, object]) -> dict[str, tuple]:
 def sweep(teacher: keras.Model, data: Dataset, grid: Mapping[str, object], state_path: str | os.PathLike, *,
           student: str = "cnn", student_args: dict | None = None, train_config: TrainConfig | None = None,
           distill: DistillConfig | None = None, compare_scratch: bool = True,
-          progress: Callable[[str], None] | None = None) -> dict:
+          progress: Callable[[str], None] | None = None, backend: str = "local", ray: dict | None = None) -> dict:
     """Distil ``teacher`` into ``student`` at every grid point; state (and results) go to ``state_path``.
 
     Every point is validated before the first run, so a bad value fails at
-    once. Returns the state: settings, ``teacher_accuracy``, ``scratch`` results
-    per student architecture and ``points`` (one dict per grid point with
-    ``student_accuracy``, ``scratch_accuracy``, ``gap_closed``, ``student_params``).
+    once. The teacher's outputs are computed once and shared by every run.
+    ``backend="ray"`` runs the points as Ray Tune trials (``ray``: the options
+    of :func:`kerascomp.compress._sweep_ray.run_trials`: ``address``,
+    ``scheduler``, ``cpus_per_trial``, ``gpus_per_trial``). Returns the state:
+    settings, ``teacher_accuracy``, ``scratch`` results per student
+    architecture and ``points`` (one dict per grid point with
+    ``student_accuracy``, ``scratch_accuracy``, ``gap_closed``,
+    ``student_params``), and ``stopped``: points a scheduler ended early.
     """
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend: use one of {', '.join(BACKENDS)}, got {backend!r}")
     grid = parse_grid(grid)
     train_config, distill = train_config or default_budget(), distill or DistillConfig()
     runs = [_point(dict(zip(grid, values)), student, student_args or {}, distill)
@@ -72,20 +81,56 @@ def sweep(teacher: keras.Model, data: Dataset, grid: Mapping[str, object], state
                      for k, v in {**state["grid"], **grid}.items()}
     state["teacher_accuracy"] = evaluate(teacher, data, train_config.batch_size)["test_accuracy"]
     done = {p["key"] for p in state["points"]}
-    for number, (point, args, config) in enumerate(runs, 1):
-        if _key(point) in done:
-            continue
+    todo = [run for run in runs if _key(run[0]) not in done]
+    cache = teacher_cache(teacher, data, distill, train_config.batch_size) if todo else None
+    if backend == "local":
+        _run_local(todo, len(runs), state, state_path, teacher, data, student, train_config, cache, compare_scratch,
+                   progress)
+    else:
+        _run_ray(todo, state, state_path, teacher, data, student, train_config, cache, compare_scratch, progress,
+                 ray or {})
+    write_json(state_path, state)
+    return state
+
+
+def _run_local(todo, total, state, state_path, teacher, data, student, train_config, cache, compare_scratch,
+               progress) -> None:
+    """One run after another in this process; the state is written after every point."""
+    for number, (point, args, config) in enumerate(todo, total - len(todo) + 1):
         if progress:
-            progress(f"[{number}/{len(runs)}] {_key(point)}")
+            progress(f"[{number}/{total}] {_key(point)}")
         scratch = state["scratch"].get(_key(args))
         if compare_scratch and scratch is None:
             _, metrics = train(student, data, train_config, model_args=args)
-            scratch = state["scratch"][_key(args)] = _summary(metrics)
-        _, metrics = train(student, data, train_config, model_args=args, teacher=teacher, distill=config)
-        state["points"].append(_result(point, args, config, _summary(metrics), scratch, state["teacher_accuracy"]))
+            scratch = state["scratch"][_key(args)] = summarise(metrics)
+        _, metrics = train(student, data, train_config, model_args=args, teacher=teacher, distill=config,
+                           teacher_outputs=cache if config.use_cache else None)
+        state["points"].append(_result(point, args, config, summarise(metrics), scratch, state["teacher_accuracy"]))
         write_json(state_path, state)
-    write_json(state_path, state)
-    return state
+
+
+def _run_ray(todo, state, state_path, teacher, data, student, train_config, cache, compare_scratch, progress,
+             options: dict) -> None:
+    """Every point (and every missing scratch twin) as a Ray Tune trial; the experiment lives beside the state."""
+    from kerascomp.compress._sweep_ray import run_trials
+
+    scratch = {} if not compare_scratch else {_key(args): {"kind": "scratch", "key": _key(args), "args": args}
+                                               for _, args, _ in todo if _key(args) not in state["scratch"]}
+    specs = [*scratch.values(), *({"kind": "distill", "key": _key(point), "args": args,
+                                   "distill": dataclasses.asdict(config)} for point, args, config in todo)]
+    outcome = run_trials(specs, teacher=teacher, data=data, student=student, train_config=train_config, cache=cache,
+                         storage=Path(state_path).parent / "ray", progress=progress, **options) if specs else {}
+    state.setdefault("stopped", [])
+    for key in scratch:
+        if "stopped" not in outcome[key]:
+            state["scratch"][key] = outcome[key]
+    for point, args, config in todo:
+        result = outcome[_key(point)]
+        if "stopped" in result:
+            state["stopped"].append({"key": _key(point), **point, **result["stopped"]})
+        else:
+            state["points"].append(_result(point, args, config, result, state["scratch"].get(_key(args)),
+                                           state["teacher_accuracy"]))
 
 
 def _result(point: dict, args: dict, config: DistillConfig, distilled: dict, scratch: dict | None,
@@ -110,6 +155,9 @@ def sweep_table(state: dict) -> str:
                                          _fmt(p["scratch_accuracy"]), _fmt(p["gap_closed"], ".2f"),
                                          f"{p['seconds_per_epoch']:.2f}"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if state.get("stopped"):
+        lines += ["", "Stopped early by the scheduler: " + "; ".join(
+            f"{p['key']} (validation {_fmt(p['val_accuracy'])} after epoch {p['epoch']})" for p in state["stopped"])]
     return "\n".join(lines)
 
 
@@ -129,7 +177,8 @@ def _key(settings: Mapping[str, object]) -> str:
     return ",".join(f"{k}={settings[k]}" for k in sorted(settings))
 
 
-def _summary(metrics: dict) -> dict:
+def summarise(metrics: dict) -> dict:
+    """What a sweep keeps of one run's metrics."""
     return {"accuracy": metrics["test_accuracy"], "val_accuracy": metrics["val_accuracy"], "params": metrics["params"],
             "seconds_per_epoch": metrics["seconds_per_epoch"], "epochs": metrics["epochs"]}
 

@@ -114,7 +114,7 @@ def _trial(config: dict, *, teacher_file: bytes, data, student: str, train_confi
     from ray import tune
 
     from kerascomp._compat import keras
-    from kerascomp.compress.sweep import summarise
+    from kerascomp.compress.distill import summarise
     from kerascomp.distillation import DistillConfig
     from kerascomp.saving import load_model
     from kerascomp.training import train

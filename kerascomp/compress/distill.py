@@ -18,7 +18,7 @@ from kerascomp.errors import ConfigError
 from kerascomp.registry import Budgeted, Strength, Technique, register
 from kerascomp.training import ModelSpec, TrainConfig, evaluate, train
 
-__all__ = ["apply", "default_budget", "gap_closed", "StudentConfig", "distil"]
+__all__ = ["apply", "default_budget", "gap_closed", "summarise", "StudentConfig", "distil"]
 
 
 def default_budget(**overrides) -> TrainConfig:
@@ -86,6 +86,12 @@ def gap_closed(teacher: float, student: float, scratch: float) -> float | None:
     """Share of the teacher-over-scratch gap that distillation recovers; None without a gap."""
     gap = teacher - scratch
     return (student - scratch) / gap if gap > 0 else None
+
+
+def summarise(metrics: dict) -> dict:
+    """What a sweep keeps of one run's metrics (the local and the Ray backend alike)."""
+    return {"accuracy": metrics["test_accuracy"], "val_accuracy": metrics["val_accuracy"], "params": metrics["params"],
+            "seconds_per_epoch": metrics["seconds_per_epoch"], "epochs": metrics["epochs"]}
 
 
 def _fresh_copy(student: ModelSpec) -> ModelSpec:

@@ -21,9 +21,8 @@ from typing import Callable, Mapping
 from kerascomp import __version__, models
 from kerascomp._compat import keras
 from kerascomp._io import write_json
-from kerascomp.compress.distill import default_budget, gap_closed
+from kerascomp.compress.distill import default_budget, gap_closed, summarise
 from kerascomp.distillation import DistillConfig, check_compatible
-from kerascomp.distiller import teacher_cache
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
 from kerascomp.training import TrainConfig, evaluate, train
@@ -82,6 +81,8 @@ def sweep(teacher: keras.Model, data: Dataset, grid: Mapping[str, object], state
     state["teacher_accuracy"] = evaluate(teacher, data, train_config.batch_size)["test_accuracy"]
     done = {p["key"] for p in state["points"]}
     todo = [run for run in runs if _key(run[0]) not in done]
+    from kerascomp.distiller import teacher_cache  # the Keras side, imported with TensorFlow
+
     cache = teacher_cache(teacher, data, distill, train_config.batch_size) if todo else None
     if backend == "local":
         _run_local(todo, len(runs), state, state_path, teacher, data, student, train_config, cache, compare_scratch,
@@ -175,12 +176,6 @@ def _point(point: dict, student: str, base_args: dict, base: DistillConfig) -> t
 
 def _key(settings: Mapping[str, object]) -> str:
     return ",".join(f"{k}={settings[k]}" for k in sorted(settings))
-
-
-def summarise(metrics: dict) -> dict:
-    """What a sweep keeps of one run's metrics."""
-    return {"accuracy": metrics["test_accuracy"], "val_accuracy": metrics["val_accuracy"], "params": metrics["params"],
-            "seconds_per_epoch": metrics["seconds_per_epoch"], "epochs": metrics["epochs"]}
 
 
 def _fingerprint(model: keras.Model) -> str:

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from kerascomp.errors import ConfigError
 
-__all__ = ["AUGMENTATIONS", "parse_augment", "augmenter"]
+__all__ = ["AUGMENTATIONS", "parse_augment", "augmenter", "augmented", "mixes_labels"]
 
 AUGMENTATIONS = {
     "flip": "random horizontal flip (not for digits or text)",
@@ -80,6 +80,20 @@ def augmenter(spec: str, input_shape: Sequence[int], num_classes: int, seed: int
         return mixed["images"], mixed["labels"]
 
     return augment
+
+
+def augmented(dataset, spec: str, data, seed: int):
+    """``dataset``'s ``(images, labels)`` batches with ``spec`` applied in tf.data, ``data``'s pixel range kept."""
+    from kerascomp._compat import tf
+
+    value_range = (float(data.x_train.min()), float(data.x_train.max()))
+    return dataset.map(augmenter(spec, data.input_shape, data.num_classes, seed, value_range),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def mixes_labels(spec: str) -> bool:
+    """Whether ``spec`` includes MixUp or CutMix, whose labels are soft one-hot rows."""
+    return any(name in _MIXING for name in parse_augment(spec))
 
 
 @functools.cache

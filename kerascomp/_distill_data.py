@@ -40,11 +40,9 @@ def datasets(teacher_features: keras.Model, data: Dataset, config: DistillConfig
                 _pipeline((data.x_val, data.y_val, cached["val"]), batch_size), seconds)
     train = data.as_tf("train", batch_size, shuffle=True, seed=seed)
     if config.augment != "none":
-        from kerascomp._augment import augmenter
+        from kerascomp._augment import augmented
 
-        value_range = (float(data.x_train.min()), float(data.x_train.max()))
-        augment = augmenter(config.augment, data.input_shape, data.num_classes, seed, value_range)
-        train = train.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+        train = augmented(train, config.augment, data, seed)
     return train, data.as_tf("val", batch_size), 0.0
 
 

@@ -13,6 +13,7 @@ from typing import Callable, Union
 
 from kerascomp import distillation
 from kerascomp._compat import keras
+from kerascomp._augment import parse_augment
 from kerascomp._options import option
 from kerascomp._distribute import STRATEGIES, get_strategy, precision, to_float32
 from kerascomp.data import Dataset
@@ -34,6 +35,9 @@ class TrainConfig:
     seed: int = 0
     strategy: str = option("default", "tf.distribute strategy.", choices=STRATEGIES)
     mixed_precision: bool = option(False, "mixed_float16 on GPU, mixed_bfloat16 on CPU; the saved model is float32.")
+    augment: str = option("none", "Augment the training batches: none, or a comma list of flip, crop, shift, "
+                                  "rotation, randaugment, mixup, cutmix (distilling: teacher and student see the "
+                                  "same batch).")
     verbose: int = 1
 
     @classmethod
@@ -59,6 +63,7 @@ class TrainConfig:
             raise ConfigError(f"weight_decay must be non-negative, got {self.weight_decay}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
+        self.augment = ",".join(parse_augment(self.augment)) or "none"
 
 
 ModelSpec = Union[str, Callable[[], "keras.Model"], "keras.Model"]
@@ -111,10 +116,8 @@ def train(
         optimizer = keras.optimizers.AdamW(_schedule(config, steps), weight_decay=config.weight_decay)
         if teacher is None:
             fitted, extra = net, {}
-            fitted.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                           metrics=["accuracy"])
-            train_data = data.as_tf("train", config.batch_size, shuffle=True, seed=config.seed)
-            val_data = data.as_tf("val", config.batch_size)
+            train_data, val_data, loss = _plain_data(data, config)
+            fitted.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
         else:
             from kerascomp.distiller import prepare  # the Keras side, imported with TensorFlow
 
@@ -148,6 +151,27 @@ def train(
         **extra,
     }
     return net, metrics
+
+
+def _plain_data(data: Dataset, config: TrainConfig):
+    """Training and validation pipelines and the loss of a run without a teacher.
+
+    MixUp and CutMix turn labels into soft one-hot rows, so the loss is then the
+    categorical cross-entropy and validation labels are one-hot too.
+    """
+    from kerascomp._augment import augmented, mixes_labels
+
+    train = data.as_tf("train", config.batch_size, shuffle=True, seed=config.seed)
+    val = data.as_tf("val", config.batch_size)
+    if config.augment == "none":
+        return train, val, keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    train = augmented(train, config.augment, data, config.seed)
+    if not mixes_labels(config.augment):
+        return train, val, keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    from kerascomp._compat import tf
+
+    val = val.map(lambda x, y: (x, tf.one_hot(y, data.num_classes)))
+    return train, val, keras.losses.CategoricalCrossentropy(from_logits=True)
 
 
 def evaluate(model: keras.Model, data: Dataset, batch_size: int = 256) -> dict:

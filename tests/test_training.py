@@ -73,3 +73,15 @@ def test_a_built_model_is_trained_in_place(digits):
 def test_invalid_config_is_rejected(kwargs):
     with pytest.raises(ConfigError):
         TrainConfig(**kwargs)
+
+
+def test_augmentation_changes_what_the_model_sees_and_mixup_trains_on_soft_labels(digits):
+    budget = dict(epochs=2, verbose=0, seed=3)
+    plain, _ = train("cnn", digits, TrainConfig(**budget), model_args={"width": 4})
+    shifted, metrics = train("cnn", digits, TrainConfig(**budget, augment="shift, none"), model_args={"width": 4})
+    assert metrics["config"]["augment"] == "shift"
+    assert not all(np.array_equal(a, b) for a, b in zip(plain.get_weights(), shifted.get_weights()))
+    _, mixed = train("cnn", digits, TrainConfig(**budget, augment="shift,mixup"), model_args={"width": 4})
+    assert 0.0 <= mixed["val_accuracy"] <= 1.0 and len(mixed["history"]["val_accuracy"]) == 2
+    with pytest.raises(ConfigError, match="unknown augmentation"):
+        TrainConfig(augment="jitter")

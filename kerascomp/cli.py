@@ -76,6 +76,8 @@ def convert(model_path, out, quantize, backend, keep_float, layer_errors, data_s
                     if v is not None}  # the rest keep convert_auto's defaults
     if quantize != "auto" and auto_options:
         raise click.UsageError("--objective, --max-drop and --threads apply to --quantize auto")
+    if quantize == "auto" and backend != DEFAULT_BACKEND:
+        raise click.UsageError("--quantize auto tries both backends: leave --backend out")
     if (keep_float or layer_errors) and backend != "litert-quantizer":
         raise click.UsageError("--keep-float and --layer-errors apply to --backend litert-quantizer")
     model, meta, data = model_and_data(model_path, data_spec, val_fraction, image_size, color_mode, seed)

@@ -104,6 +104,7 @@ def test_layer_errors_fall_where_the_damage_is(digits, digits_model):
     (["--quantize", "int8", "--backend", "litert-quantizer", "--keep-float", "("], 1, "nor a valid regex"),
     (["--quantize", "int8", "--backend", "litert-quantizer", "--int8-io"], 1, "--int8-io is the converter's"),
     (["--quantize", "float16", "--backend", "litert-quantizer", "--layer-errors", "4"], 1, "with a quantized mode"),
+    (["--quantize", "auto", "--backend", "litert-quantizer"], 2, "tries both backends"),
 ])
 def test_backend_refusals_write_nothing(capsys, tmp_path, digits_model, args, code, message):
     source, _ = digits_model

@@ -62,7 +62,8 @@ def run_trials(runs: list[dict], *, teacher, data, student: str, train_config, c
         elif result.error is None:
             outcome[spec["key"]] = {"stopped": {METRIC: metrics.get(METRIC), "epoch": metrics.get("epoch")}}
         else:
-            raise ConfigError(f"Ray Tune trial {spec['kind']} {spec['key']} failed: {str(result.error).splitlines()[-1]}")
+            why = (str(result.error).strip().splitlines() or ["no message"])[-1]
+            raise ConfigError(f"Ray Tune trial {spec['kind']} {spec['key']} failed: {why}")
     return outcome
 
 

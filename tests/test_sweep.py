@@ -83,3 +83,16 @@ def test_distill_config_in_sweep_keeps_base_settings():
     point, args, config = sweeping._point({"alpha": 0.9, "student.width": 4}, "cnn", {"depth": 1},
                                           DistillConfig(temperature=2.0))
     assert args == {"depth": 1, "width": 4} and (config.temperature, config.alpha) == (2.0, 0.9)
+
+
+def test_seed_is_a_grid_key_that_repeats_every_run_and_its_scratch_twin(digits, digits_model, tmp_path, monkeypatch):
+    _, teacher = digits_model
+    seen = []
+    real_train = sweeping.train
+    monkeypatch.setattr(sweeping, "train", lambda student, data, config, **k: seen.append(
+        (config.seed, k.get("teacher") is not None)) or real_train(student, data, config, **k))
+    state = sweeping.sweep(teacher, digits, {"seed": (0, 1), "student.width": (2,)}, tmp_path / "s.json",
+                           train_config=FAST)
+    assert sorted(seen) == [(0, False), (0, True), (1, False), (1, True)]
+    assert sorted(state["scratch"]) == ["seed=0,width=2", "seed=1,width=2"]
+    assert sorted(p["key"] for p in state["points"]) == ["seed=0,student.width=2", "seed=1,student.width=2"]

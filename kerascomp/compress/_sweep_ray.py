@@ -29,7 +29,7 @@ METRIC = "val_accuracy"
 def run_trials(runs: list[dict], *, teacher, data, student: str, train_config, cache: dict | None,
                storage: Path, address: str | None, scheduler: str, cpus_per_trial: float, gpus_per_trial: float,
                progress: Callable[[str], None] | None) -> dict[str, dict]:
-    """Run every spec of ``runs`` (``{"kind": "scratch"|"distill", "key", "args", "distill"?}``) as a trial.
+    """Run every spec of ``runs`` (``{"kind": "scratch"|"distill", "key", "args", "seed", "distill"?}``) as a trial.
 
     Returns ``{key: summary}`` for finished trials and ``{key: {"stopped": ...}}`` for trials a scheduler
     stopped early (their last validation accuracy and epoch).
@@ -133,6 +133,6 @@ def _trial(config: dict, *, teacher_file: bytes, data, student: str, train_confi
             teacher = load_model(Path(work) / "teacher.keras")
         distill = DistillConfig(**spec["distill"])
         options = {"teacher": teacher, "distill": distill, "teacher_outputs": cache if distill.use_cache else None}
-    run_config = dataclasses.replace(train_config, verbose=0)
+    run_config = dataclasses.replace(train_config, verbose=0, seed=spec["seed"])
     _, metrics = train(student, data, run_config, model_args=spec["args"], callbacks=[Report()], **options)
     tune.report({METRIC: metrics["val_accuracy"], "epoch": run_config.epochs + 1, "summary": summarise(metrics)})

@@ -32,14 +32,17 @@ __all__ = ["sweep", "parse_grid", "sweep_table", "BACKENDS"]
 BACKENDS = ("local", "ray")
 STUDENT_PREFIX = "student."
 DISTILL_KEYS = ("temperature", "alpha", "augment", "hint_weight")
+SEED = "seed"  # a grid key too: repeats every run (and its scratch twin) with another seed
 
 
 def parse_grid(grid: Mapping[str, object]) -> dict[str, tuple]:
-    """Check grid keys (``temperature``, ``alpha``, ``augment``, ``hint_weight``, ``student.<arg>``); values become tuples."""
+    """Check grid keys (``temperature``, ``alpha``, ``augment``, ``hint_weight``, ``seed``, ``student.<arg>``);
+    values become tuples."""
     parsed = {}
     for key, values in grid.items():
-        if key not in DISTILL_KEYS and not (key.startswith(STUDENT_PREFIX) and len(key) > len(STUDENT_PREFIX)):
-            raise ConfigError(f"unknown grid key {key!r}; use {', '.join(DISTILL_KEYS)} or student.<model argument>")
+        if key not in (*DISTILL_KEYS, SEED) and not (key.startswith(STUDENT_PREFIX) and len(key) > len(STUDENT_PREFIX)):
+            raise ConfigError(f"unknown grid key {key!r}; use {', '.join(DISTILL_KEYS)}, {SEED} or "
+                              "student.<model argument>")
         values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
         if not values:
             raise ConfigError(f"grid key {key!r} has no values")
@@ -100,11 +103,12 @@ def _run_local(todo, total, state, state_path, teacher, data, student, train_con
     for number, (point, args, config) in enumerate(todo, total - len(todo) + 1):
         if progress:
             progress(f"[{number}/{total}] {_key(point)}")
-        scratch = state["scratch"].get(_key(args))
+        budget = _budget(train_config, point)
+        scratch = state["scratch"].get(_scratch_key(point, args))
         if compare_scratch and scratch is None:
-            _, metrics = train(student, data, train_config, model_args=args)
-            scratch = state["scratch"][_key(args)] = summarise(metrics)
-        _, metrics = train(student, data, train_config, model_args=args, teacher=teacher, distill=config,
+            _, metrics = train(student, data, budget, model_args=args)
+            scratch = state["scratch"][_scratch_key(point, args)] = summarise(metrics)
+        _, metrics = train(student, data, budget, model_args=args, teacher=teacher, distill=config,
                            teacher_outputs=cache if config.use_cache else None)
         state["points"].append(_result(point, args, config, summarise(metrics), scratch, state["teacher_accuracy"]))
         write_json(state_path, state)
@@ -115,10 +119,14 @@ def _run_ray(todo, state, state_path, teacher, data, student, train_config, cach
     """Every point (and every missing scratch twin) as a Ray Tune trial; the experiment lives beside the state."""
     from kerascomp.compress._sweep_ray import run_trials
 
-    scratch = {} if not compare_scratch else {_key(args): {"kind": "scratch", "key": _key(args), "args": args}
-                                               for _, args, _ in todo if _key(args) not in state["scratch"]}
-    specs = [*scratch.values(), *({"kind": "distill", "key": _key(point), "args": args,
-                                   "distill": dataclasses.asdict(config)} for point, args, config in todo)]
+    def spec(kind: str, key: str, point: dict, args: dict, **more) -> dict:
+        return {"kind": kind, "key": key, "args": args, "seed": _budget(train_config, point).seed, **more}
+
+    scratch = {} if not compare_scratch else {
+        _scratch_key(point, args): spec("scratch", _scratch_key(point, args), point, args)
+        for point, args, _ in todo if _scratch_key(point, args) not in state["scratch"]}
+    specs = [*scratch.values(), *(spec("distill", _key(point), point, args, distill=dataclasses.asdict(config))
+                                  for point, args, config in todo)]
     outcome = run_trials(specs, teacher=teacher, data=data, student=student, train_config=train_config, cache=cache,
                          storage=Path(state_path).parent / "ray", progress=progress, **options) if specs else {}
     state.setdefault("stopped", [])
@@ -130,8 +138,8 @@ def _run_ray(todo, state, state_path, teacher, data, student, train_config, cach
         if "stopped" in result:
             state["stopped"].append({"key": _key(point), **point, **result["stopped"]})
         else:
-            state["points"].append(_result(point, args, config, result, state["scratch"].get(_key(args)),
-                                           state["teacher_accuracy"]))
+            state["points"].append(_result(point, args, config, result,
+                                           state["scratch"].get(_scratch_key(point, args)), state["teacher_accuracy"]))
 
 
 def _result(point: dict, args: dict, config: DistillConfig, distilled: dict, scratch: dict | None,
@@ -172,6 +180,16 @@ def _point(point: dict, student: str, base_args: dict, base: DistillConfig) -> t
     models.check_args(student, args)
     config = dataclasses.replace(base, **{k: v for k, v in point.items() if k in DISTILL_KEYS})
     return point, args, config
+
+
+def _budget(train_config: TrainConfig, point: dict) -> TrainConfig:
+    """The run's budget: the sweep's, with the point's seed when the grid has one."""
+    return dataclasses.replace(train_config, seed=int(point[SEED])) if SEED in point else train_config
+
+
+def _scratch_key(point: dict, args: dict) -> str:
+    """Scratch twins are shared by every point with the same student (and seed)."""
+    return _key({**args, **({SEED: point[SEED]} if SEED in point else {})})
 
 
 def _key(settings: Mapping[str, object]) -> str:

@@ -53,6 +53,19 @@ VARIANTS = (
 AUTO_MAX_DROP = 0.5  # pp of validation accuracy
 
 
+def resized_digits(size: int, channels: int) -> datasets.Dataset:
+    """The embedded digits upscaled to ``size`` x ``size``, the grey channel repeated ``channels`` times."""
+    digits = datasets.load_data("digits")
+
+    def up(x):
+        return np.repeat(tf.image.resize(x, (size, size)).numpy(), channels, axis=-1)
+
+    return datasets.Dataset(name=f"digits {size}x{size}x{channels}", x_train=up(digits.x_train),
+                            y_train=digits.y_train, x_val=up(digits.x_val), y_val=digits.y_val,
+                            x_test=up(digits.x_test), y_test=digits.y_test, class_names=digits.class_names,
+                            scaling=digits.scaling)
+
+
 def digits_case(work: Path):
     """The zoo CNN trained on digits: real accuracy on the real test split."""
     data = datasets.load_data("digits")
@@ -63,14 +76,7 @@ def digits_case(work: Path):
 def mnist_convnet_case(work: Path):
     """The keras.io ``mnist_convnet`` architecture, trained as there (Adam, 15 epochs, batch 128) on the embedded
     digits upscaled to 28x28: nothing is downloaded."""
-    digits = datasets.load_data("digits")
-
-    def up(x):
-        return tf.image.resize(x, (28, 28)).numpy()
-
-    data = datasets.Dataset(name="digits 28x28", x_train=up(digits.x_train), y_train=digits.y_train,
-                            x_val=up(digits.x_val), y_val=digits.y_val, x_test=up(digits.x_test), y_test=digits.y_test,
-                            class_names=digits.class_names, scaling=digits.scaling)
+    data = resized_digits(28, channels=1)
     layers = tf.keras.layers
     model = tf.keras.Sequential([
         tf.keras.Input((28, 28, 1)), layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(2),
@@ -88,14 +94,7 @@ def rgb_case(name: str, builder_args: dict, size: int, epochs: int, learning_rat
     Batch-norm momentum is set to 0.9, as the zoo CNN's: at 0.999 (tf_keras.applications') the 19 steps per
     epoch leave MobileNetV2's moving statistics far from the data and validation accuracy at chance.
     """
-    digits = datasets.load_data("digits")
-
-    def up(x):
-        return np.repeat(tf.image.resize(x, (size, size)).numpy(), 3, axis=-1)
-
-    data = datasets.Dataset(name=f"digits {size}x{size}x3", x_train=up(digits.x_train), y_train=digits.y_train,
-                            x_val=up(digits.x_val), y_val=digits.y_val, x_test=up(digits.x_test), y_test=digits.y_test,
-                            class_names=digits.class_names, scaling=digits.scaling)
+    data = resized_digits(size, channels=3)
     model = models.build(input_shape=(size, size, 3), num_classes=10, **builder_args)
     for layer in model.layers:
         if isinstance(layer, tf.keras.layers.BatchNormalization):

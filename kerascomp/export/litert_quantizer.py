@@ -79,11 +79,11 @@ def layer_errors(float_model: bytes, quantized: bytes, sample: np.ndarray) -> li
     from ai_edge_quantizer.utils.validation_utils import ValidationErrorMetric
 
     metrics = [ValidationErrorMetric.SNR, ValidationErrorMetric.COSINE_SIMILARITY]
-    data = {_signature(float_model)[0]: _feeds(float_model, sample)}
+    key, data = _signature_data(float_model, sample)
     with _quiet():
         result = model_validator.compare_model(float_model, quantized, data, metrics, compare_fns=None,
                                                use_xnnpack=True, num_threads=1)
-    signature = result.get_signature_comparison_result(_signature(float_model)[0])
+    signature = result.get_signature_comparison_result(key)
     tensors = {**signature.intermediate_tensors, **signature.output_tensors}
     order = _tensor_order(float_model)
     rows = [{"layer": name, "snr_db": 10 * math.log10(values["snr"]), "cosine": values["cosine_similarity"],
@@ -102,8 +102,7 @@ def _quantize(float_model: bytes, mode: str, calibration, keep_float: Sequence[s
             q = quantizer.Quantizer(float_model, recipe_rows)
             calibrated = None
             if q.need_calibration:
-                key = _signature(float_model)[0]
-                calibrated = q.calibrate({key: _feeds(float_model, calibration)}, num_threads=1)
+                calibrated = q.calibrate(_signature_data(float_model, calibration)[1], num_threads=1)
             result = q.quantize(calibrated, enable_progress_bar=False, enable_progress_report=False)
     except (ValueError, RuntimeError, KeyError, NotImplementedError) as e:
         raise ExportError(f"LiteRT Quantizer ({mode}) failed: {first_line(e)}") from None
@@ -152,10 +151,11 @@ def _signature(model: bytes) -> tuple[str, str]:
     return key, io_names["inputs"][0]
 
 
-def _feeds(model: bytes, x: np.ndarray) -> list[dict]:
-    """One feed per example, each a batch of one, as LiteRT Quantizer's calibrator and validator take them."""
-    name = _signature(model)[1]
-    return [{name: example[None].astype(np.float32)} for example in np.asarray(x)]
+def _signature_data(model: bytes, x: np.ndarray) -> tuple[str, dict]:
+    """The signature key, and ``x`` as LiteRT Quantizer's calibrator and validator take it: one feed per example,
+    each a batch of one, under that key."""
+    key, name = _signature(model)
+    return key, {key: [{name: example[None].astype(np.float32)} for example in np.asarray(x)]}
 
 
 def _tensor_order(model: bytes) -> dict[str, int]:

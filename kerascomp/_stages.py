@@ -308,12 +308,7 @@ def _run_convert(stage: StageSpec, ctx: Context) -> StageResult:
 
 def _backend_options(options: dict, fmt: str) -> dict:
     """``backend`` and ``keep_float`` as given (``.tflite`` only); unset ones keep the exporter's defaults."""
-    if fmt != "tflite":
-        return {}
-    given = {key: options[key] for key in ("backend", "keep_float") if key in options}
-    if "keep_float" in given:
-        given["keep_float"] = tuple(given["keep_float"])
-    return given
+    return {key: options[key] for key in ("backend", "keep_float") if key in options} if fmt == "tflite" else {}
 
 
 AUTO_KEYS = ("max_drop", "objective", "threads")  # quantize: [auto]; the budget fills max_drop; unset: convert_auto's

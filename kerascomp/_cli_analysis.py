@@ -21,13 +21,15 @@ __all__ = ["sweep", "sensitivity"]
 @click.option("--teacher", "teacher_path", required=True, type=click.Path(dir_okay=False), help="Trained teacher .keras.")
 @data_options
 @click.option("--grid", "grid", multiple=True, required=True, metavar="KEY=V1,V2",
-              help="Values to sweep, repeatable: temperature, alpha, augment, hint_weight or student.<arg>.")
+              help="Values to sweep, repeatable: temperature, alpha, augment, hint_weight, seed or student.<arg>.")
 @click_options(StudentConfig, skip=("compare_scratch",))
 @click.option("--no-scratch", is_flag=True, help="Skip the from-scratch runs.")
 @click.option("--out", "out_dir", default="sweep", show_default=True, type=click.Path(file_okay=False),
               help="Folder for sweep.json (the resumable state), sweep.md and sweep.png.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="State/results JSON [default: OUT/sweep.json].")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Plot PNG [default: OUT/sweep.png].")
+@click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Repeat every grid point with seeds SEED, SEED+1, ... (instead of a seed grid key).")
 @click.option("--backend", type=click.Choice(SWEEP_BACKENDS), default="local", show_default=True,
               help="local: one run after another here; ray: Ray Tune trials (needs kerascomp[ray]).")
 @click.option("--address", help="With --backend ray: the cluster to join (auto, or HOST:PORT) [default: start Ray here].")
@@ -38,7 +40,7 @@ __all__ = ["sweep", "sensitivity"]
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="With --backend ray: GPUs Ray reserves for each trial.")
 def sweep(teacher_path, data_spec, val_fraction, image_size, color_mode, seed, grid, no_scratch, out_dir, json_path,
-          plot_path, backend, address, scheduler, cpus_per_trial, gpus_per_trial, **fields):
+          plot_path, num_samples, backend, address, scheduler, cpus_per_trial, gpus_per_trial, **fields):
     """Sweep distillation settings and student sizes (resumable): how much smaller can the student be?"""
     from kerascomp._io import atomic_path
     from kerascomp.compress import sweep as sweeping
@@ -48,7 +50,7 @@ def sweep(teacher_path, data_spec, val_fraction, image_size, color_mode, seed, g
                    "gpus_per_trial": gpus_per_trial}
     if backend == "local" and (address or scheduler != "none"):
         raise click.UsageError("--address and --scheduler apply to --backend ray")
-    grid_values = sweeping.parse_grid(parse_key_values(grid, "--grid"))
+    grid_values = sweeping.with_samples(sweeping.parse_grid(parse_key_values(grid, "--grid")), num_samples, seed)
     student = fields.pop("student") or "cnn"
     config = StudentConfig(**{k: v for k, v in fields.items() if v is not None}, seed=seed, student=student)
     teacher, _, data = model_and_data(teacher_path, data_spec, val_fraction, image_size, color_mode, seed)

@@ -3,15 +3,16 @@
 1. The teacher: ``kerascomp train`` (zoo CNN, width 64, depth 3, crop+flip augmentation, no early stopping),
    unless ``--teacher`` gives a trained one.
 2. ``kerascomp sweep`` over ``seed`` x ``student.width``: every student distilled with the distillation
-   defaults (T=4, alpha=0.5) and trained from scratch with the same budget and augmentation, per seed,
-   on the local backend or on Ray Tune (``--backend ray``).
+   defaults (T=4, alpha=0.5, no augmentation, so the teacher's outputs are computed once) and trained from
+   scratch with the same budget and data, per seed, on the local backend or on Ray Tune (``--backend ray``).
+   ``--student-augment crop,flip`` augments both instead (the teacher then runs on every batch).
 3. Means over seeds per student size: parameters (and the fraction of the teacher's), distilled and scratch
    test accuracy, gap closed, seconds per epoch; a plot of accuracy against parameters for both.
 
 Development benchmark only: the data is ``../shared/data/cifar10_subset.npz``, which users do not have.
 
     python scripts/student_sizes_cifar10.py --data ../shared/data/cifar10_subset.npz [--teacher T.keras] \\
-        [--teacher-epochs 60] [--epochs 40] [--seeds 1,2,3] [--widths 45,32,23,16,11] [--backend local|ray] \\
+        [--teacher-epochs 60] [--epochs 20] [--student-augment none] [--seeds 1,2,3] [--widths 45,32,23,16,11] [--backend local|ray] \\
         [--out scripts/results]
 
 Writes student_sizes_cifar10.json, .md and .png into --out (and the teacher and sweep under --out/work).
@@ -90,7 +91,9 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--teacher", help="A trained teacher .keras (default: train one)")
     parser.add_argument("--teacher-epochs", type=int, default=60)
-    parser.add_argument("--epochs", type=int, default=40, help="Student epochs (distilled and scratch alike)")
+    parser.add_argument("--epochs", type=int, default=20, help="Student epochs (distilled and scratch alike)")
+    parser.add_argument("--student-augment", default="none", help="Augmentation of the students [the distillation "
+                                                                  "default: none]")
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--widths", default="45,32,23,16,11", help="Student widths (~1/2 ... 1/32 of the teacher)")
     parser.add_argument("--backend", default="local", choices=("local", "ray"))
@@ -102,7 +105,7 @@ def main() -> None:
     if not teacher.exists() and run("train", *TEACHER, "--data", args.data, "--augment", AUGMENT, "--epochs",
                                     str(args.teacher_epochs), "--patience", "0", "--out", str(teacher)):
         raise SystemExit("training the teacher failed")
-    if run("sweep", "--teacher", str(teacher), "--data", args.data, *STUDENT, "--augment", AUGMENT,
+    if run("sweep", "--teacher", str(teacher), "--data", args.data, *STUDENT, "--augment", args.student_augment,
            "--epochs", str(args.epochs), "--patience", "0", "--grid", f"seed={args.seeds}",
            "--grid", f"student.width={args.widths}", "--backend", args.backend, "--out", str(work / "sweep")):
         raise SystemExit("the sweep failed")

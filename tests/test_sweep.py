@@ -79,6 +79,15 @@ def test_cli_sweep_bad_grid_is_an_error_line(capsys, tmp_path, digits_model):
     assert not (tmp_path / "sw").exists()
 
 
+def test_num_samples_are_seeds_of_their_own():
+    assert sweeping.with_samples({"alpha": (0.5,)}, 3, seed=7) == {"alpha": (0.5,), "seed": (7, 8, 9)}
+    assert sweeping.with_samples({"seed": (1, 2)}, 1, seed=0) == {"seed": (1, 2)}
+    with pytest.raises(ConfigError, match="drop the 'seed' grid key"):
+        sweeping.with_samples({"seed": (1, 2)}, 2, seed=0)
+    with pytest.raises(ConfigError, match="at least 1"):
+        sweeping.with_samples({}, 0, seed=0)
+
+
 def test_distill_config_in_sweep_keeps_base_settings():
     point, args, config = sweeping._point({"alpha": 0.9, "student.width": 4}, "cnn", {"depth": 1},
                                           DistillConfig(temperature=2.0))
@@ -91,8 +100,9 @@ def test_seed_is_a_grid_key_that_repeats_every_run_and_its_scratch_twin(digits, 
     real_train = sweeping.train
     monkeypatch.setattr(sweeping, "train", lambda student, data, config, **k: seen.append(
         (config.seed, k.get("teacher") is not None)) or real_train(student, data, config, **k))
-    state = sweeping.sweep(teacher, digits, {"seed": (0, 1), "student.width": (2,)}, tmp_path / "s.json",
-                           train_config=FAST)
+    grid = sweeping.with_samples({"student.width": (2,)}, 2, seed=0)  # the CLI's --num-samples 2
+    assert grid == {"student.width": (2,), "seed": (0, 1)}
+    state = sweeping.sweep(teacher, digits, grid, tmp_path / "s.json", train_config=FAST)
     assert sorted(seen) == [(0, False), (0, True), (1, False), (1, True)]
     assert sorted(state["scratch"]) == ["seed=0,width=2", "seed=1,width=2"]
     assert sorted(p["key"] for p in state["points"]) == ["seed=0,student.width=2", "seed=1,student.width=2"]

@@ -27,7 +27,7 @@ from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
 from kerascomp.training import TrainConfig, evaluate, train
 
-__all__ = ["sweep", "parse_grid", "sweep_table", "BACKENDS"]
+__all__ = ["sweep", "parse_grid", "with_samples", "sweep_table", "BACKENDS"]
 
 BACKENDS = ("local", "ray")
 STUDENT_PREFIX = "student."
@@ -50,6 +50,22 @@ def parse_grid(grid: Mapping[str, object]) -> dict[str, tuple]:
     return parsed
 
 
+def with_samples(grid: Mapping[str, tuple], num_samples: int, seed: int) -> dict[str, tuple]:
+    """``grid`` with every point repeated ``num_samples`` times, with seeds ``seed``, ``seed + 1``, ...
+
+    Ray Tune's ``num_samples`` repeats a grid with the same configuration; our
+    runs are deterministic per seed, so a repeat only measures something with a
+    seed of its own. The repeats are the ``seed`` grid key, on either backend.
+    """
+    if num_samples < 1:
+        raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
+    if num_samples == 1:
+        return dict(grid)
+    if SEED in grid:
+        raise ConfigError(f"num_samples={num_samples} sets the seeds itself; drop the '{SEED}' grid key or num_samples")
+    return {**grid, SEED: tuple(range(seed, seed + num_samples))}
+
+
 def sweep(teacher: keras.Model, data: Dataset, grid: Mapping[str, object], state_path: str | os.PathLike, *,
           student: str = "cnn", student_args: dict | None = None, train_config: TrainConfig | None = None,
           distill: DistillConfig | None = None, compare_scratch: bool = True,
@@ -65,6 +81,7 @@ def sweep(teacher: keras.Model, data: Dataset, grid: Mapping[str, object], state
     architecture and ``points`` (one dict per grid point with
     ``student_accuracy``, ``scratch_accuracy``, ``gap_closed``,
     ``student_params``), and ``stopped``: points a scheduler ended early.
+    Repeats with seeds of their own: :func:`with_samples`.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: use one of {', '.join(BACKENDS)}, got {backend!r}")

@@ -53,15 +53,19 @@ def _sd(values: list[float]) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else None
 
 
+def _mean_sd(mean: float, sd: float | None) -> str:
+    return f"{mean:.4f}" if sd is None else f"{mean:.4f} ± {sd:.4f}"
+
+
 def table(rows: list[dict], state: dict) -> str:
     lines = [f"Teacher: {state['teacher_params']:,} parameters, test accuracy {state['teacher_accuracy']:.4f}.", "",
              "| student width | params (of teacher) | distilled | scratch | gap closed | s/epoch | seeds |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        scratch = "-" if r["scratch"] is None else f"{r['scratch']:.4f} ± {r['scratch_sd'] or 0:.4f}"
+        scratch = "-" if r["scratch"] is None else _mean_sd(r["scratch"], r["scratch_sd"])
         gap = "-" if r["gap_closed"] is None else f"{r['gap_closed']:.2f}"
         lines.append(f"| {r['width']} | {r['params']:,} (1/{1 / r['fraction']:.1f}) | "
-                     f"{r['distilled']:.4f} ± {r['distilled_sd'] or 0:.4f} | {scratch} | {gap} | "
+                     f"{_mean_sd(r['distilled'], r['distilled_sd'])} | {scratch} | {gap} | "
                      f"{r['seconds_per_epoch']:.1f} | {r['seeds']} |")
     return "\n".join(lines) + "\n"
 

@@ -12,8 +12,8 @@
 Development benchmark only: the data is ``../shared/data/cifar10_subset.npz``, which users do not have.
 
     python scripts/student_sizes_cifar10.py --data ../shared/data/cifar10_subset.npz [--teacher T.keras] \\
-        [--teacher-epochs 60] [--epochs 20] [--student-augment none] [--seeds 1,2,3] [--widths 45,32,23,16,11] [--backend local|ray] \\
-        [--out scripts/results]
+        [--teacher-epochs 60] [--epochs 20] [--student-augment none] [--seeds 1,2,3] \\
+        [--widths 45,32,23,16,11] [--backend local|ray] [--out scripts/results]
 
 Writes student_sizes_cifar10.json, .md and .png into --out (and the teacher and sweep under --out/work).
 """

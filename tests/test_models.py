@@ -89,7 +89,10 @@ def test_bad_application_weights_raise_model_error(shape, weights, message):
 
 
 def test_imagenet_download_failure_raises_model_error_saying_offline(monkeypatch):
+    calls = []
+
     def offline(*args, **kwargs):
+        calls.append(args)
         raise Exception(
             "URL fetch failure on https://storage.googleapis.com/...: None -- no network"
         )
@@ -97,6 +100,7 @@ def test_imagenet_download_failure_raises_model_error_saying_offline(monkeypatch
     monkeypatch.setattr(keras.src.utils.data_utils, "get_file", offline)
     with pytest.raises(ModelError, match=r"could not download imagenet weights.*\(offline\?\)"):
         models.build("mobilenet_v2", (32, 32, 3), 10, alpha=0.35, weights="imagenet")
+    assert len(calls) == 1, "the download went past the patched get_file: this test would fetch weights"
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,16 @@ def test_ray_sweep_finds_the_local_backends_best_setting_and_resumes(digits, dig
     assert again["points"] == remote["points"]
 
 
+def test_a_trial_holds_tensorflow_to_its_reserved_cpus():
+    code = ("from kerascomp.compress._sweep_ray import limit_threads; limit_threads(1); "
+            "from kerascomp._compat import tf; tf.constant(1.0) + 1.0; "
+            "print(tf.config.threading.get_intra_op_parallelism_threads(), "
+            "tf.config.threading.get_inter_op_parallelism_threads())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["1", "1"]  # not one thread per core of the node
+
+
 def test_ray_backend_without_ray_says_what_to_install(digits, digits_model, tmp_path, monkeypatch, capsys):
     from kerascomp.cli import main
 

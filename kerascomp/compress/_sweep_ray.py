@@ -20,7 +20,7 @@ from typing import Callable
 
 from kerascomp.errors import ConfigError
 
-__all__ = ["SCHEDULERS", "run_trials"]
+__all__ = ["SCHEDULERS", "limit_threads", "run_trials"]
 
 SCHEDULERS = ("none", "asha")
 METRIC = "val_accuracy"
@@ -40,7 +40,7 @@ def run_trials(runs: list[dict], *, teacher, data, student: str, train_config, c
     with _connected(ray, address):
         trainable = tune.with_resources(
             tune.with_parameters(_trial, teacher_file=_keras_bytes(teacher), data=data, student=student,
-                                 train_config=train_config, cache=cache),
+                                 train_config=train_config, cache=cache, threads=max(1, int(cpus_per_trial))),
             {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
         name = "sweep-" + hashlib.sha1(json.dumps(runs, sort_keys=True, default=str).encode()).hexdigest()[:12]
         experiment = storage.resolve() / name  # the same runs: an interrupted experiment to restore
@@ -109,9 +109,24 @@ def _keras_bytes(model) -> bytes:
         return save_model(model, Path(work) / "teacher.keras").read_bytes()
 
 
-def _trial(config: dict, *, teacher_file: bytes, data, student: str, train_config, cache: dict | None) -> None:
+def limit_threads(threads: int) -> None:
+    """Hold TensorFlow to the CPUs Ray reserved for the trial.
+
+    Ray only counts reservations; TensorFlow would otherwise start a thread per core in every trial, and trials
+    packed onto one node would fight for its cores. This must run before TensorFlow's first op: a trial runs in
+    a fresh worker process, so it does.
+    """
+    from kerascomp._compat import tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def _trial(config: dict, *, teacher_file: bytes, data, student: str, train_config, cache: dict | None,
+           threads: int) -> None:
     """One run in a Ray worker: distil (or train from scratch), report validation accuracy per epoch, then the
     summary the sweep table needs."""
+    limit_threads(threads)
     from ray import tune
 
     from kerascomp._compat import keras

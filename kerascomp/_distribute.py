@@ -15,6 +15,16 @@ from kerascomp.errors import ConfigError
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
+def limit_threads(threads: int) -> None:
+    """Hold TensorFlow to ``threads`` threads per op and between ops, instead of one per core of the machine.
+
+    For processes that share a machine's cores on purpose (Ray trials packed onto a node, a benchmark giving
+    every runtime the same budget). TensorFlow accepts this only before its first op.
+    """
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
 def get_strategy(name: str) -> tf.distribute.Strategy:
     """``default`` (one device), ``mirrored`` (all local GPUs, else all logical CPUs) or ``multiworker`` (TF_CONFIG)."""
     if name == "default":

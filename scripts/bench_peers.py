@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from kerascomp._compat import tf
+from kerascomp._distribute import limit_threads
 
-tf.config.threading.set_intra_op_parallelism_threads(1)  # the same thread budget for every runtime
-tf.config.threading.set_inter_op_parallelism_threads(1)
+limit_threads(1)  # the same thread budget for every runtime
 
 from kerascomp import bench, data as datasets, models, training  # noqa: E402
 from kerascomp.autoquant import convert_auto  # noqa: E402

@@ -76,7 +76,7 @@ def test_ray_sweep_finds_the_local_backends_best_setting_and_resumes(digits, dig
 
 
 def test_a_trial_holds_tensorflow_to_its_reserved_cpus():
-    code = ("from kerascomp.compress._sweep_ray import limit_threads; limit_threads(1); "
+    code = ("from kerascomp._distribute import limit_threads; limit_threads(1); "
             "from kerascomp._compat import tf; tf.constant(1.0) + 1.0; "
             "print(tf.config.threading.get_intra_op_parallelism_threads(), "
             "tf.config.threading.get_inter_op_parallelism_threads())")

@@ -20,7 +20,7 @@ from typing import Callable
 
 from kerascomp.errors import ConfigError
 
-__all__ = ["SCHEDULERS", "limit_threads", "run_trials"]
+__all__ = ["SCHEDULERS", "run_trials"]
 
 SCHEDULERS = ("none", "asha")
 METRIC = "val_accuracy"
@@ -109,24 +109,13 @@ def _keras_bytes(model) -> bytes:
         return save_model(model, Path(work) / "teacher.keras").read_bytes()
 
 
-def limit_threads(threads: int) -> None:
-    """Hold TensorFlow to the CPUs Ray reserved for the trial.
-
-    Ray only counts reservations; TensorFlow would otherwise start a thread per core in every trial, and trials
-    packed onto one node would fight for its cores. This must run before TensorFlow's first op: a trial runs in
-    a fresh worker process, so it does.
-    """
-    from kerascomp._compat import tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-
-
 def _trial(config: dict, *, teacher_file: bytes, data, student: str, train_config, cache: dict | None,
            threads: int) -> None:
     """One run in a Ray worker: distil (or train from scratch), report validation accuracy per epoch, then the
     summary the sweep table needs."""
-    limit_threads(threads)
+    from kerascomp._distribute import limit_threads
+
+    limit_threads(threads)  # Ray only counts the CPUs it reserved; without this every trial takes every core
     from ray import tune
 
     from kerascomp._compat import keras

@@ -3,7 +3,7 @@
 Public names are loaded lazily (PEP 562) so that ``import kerascomp`` and the
 edge runtime stay free of TensorFlow until a TensorFlow-backed name is used.
 Every registered technique is exported too: ``kerascomp.prune`` is its
-``apply`` and ``kerascomp.PruneConfig`` its config (see :mod:`kerascomp.registry`).
+``apply`` and ``kerascomp.PruneConfig`` its config (see :mod:`kerascomp.compress.registry`).
 """
 
 from importlib import import_module
@@ -14,29 +14,32 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_data": "kerascomp.data",
     "Dataset": "kerascomp.data",
+    "Scaling": "kerascomp.data",
     "build_model": "kerascomp.models",
     "train": "kerascomp.training",
+    "evaluate": "kerascomp.training",
     "TrainConfig": "kerascomp.training",
+    "DistillConfig": "kerascomp.training",
+    "Distiller": "kerascomp.training.distiller",
     "load_model": "kerascomp.saving",
     "load": "kerascomp.saving",
+    "load_with_data": "kerascomp.saving",
+    "save_model": "kerascomp.saving",
     "import_model": "kerascomp.interop",
     "save_keras3": "kerascomp.interop",
-    "inspect_model": "kerascomp.preflight",
-    "save_model": "kerascomp.saving",
+    "inspect_model": "kerascomp.analysis.inspect",
     "distill": "kerascomp.compress.distill",
-    "Distiller": "kerascomp.distiller",
-    "DistillConfig": "kerascomp.distillation",
-    "sweep": "kerascomp.compress.sweep",
+    "sweep": "kerascomp.analysis.sweep",
     "swap_plan": "kerascomp.compress.swap",
     "sensitivity": "kerascomp.compress.sensitivity",
     "SensitivityConfig": "kerascomp.compress.sensitivity",
     "choose_sparsities": "kerascomp.compress.sensitivity",
-    "load_config": "kerascomp.config",
+    "register": "kerascomp.compress.registry",
+    "Technique": "kerascomp.compress.registry",
+    "Strength": "kerascomp.compress.registry",
+    "load_config": "kerascomp.pipeline",
     "run_pipeline": "kerascomp.pipeline",
-    "compress_file": "kerascomp.compressing",
-    "register": "kerascomp.registry",
-    "Technique": "kerascomp.registry",
-    "Strength": "kerascomp.registry",
+    "compress_file": "kerascomp.pipeline",
     "KerascompError": "kerascomp.errors",
     "DataError": "kerascomp.errors",
     "ModelError": "kerascomp.errors",
@@ -48,6 +51,7 @@ __all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):
+    import_module("kerascomp.compress.registry")  # installs the techniques' load and strip hooks into saving
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), _ALIASES.get(name, name))
     elif name.startswith("_") or find_spec(f"{__name__}.{name}") is not None:  # a submodule being imported
@@ -63,7 +67,7 @@ def __getattr__(name: str):
 def _technique_exports() -> dict:
     """Each registered technique's ``apply`` under its name and its config class under the class's name."""
     exports = {}
-    for name, technique in import_module("kerascomp.registry").techniques().items():
+    for name, technique in import_module("kerascomp.compress.registry").techniques().items():
         exports[name], exports[technique.config.__name__] = technique.apply, technique.config
     return exports
 

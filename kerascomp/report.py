@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from kerascomp._io import atomic_path
+from kerascomp.files import atomic_path
 
 __all__ = ["results_table", "kernel_table", "plot_tradeoff", "plot_search", "classification_details", "pareto_front",
            "plot_training_curves", "plot_epoch_times", "plot_confusion_matrix", "plot_sweep", "plot_swap", "sensitivity_table",

@@ -4,6 +4,12 @@ The sidecar (``model.keras.json``) carries what the model file cannot: class
 names, the input scaling and where the model came from, so that later stages
 (convert, bench, the edge runtime) need neither the training code nor the
 original data spec.
+
+Models saved mid-compression hold a technique's training wrappers (tfmot's
+QAT, pruning or clustering layers). This layer knows no technique: the
+technique registry installs, once, how to load such files and how to strip
+those wrappers (:func:`install_technique_hooks`), and saving and export call
+them through :func:`technique_scope` and :func:`strip_wrappers`.
 """
 
 from __future__ import annotations
@@ -13,16 +19,37 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from typing import Callable, ContextManager
 
-from kerascomp import __version__
-from kerascomp._compat import keras
-from kerascomp._io import atomic_path, sidecar_path, write_json
+from kerascomp import __version__, interop
+from kerascomp.backend import keras
 from kerascomp.data import Dataset
 from kerascomp.errors import ModelError, first_line
+from kerascomp.files import atomic_path, scaling_of, sidecar_path, write_json
 
-import kerascomp.models.layers  # noqa: F401  (registers the zoo's custom layers for safe loading)
+__all__ = ["save_model", "load", "load_with_data", "load_model", "load_meta", "sidecar_path", "check_output_path",
+           "install_technique_hooks", "technique_scope", "strip_wrappers"]
 
-__all__ = ["save_model", "load", "load_model", "load_meta", "sidecar_path", "check_output_path"]
+_HOOKS: dict[str, Callable] = {}  # "scope", "strip": installed by kerascomp.compress.registry
+
+
+def install_technique_hooks(*, scope: Callable[[], ContextManager], strip: Callable) -> None:
+    """Install how to load files that hold techniques' wrappers (``scope``) and how to remove them (``strip``)."""
+    _HOOKS.update(scope=scope, strip=strip)
+
+
+def technique_scope() -> ContextManager:
+    """Every technique's custom objects at once, for loading a model whatever compressed it."""
+    if "scope" not in _HOOKS:
+        raise ModelError("this model holds a compression technique's wrappers: import kerascomp.compress first "
+                         "(kerascomp.load and the CLI do)")
+    return _HOOKS["scope"]()
+
+
+def strip_wrappers(model):
+    """``model`` without any technique's training-only wrappers (what export converts)."""
+    strip = _HOOKS.get("strip")
+    return model if strip is None else strip(model)
 
 
 def check_output_path(path: str | os.PathLike, suffix: str) -> Path:
@@ -43,7 +70,10 @@ def save_model(model: keras.Model, path: str | os.PathLike, meta: dict | None = 
     path = check_output_path(path, ".keras")
     with atomic_path(path) as tmp:
         model.save(tmp)
-    write_json(sidecar_path(path), {"kerascomp_version": __version__, **(meta or {})})
+    meta = {"kerascomp_version": __version__, **(meta or {})}
+    if scaling_of(meta) is not None:
+        meta["scaling"] = scaling_of(meta)
+    write_json(sidecar_path(path), meta)
     return path
 
 
@@ -54,10 +84,8 @@ def load(path: str | os.PathLike, data: Dataset | None = None) -> tuple[keras.Mo
     A Keras 3 ``.keras``, a legacy ``.h5`` or a foreign tf_keras file is
     imported (:func:`kerascomp.interop.import_model`, checked on ``data``'s
     validation inputs); its metadata says what the import did, and under
-    ``data.scaling`` which input scaling the model expects.
+    ``scaling`` which input scaling the model expects.
     """
-    from kerascomp import interop
-
     path = Path(path)
     fmt, _ = interop.detect_format(path)  # also says when the file does not exist
     meta = load_meta(path)
@@ -66,13 +94,24 @@ def load(path: str | os.PathLike, data: Dataset | None = None) -> tuple[keras.Mo
     return interop.import_model(path, data, loaded=_load_tf_keras(path) if fmt == "tf_keras" else None)
 
 
+def load_with_data(path: str | os.PathLike, data: Dataset | None) -> tuple[keras.Model, dict, Dataset | None]:
+    """Any model file, its metadata, and ``data`` in the input scaling the model expects.
+
+    A model that rescales raw pixels itself (a Keras 3 model with ``Rescaling``
+    inside) records that in its sidecar; feeding it data scaled for another
+    model would be silently wrong, so every caller that pairs a file with data
+    goes through here.
+    """
+    model, meta = load(path, data)
+    scaling = scaling_of(meta)
+    return model, meta, (data.with_scaling(scaling) if data is not None and scaling else data)
+
+
 def load_model(path: str | os.PathLike) -> keras.Model:
     """Load a tf_keras ``.keras`` model in Keras safe mode (no code from the file is executed).
 
     Other formats (Keras 3, ``.h5``) go through :func:`load`.
     """
-    from kerascomp import interop
-
     path = Path(path)
     if interop.detect_format(path)[0] != "tf_keras":  # also says when the file does not exist
         return load(path)[0]
@@ -81,6 +120,8 @@ def load_model(path: str | os.PathLike) -> keras.Model:
 
 def _load_tf_keras(path: Path) -> keras.Model:
     """A tf_keras ``.keras`` file in safe mode, with the techniques' custom objects where it uses tfmot."""
+    import kerascomp.models.layers  # noqa: F401  (registers the zoo's layers; defining them imports TensorFlow)
+
     try:
         with _custom_objects(path):
             return keras.models.load_model(path, safe_mode=True, compile=False)
@@ -95,11 +136,7 @@ def _custom_objects(path: Path) -> contextlib.AbstractContextManager:
             uses_tfmot = b"tensorflow_model_optimization" in archive.read("config.json")
     except (OSError, KeyError, zipfile.BadZipFile):
         uses_tfmot = False
-    if not uses_tfmot:
-        return contextlib.nullcontext()
-    from kerascomp import registry
-
-    return registry.load_scope()
+    return technique_scope() if uses_tfmot else contextlib.nullcontext()
 
 
 def load_meta(path: str | os.PathLike) -> dict | None:

@@ -1,7 +1,7 @@
 """One harness every registered technique must pass, built-in or a user's own.
 
 :func:`run_technique_test` checks the contract a technique signs by
-registering (see :mod:`kerascomp.registry`): ``apply`` leaves its input model
+registering (see :mod:`kerascomp.compress.registry`): ``apply`` leaves its input model
 untouched; the result saves and loads in safe mode with the same predictions;
 it converts to a float ``.tflite`` whose interpreter agrees with Keras within
 max/mean tolerances; and the ``kerascomp NAME`` command and a pipeline stage
@@ -20,8 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from kerascomp import registry
+from kerascomp import runtime
+from kerascomp.cli import main
+from kerascomp.compress import registry
 from kerascomp.data import Dataset
+from kerascomp.export import export
+from kerascomp.options import cli_args, option_fields
+from kerascomp.pipeline import run_pipeline
+from kerascomp.pipeline.config import parse_config
+from kerascomp.saving import load, load_meta, load_model, save_model
 
 __all__ = ["run_technique_test", "MAX_ABS_DIFF", "MEAN_ABS_DIFF", "COMPARED_METRICS"]
 
@@ -38,8 +45,6 @@ def run_technique_test(name: str, config: object, model_path: str | os.PathLike,
     loaded as the CLI loads it (``load_data(spec, seed=config.seed)``).
     Raises AssertionError naming the first broken promise.
     """
-    from kerascomp.saving import load, load_model, save_model
-
     technique, tmp_path = registry.get(name), Path(tmp_path)
     assert data.seed == config.seed, "load the data with the config's seed, as the CLI does"
     model = load(model_path, data)[0]
@@ -61,9 +66,6 @@ def run_technique_test(name: str, config: object, model_path: str | os.PathLike,
 
 
 def _check_tflite(model, data: Dataset, path: Path) -> None:
-    from kerascomp import runtime
-    from kerascomp.export import export
-
     export(model, path, data=data)
     x = data.x_test[:64]
     diff = np.abs(runtime.load(path).predict(x) - model.predict(x, verbose=0))
@@ -72,9 +74,6 @@ def _check_tflite(model, data: Dataset, path: Path) -> None:
 
 
 def _run_cli(name: str, config, model_path, data: Dataset, tmp_path: Path) -> dict:
-    from kerascomp._options import cli_args
-    from kerascomp.cli import main
-
     technique = registry.get(name)
     model_input = [str(model_path)] if technique.input_key == "input" else [f"--{technique.input_key}", str(model_path)]
     code = main([name, *model_input, *cli_args(config), "--seed", str(config.seed), "--data", data.name,
@@ -84,10 +83,6 @@ def _run_cli(name: str, config, model_path, data: Dataset, tmp_path: Path) -> di
 
 
 def _run_pipeline(name: str, config, model_path, data: Dataset, tmp_path: Path) -> dict:
-    from kerascomp._options import option_fields
-    from kerascomp.config import parse_config
-    from kerascomp.pipeline import run_pipeline
-
     options = {f.name: _plain(getattr(config, f.name)) for f in option_fields(type(config))
                if getattr(config, f.name) is not None}
     raw = {"seed": config.seed, "data": {"spec": data.name},
@@ -100,8 +95,6 @@ def _run_pipeline(name: str, config, model_path, data: Dataset, tmp_path: Path) 
 
 def _entry(model_path) -> dict:
     """The sidecar's newest compression entry, without the paths (which differ by design)."""
-    from kerascomp.saving import load_meta
-
     entry = dict(load_meta(model_path)["compression"][-1])
     return {k: v for k, v in entry.items() if k not in ("source", "out")}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kerascomp._io import atomic_path, write_json
 from kerascomp.cli import main
+from kerascomp.files import atomic_path, write_json
 
 
 def run(*args: str) -> int:

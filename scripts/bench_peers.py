@@ -20,15 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from kerascomp._compat import tf
-from kerascomp._distribute import limit_threads
+from kerascomp.backend import tf
+from kerascomp.training.distribute import limit_threads
 
 limit_threads(1)  # the same thread budget for every runtime
 
-from kerascomp import bench, data as datasets, models, training  # noqa: E402
-from kerascomp.autoquant import convert_auto  # noqa: E402
-from kerascomp._io import write_json  # noqa: E402
+from kerascomp import bench, models, training  # noqa: E402
+from kerascomp import data as datasets
+from kerascomp.bench.auto import convert_auto  # noqa: E402
 from kerascomp.export import export  # noqa: E402
+from kerascomp.files import write_json  # noqa: E402
 from kerascomp.report import kernel_table, results_table  # noqa: E402
 from kerascomp.saving import save_model  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Which distillation settings pay, measured over seeds on several datasets through ``kerascomp.compress.sweep``.
+"""Which distillation settings pay, measured over seeds on several datasets through ``kerascomp.analysis.sweep``.
 
 For every seed a teacher is trained (its own seed), then every grid point distils the same student
 architecture, and the student is also trained from scratch with the same budget and initialisation. Points
@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kerascomp._io import atomic_path, write_json
-from kerascomp.compress import distill, sweep
+from kerascomp.analysis import sweep
+from kerascomp.compress import distill
 from kerascomp.data import load_data
+from kerascomp.files import atomic_path, write_json
 from kerascomp.training import TrainConfig, train
 
 SETUPS = {  # data -> (teacher args, teacher epochs, student args, distillation epochs)

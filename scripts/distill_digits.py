@@ -21,13 +21,13 @@ import dataclasses
 import statistics
 from pathlib import Path
 
-from kerascomp._compat import tf
-from kerascomp._io import atomic_path, write_json
-from kerascomp import distillation
-from kerascomp.compress import distill, sweep
+from kerascomp.analysis import sweep
+from kerascomp.backend import tf
+from kerascomp.compress import distill
 from kerascomp.data import load_data
+from kerascomp.files import atomic_path, write_json
 from kerascomp.report import plot_sweep
-from kerascomp.training import TrainConfig, train
+from kerascomp.training import TrainConfig, distillation, train
 
 STUDENT, STUDENT_ARGS = "cnn", {"width": 4, "dropout": 0.0}
 SWEEP_WIDTHS = (2, 3, 4, 6, 8)

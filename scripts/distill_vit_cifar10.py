@@ -16,10 +16,10 @@ import argparse
 from pathlib import Path
 
 from kerascomp import load_data, load_model
-from kerascomp._io import atomic_path, write_json
 from kerascomp.compress.distill import apply
-from kerascomp.distillation import DistillConfig
+from kerascomp.files import atomic_path, write_json
 from kerascomp.training import TrainConfig
+from kerascomp.training.distillation import DistillConfig
 
 STUDENTS = {
     "vit depth 1": {"depth": 1},

@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 
 from _cli import write_results
+
 from kerascomp.compress import distill, prune
 from kerascomp.data import load_data
-from kerascomp.distillation import DistillConfig
 from kerascomp.training import TrainConfig, evaluate, train
+from kerascomp.training.distillation import DistillConfig
 
 RECIPES = {  # name -> (PruneConfig overrides, fine-tune with the teacher)
     "main job (10 ep, lr 1e-3, teacher)": ({}, True),

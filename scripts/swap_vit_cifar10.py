@@ -19,9 +19,9 @@ import json
 from pathlib import Path
 
 from kerascomp import load_data, load_model, save_model
-from kerascomp._io import atomic_path, write_json
 from kerascomp.bench import compare_deployed
 from kerascomp.compress.swap import SwapConfig, apply, format_plan, plan, swap_table
+from kerascomp.files import atomic_path, write_json
 from kerascomp.report import plot_swap
 
 

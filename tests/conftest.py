@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 
-from kerascomp._compat import keras, tf
+from kerascomp.backend import keras, tf
 
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0],

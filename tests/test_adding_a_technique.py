@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from kerascomp import registry
 from kerascomp.cli import main
+from kerascomp.compress import registry
 from kerascomp.testing import run_technique_test
-
 
 # --- the technique: everything below up to the fixture is what README shows -----------------------------------------
 
@@ -26,7 +25,7 @@ class RoundConfig:
 
 def round_weights(model, data, config, *, teacher=None):
     """A rounded copy of ``model`` (the input is left untouched) and its accuracy before and after."""
-    from kerascomp._compat import keras
+    from kerascomp.backend import keras
     from kerascomp.training import evaluate
 
     rounded = keras.models.clone_model(model)

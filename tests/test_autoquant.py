@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kerascomp._search import choose_within
+from kerascomp.budget import choose_within
 from kerascomp.cli import main
 from kerascomp.runtime import load
 

@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from kerascomp import registry
-from kerascomp._compat import keras
-from kerascomp._search import search
+from kerascomp.backend import keras
 from kerascomp.cli import main
-from kerascomp.config import parse_config
+from kerascomp.compress import registry
+from kerascomp.compress.search import search
 from kerascomp.errors import ConfigError
 from kerascomp.pipeline import choose
+from kerascomp.pipeline.config import parse_config
 from kerascomp.saving import load_meta
 
 
@@ -190,8 +190,8 @@ def hopeless():
 
 def test_a_search_that_finds_nothing_is_an_error_alone_and_passes_the_input_on_in_a_pipeline(hopeless, digits,
                                                                                              digits_model, tmp_path):
-    from kerascomp.compressing import compress_file
     from kerascomp.errors import ModelError
+    from kerascomp.pipeline.runner import compress_file
     from kerascomp.saving import load_model
 
     path, model = digits_model

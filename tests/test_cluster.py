@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kerascomp.cli import main
-from kerascomp.compress import _tfmot, cluster
+from kerascomp.compress import cluster, finetune
 from kerascomp.compress.sensitivity import magnitude_mask
 from kerascomp.errors import ConfigError
 from kerascomp.saving import load_model, save_model
@@ -49,7 +49,7 @@ def test_clustered_kernels_keep_at_most_k_values_within_the_accuracy_margin(tmp_
 
 def test_preserve_sparsity_keeps_pruned_zeros_at_zero(digits, digits_model):
     _, model = digits_model
-    sparse = _tfmot.clone(model)
+    sparse = finetune.clone(model)
     for name in KERNELS:
         layer = sparse.get_layer(name)
         kernel, *rest = layer.get_weights()

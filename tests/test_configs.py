@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from kerascomp.config import load_config
 from kerascomp.pipeline import validate
+from kerascomp.pipeline.config import load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

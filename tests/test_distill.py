@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from kerascomp._compat import keras, tf
-from kerascomp._distill_data import datasets
-from kerascomp.distillation import DistillConfig
-from kerascomp.distiller import Distiller, distillation_losses
+from kerascomp.backend import keras, tf
 from kerascomp.errors import ConfigError, ModelError
 from kerascomp.models import build
 from kerascomp.training import TrainConfig, train
+from kerascomp.training.distill_data import datasets
+from kerascomp.training.distillation import DistillConfig
+from kerascomp.training.distiller import Distiller, distillation_losses
 
 FAST = dict(epochs=2, batch_size=64, verbose=0)
 

@@ -5,9 +5,8 @@ import pytest
 
 from kerascomp import runtime
 from kerascomp.errors import DataError
-from kerascomp.export import ExportError, export, file_sha256
+from kerascomp.export import MIN_AGREEMENT, ExportError, export, file_sha256
 from kerascomp.export.tflite import to_tflite
-from kerascomp.export._verify import MIN_AGREEMENT
 
 
 def _accuracy(logits, y):
@@ -104,7 +103,7 @@ def test_output_suffix_picks_the_format(tmp_path, digits_model):
 def test_pruned_model_is_stripped_and_converts(tmp_path, digits, digits_model):
     import tensorflow_model_optimization as tfmot
 
-    from kerascomp._compat import keras
+    from kerascomp.backend import keras
 
     _, model = digits_model
     clone = keras.models.clone_model(model)
@@ -161,7 +160,7 @@ def test_a_converter_that_aborts_its_process_becomes_one_error_and_no_file(tmp_p
 
 def test_a_file_litert_cannot_run_is_refused_not_written(tmp_path, digits):
     """int16x8 has no SQUARED_DIFFERENCE kernel (LayerNorm's variance): the file converts but never runs."""
-    from kerascomp._compat import tf
+    from kerascomp.backend import tf
 
     layers = tf.keras.layers
     model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), layers.Flatten(), layers.Dense(16),

@@ -6,10 +6,9 @@ import keras as keras3
 import numpy as np
 import pytest
 
-from kerascomp._compat import keras
+from kerascomp.backend import keras
 from kerascomp.errors import ModelError
-from kerascomp.interop import TOLERANCE, detect_format, import_model, save_keras3
-from kerascomp.interop._keras3 import check_parity, load_keras3, rebuild
+from kerascomp.interop import TOLERANCE, check_parity, detect_format, import_model, load_keras3, rebuild, save_keras3
 
 L = keras3.layers
 
@@ -216,7 +215,7 @@ def test_input_preprocessing_means_raw_pixels(tmp_path, digits):
 
 
 def test_inspect_json_reports_layers_techniques_and_ops(tmp_path):
-    from kerascomp.preflight import inspect_model
+    from kerascomp.analysis.inspect import inspect_model
 
     model3 = keras3.Sequential([keras3.Input((8, 8, 1)), L.Rescaling(1 / 16), L.Conv2D(4, 3), L.BatchNormalization(),
                                 L.LayerNormalization(), L.Flatten(), L.Dense(10, activation="softmax")])

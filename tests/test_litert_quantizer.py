@@ -5,10 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from kerascomp._compat import tf
+from kerascomp.backend import tf
 from kerascomp.cli import main
-from kerascomp.export import ExportError, export
-from kerascomp.export import litert_quantizer
+from kerascomp.export import ExportError, export, litert_quantizer
 from kerascomp.runtime import load
 
 

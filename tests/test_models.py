@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kerascomp import models
-from kerascomp._compat import keras
+from kerascomp.backend import keras
 from kerascomp.errors import ModelError
 
 DIGITS = (8, 8, 1)

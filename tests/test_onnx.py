@@ -12,10 +12,10 @@ import onnxruntime as ort
 import pytest
 
 from kerascomp import models
-from kerascomp._compat import keras
+from kerascomp.backend import keras
 from kerascomp.cli import main
 from kerascomp.errors import ModelError
-from kerascomp.export._verify import ExportError
+from kerascomp.export import ExportError
 from kerascomp.export.onnx import OnnxModel, onnx_constant_params, quantize_onnx_int8, to_onnx
 
 DIGITS = (8, 8, 1)

@@ -6,9 +6,9 @@ import yaml
 
 from kerascomp import _stages
 from kerascomp.cli import main
-from kerascomp.config import load_config
 from kerascomp.errors import ConfigError
 from kerascomp.pipeline import run_pipeline
+from kerascomp.pipeline.config import load_config
 
 SMALL = {
     "seed": 0,

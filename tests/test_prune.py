@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from kerascomp._compat import keras
+from kerascomp.backend import keras
 from kerascomp.cli import main
 from kerascomp.compress import prune
-from kerascomp.compress._tfmot import schedule_steps
+from kerascomp.compress.finetune import schedule_steps
 from kerascomp.errors import ConfigError, ModelError
 from kerascomp.saving import load_model, save_model
 

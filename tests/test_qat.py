@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from kerascomp._compat import keras
+from kerascomp.backend import keras
 from kerascomp.cli import main
-from kerascomp.compress import _tfmot, prune, quantize
+from kerascomp.compress import finetune, prune, quantize
 from kerascomp.errors import ConfigError, ModelError
 from kerascomp.export import export
 from kerascomp.saving import load_model, save_model
@@ -73,7 +73,7 @@ def _assert_within_margin(qat, source, metrics, digits):
 
 def _edited(model, edit):
     """A copy of ``model`` whose kernels are replaced by ``edit(kernel)``."""
-    copy = _tfmot.clone(model)
+    copy = finetune.clone(model)
     for name in KERNELS:
         kernel, *rest = copy.get_layer(name).get_weights()
         copy.get_layer(name).set_weights([edit(kernel), *rest])

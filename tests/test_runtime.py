@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from kerascomp import runtime
-from kerascomp._kernels import kernel_record
-from kerascomp._compat import keras, tf
+from kerascomp.backend import keras, tf
 from kerascomp.errors import ConfigError, ModelError
+from kerascomp.runtime.kernels import kernel_record
 
 SHAPE = (8, 8, 1)
 CLASSES = [f"digit{i}" for i in range(10)]
@@ -148,7 +148,7 @@ def test_input_of_the_wrong_shape_raises_model_error_naming_both_shapes(files):
 
 def test_importing_runtime_does_not_import_tensorflow():
     code = ("import sys, kerascomp.runtime; "
-            "print(sorted(m for m in ('tensorflow', 'tf_keras', 'kerascomp._compat') if m in sys.modules))")
+            "print(sorted(m for m in ('tensorflow', 'tf_keras', 'kerascomp.backend') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from kerascomp.compress import sweep as sweeping
+from kerascomp.analysis import sweep as sweeping
 from kerascomp.training import TrainConfig
 
 BUDGET = TrainConfig(epochs=2, verbose=0)
@@ -76,8 +76,8 @@ def test_ray_sweep_finds_the_local_backends_best_setting_and_resumes(digits, dig
 
 
 def test_a_trial_holds_tensorflow_to_its_reserved_cpus():
-    code = ("from kerascomp._distribute import limit_threads; limit_threads(1); "
-            "from kerascomp._compat import tf; tf.constant(1.0) + 1.0; "
+    code = ("from kerascomp.training.distribute import limit_threads; limit_threads(1); "
+            "from kerascomp.backend import tf; tf.constant(1.0) + 1.0; "
             "print(tf.config.threading.get_intra_op_parallelism_threads(), "
             "tf.config.threading.get_inter_op_parallelism_threads())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -96,19 +96,19 @@ def test_ray_backend_without_ray_says_what_to_install(digits, digits_model, tmp_
 
 
 def test_sweep_runs_the_teacher_once_for_every_point(digits, digits_model, tmp_path, monkeypatch):
-    from kerascomp import _distill_data
+    from kerascomp.training import distill_data
 
     _, teacher = digits_model
-    from kerascomp import distiller
+    from kerascomp.training import distiller
 
     calls = []
-    real = _distill_data.cache_outputs
+    real = distill_data.cache_outputs
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(_distill_data, "cache_outputs", counted)  # where a run would compute its own
+    monkeypatch.setattr(distill_data, "cache_outputs", counted)  # where a run would compute its own
     monkeypatch.setattr(distiller, "cache_outputs", counted)  # where the sweep computes the shared one
     sweeping.sweep(teacher, digits, {"temperature": (2.0, 4.0)}, tmp_path / "s.json", train_config=TrainConfig(
         epochs=1, verbose=0), compare_scratch=False)

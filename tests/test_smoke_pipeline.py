@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from kerascomp.cli import main
-from kerascomp.config import stage_kinds
+from kerascomp.pipeline.config import stage_kinds
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 RESULT_KEYS = {"name", "path", "format", "quantization", "params", "nonzero_params", "size_bytes", "gzip_bytes",

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 
 from kerascomp import models
-from kerascomp._compat import keras
+from kerascomp.backend import keras
 from kerascomp.cli import main
-from kerascomp.compress import _candidates
-from kerascomp.compress._blocks import find_blocks, model_flops
-from kerascomp.compress.swap import SwapConfig, apply, format_plan, plan
+from kerascomp.compress.swap import SwapConfig, apply, find_blocks, format_plan, model_flops, plan
+from kerascomp.compress.swap import candidates as catalogue
 from kerascomp.errors import ConfigError, ModelError
 from kerascomp.export import export
 from kerascomp.models.layers import SimplifiedAttention
@@ -79,7 +78,7 @@ def test_residual_structure_defines_blocks_without_zoo_names():
     model = keras.Model(inputs, outputs)
     (block,) = find_blocks(model)
     assert block.layers == ("body", "skip") and block.kind == "conv"
-    (separable,) = [c for c in _candidates.candidates("conv") if c.name == "separable"]
+    (separable,) = [c for c in catalogue.candidates("conv") if c.name == "separable"]
     new = separable.instantiate(block, model, "r_")
     assert any(isinstance(layer, keras.layers.Add) for layer in new.layers)  # the replacement keeps the skip
 
@@ -106,9 +105,9 @@ def test_bad_config_values_are_rejected(kwargs, message):
 
 def test_full_rank_svd_reproduces_the_kernel_and_truncation_is_optimal():
     kernel = np.random.default_rng(0).normal(size=(24, 10)).astype(np.float32)
-    a, b = _candidates.factorize(kernel, 10)
+    a, b = catalogue.factorize(kernel, 10)
     np.testing.assert_allclose(a @ b, kernel, atol=1e-5)
-    a, b = _candidates.factorize(kernel, 4)
+    a, b = catalogue.factorize(kernel, 4)
     singular = np.linalg.svd(kernel, compute_uv=False)
     assert np.isclose(np.sum((kernel - a @ b) ** 2), np.sum(singular[4:] ** 2), rtol=1e-3)  # Eckart-Young
 
@@ -116,11 +115,11 @@ def test_full_rank_svd_reproduces_the_kernel_and_truncation_is_optimal():
 def test_low_rank_dense_starts_from_the_truncated_svd_of_the_original(digits):
     model = models.build("mlp", digits.input_shape, digits.num_classes, hidden=(48,), dropout=0.0)
     (block,) = find_blocks(model)
-    new = _candidates.candidates("dense")[0].instantiate(block, model, "block_0_low_rank_")
+    new = catalogue.candidates("dense")[0].instantiate(block, model, "block_0_low_rank_")
     assert new.count_params() < block.params
     kernel, bias = model.get_layer("block_0_dense").get_weights()
     rank = new.get_layer("block_0_low_rank_low_rank_a").units
-    a, b = _candidates.factorize(kernel, rank)
+    a, b = catalogue.factorize(kernel, rank)
     x = keras.Model(model.inputs, block.input).predict(digits.x_val, verbose=0)
     np.testing.assert_allclose(new.predict(x, verbose=0), np.maximum(x @ a @ b + bias, 0), atol=1e-4)
 
@@ -135,8 +134,8 @@ def harmful_block(block, source, x, prefix):
 
 
 def test_harmful_candidate_is_reverted_and_frozen_weights_stay_bit_identical(digits, digits_model, monkeypatch):
-    monkeypatch.setitem(_candidates._REGISTRY["conv"], "blackout",
-                        _candidates.Candidate("conv", "blackout", "zero output", harmful_block))
+    monkeypatch.setitem(catalogue._REGISTRY["conv"], "blackout",
+                        catalogue.Candidate("conv", "blackout", "zero output", harmful_block))
     model = digits_model[1]
     original = weights_by_layer(model)
     config = SwapConfig(tolerance=0.0, candidates=("blackout",), epochs_per_block=1, fit_epochs=1, bench_runs=0,

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from kerascomp.compress import sweep as sweeping
-from kerascomp.distillation import DistillConfig
+from kerascomp.analysis import sweep as sweeping
 from kerascomp.errors import ConfigError, ModelError
 from kerascomp.training import TrainConfig
+from kerascomp.training.distillation import DistillConfig
 
 FAST = TrainConfig(epochs=1, verbose=0)
 

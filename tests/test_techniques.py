@@ -4,13 +4,13 @@ import dataclasses
 
 import pytest
 
-from kerascomp import registry
-from kerascomp.errors import ConfigError
+from kerascomp.compress import registry
 from kerascomp.compress.cluster import ClusterConfig
 from kerascomp.compress.distill import StudentConfig
 from kerascomp.compress.prune import PruneConfig
 from kerascomp.compress.quantize import QATConfig
 from kerascomp.compress.swap import SwapConfig
+from kerascomp.errors import ConfigError
 from kerascomp.testing import run_technique_test
 
 CASES = {  # short settings: the harness checks the contract, the technique's own tests check its quality

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kerascomp._compat import keras, tf
+from kerascomp.backend import keras, tf
 from kerascomp.errors import ConfigError
 from kerascomp.training import TrainConfig, evaluate, train
 

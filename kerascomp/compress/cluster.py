@@ -12,13 +12,13 @@ import dataclasses
 
 import numpy as np
 
-from kerascomp._compat import keras
-from kerascomp._options import option
-from kerascomp.compress import _tfmot
-from kerascomp.compress._tfmot import FineTuneConfig, LayerPlan
+from kerascomp.backend import keras
+from kerascomp.compress import finetune
+from kerascomp.compress.finetune import FineTuneConfig, LayerPlan
+from kerascomp.compress.registry import Strength, Technique, register
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
-from kerascomp.registry import Strength, Technique, register
+from kerascomp.options import option
 from kerascomp.training import evaluate
 
 __all__ = ["ClusterConfig", "plan", "apply", "strip", "target_weights", "unique_values", "INITS"]
@@ -31,12 +31,12 @@ def strip(model: keras.Model) -> keras.Model:
     """``model`` without clustering wrappers (their centroids and indices are training-only state)."""
     if not any(type(layer).__name__.startswith("ClusterWeights") for layer in model.layers):
         return model
-    return _tfmot.tfmot().clustering.keras.strip_clustering(model)
+    return finetune.tfmot().clustering.keras.strip_clustering(model)
 
 
 def load_scope():
     """Custom objects of clustered models saved with their wrappers."""
-    return _tfmot.tfmot().clustering.keras.cluster_scope()
+    return finetune.tfmot().clustering.keras.cluster_scope()
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -51,7 +51,7 @@ class ClusterConfig(FineTuneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _tfmot.compile_pattern(self.layers)
+        finetune.compile_pattern(self.layers)
         if self.clusters is None and self.max_drop is None:
             self.clusters = DEFAULT_CLUSTERS
         if self.clusters is None:
@@ -66,8 +66,8 @@ class ClusterConfig(FineTuneConfig):
 
 def plan(model: keras.Model, config: ClusterConfig) -> list[LayerPlan]:
     """Which layers will be clustered and, for every other layer with weights, why not."""
-    _tfmot.check_model(model)
-    return _tfmot.plan_layers(model, "cluster", lambda layer: _decide(layer, config), config.layers)
+    finetune.check_model(model)
+    return finetune.plan_layers(model, "cluster", lambda layer: _decide(layer, config), config.layers)
 
 
 def apply(
@@ -82,16 +82,16 @@ def apply(
     """
     plans = plan(model, config)
     data.check_fits(model.input_shape[1:], model.output_shape[-1])
-    clustering = _tfmot.tfmot().clustering.keras
+    clustering = finetune.tfmot().clustering.keras
     init = getattr(clustering.CentroidInitialization, INITS[config.init])
-    wrapped = _tfmot.wrap(model, _tfmot.chosen(plans), lambda layer: clustering.cluster_weights(
+    wrapped = finetune.wrap(model, finetune.chosen(plans), lambda layer: clustering.cluster_weights(
         layer, number_of_clusters=config.clusters, cluster_centroids_init=init,
         preserve_sparsity=config.preserve_sparsity))
-    tuned, fit = _tfmot.fine_tune(wrapped, data, config, teacher=_tfmot.teacher_for(config, model, teacher))
+    tuned, fit = finetune.fine_tune(wrapped, data, config, teacher=finetune.teacher_for(config, model, teacher))
     stripped = strip(tuned)
     metrics = {
         "clusters": config.clusters,
-        "unique_values": unique_values(stripped, _tfmot.chosen(plans)),
+        "unique_values": unique_values(stripped, finetune.chosen(plans)),
         **{k: fit[k] for k in ("val_accuracy", "test_accuracy")},
         "baseline": evaluate(model, data, config.batch_size),
         "preflight": [p.to_dict() for p in plans],
@@ -118,7 +118,7 @@ def unique_values(model: keras.Model, names: list[str]) -> dict[str, int]:
 
 
 def _decide(layer: keras.layers.Layer, config: ClusterConfig) -> tuple[int, str]:
-    count, reason = _tfmot.weight_count(layer, target_weights(layer), "cluster",
+    count, reason = finetune.weight_count(layer, target_weights(layer), "cluster",
                                         "not in its registry, not a ClusterableLayer")
     if count and count <= config.clusters:
         return 0, f"only {count} weights for {config.clusters} clusters"
@@ -132,7 +132,7 @@ def summary(metrics: dict) -> str:
 
 TECHNIQUE = register(Technique(
     name="cluster", config=ClusterConfig, apply=apply, summary=summary, strip=strip,
-    load_scope=load_scope, plan=lambda model, config: _tfmot.format_plan(plan(model, config)),
-    layers=lambda model: _tfmot.layer_answers(model, lambda: plan(model, ClusterConfig()), "no weights"),
+    load_scope=load_scope, plan=lambda model, config: finetune.format_plan(plan(model, config)),
+    layers=lambda model: finetune.layer_answers(model, lambda: plan(model, ClusterConfig()), "no weights"),
     suffix="clustered", strength=Strength("clusters", (32, 16, 8, 4), warm_start=True),
     help="Cluster the weights of a .keras model (tfmot), fine-tune, and save the stripped model."))

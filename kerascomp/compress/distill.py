@@ -1,7 +1,7 @@
 """Distillation as a technique: train a new, smaller student from a frozen teacher.
 
-The training itself is :mod:`kerascomp.distillation` (the loss, the
-:class:`~kerascomp.distillation.Distiller` and its input pipelines); this
+The training itself is :mod:`kerascomp.training.distillation` (the loss, the
+:class:`~kerascomp.training.distillation.Distiller` and its input pipelines); this
 module picks the student, its budget, and optionally trains the same student
 from scratch to measure what the teacher adds.
 """
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from kerascomp._compat import keras
-from kerascomp._options import key_value, option
+from kerascomp import models
+from kerascomp.backend import keras
+from kerascomp.compress.registry import Budgeted, Strength, Technique, register
 from kerascomp.data import Dataset
-from kerascomp.distillation import DistillConfig, check_compatible
 from kerascomp.errors import ConfigError
-from kerascomp.registry import Budgeted, Strength, Technique, register
+from kerascomp.options import key_value, option
 from kerascomp.training import ModelSpec, TrainConfig, evaluate, train
+from kerascomp.training.distillation import DistillConfig, check_compatible
 
 __all__ = ["apply", "default_budget", "gap_closed", "summarise", "StudentConfig", "distil"]
 
@@ -138,8 +139,6 @@ class StudentConfig(TrainConfig, DistillConfig, Budgeted):
 
 def distil(model: keras.Model, data: Dataset, config: StudentConfig, *, teacher: keras.Model | None = None):
     """The registered form of :func:`apply`: ``model`` is the trained teacher, the result the distilled student."""
-    from kerascomp import models  # the zoo defines Keras layers: imported with TensorFlow, on use
-
     check_compatible(model, models.build(config.student, data.input_shape, data.num_classes, **config.student_args),
                      data)
     student, metrics = apply(config.student, data, config.settings(), teacher=model, train_config=config.budget(),

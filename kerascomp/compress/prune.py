@@ -17,15 +17,15 @@ import re
 
 import numpy as np
 
-from kerascomp._compat import keras
-from kerascomp._options import option
-from kerascomp.compress import _tfmot, sensitivity
-from kerascomp.compress._tfmot import FineTuneConfig, LayerPlan
+from kerascomp.backend import keras
+from kerascomp.compress import finetune, sensitivity
+from kerascomp.compress.finetune import FineTuneConfig, LayerPlan
+from kerascomp.compress.registry import Strength, Technique, register
 from kerascomp.data import Dataset
-from kerascomp.distillation import FROM_INPUT
 from kerascomp.errors import ConfigError, ModelError
-from kerascomp.registry import Strength, Technique, register
+from kerascomp.options import option
 from kerascomp.training import evaluate
+from kerascomp.training.distillation import FROM_INPUT
 
 __all__ = ["PruneConfig", "plan", "apply", "strip", "sparsity_of", "erk_sparsities", "SCHEDULES", "STRUCTURES",
            "DISTRIBUTIONS"]
@@ -40,12 +40,12 @@ def strip(model: keras.Model) -> keras.Model:
     """``model`` without pruning wrappers (their masks are training-only state)."""
     if not any(type(layer).__name__ == "PruneLowMagnitude" for layer in model.layers):
         return model
-    return _tfmot.tfmot().sparsity.keras.strip_pruning(model)
+    return finetune.tfmot().sparsity.keras.strip_pruning(model)
 
 
 def load_scope():
     """Custom objects of pruned models saved with their wrappers."""
-    return _tfmot.tfmot().sparsity.keras.prune_scope()
+    return finetune.tfmot().sparsity.keras.prune_scope()
 
 
 def _sparsity(text: str | float) -> float | str:
@@ -76,7 +76,7 @@ class PruneConfig(FineTuneConfig):
     learning_rate: float = option(3e-3, "Peak fine-tuning learning rate (pruned weights need a high one to recover).")
     # The dense input as teacher kept the pruned digits teacher closer to its validation accuracy at every sparsity
     # (mean drop 0.20 vs 0.39 pp at 0.875, 3 seeds; test alike): a budget search then stops less often on a fluke.
-    distill_from: str | None = _tfmot.teacher_option(FROM_INPUT)
+    distill_from: str | None = finetune.teacher_option(FROM_INPUT)
     sparsity: float | str | None = option(
         None, "Share of zeros over all prunable kernels, in [0, 1), shared by --distribution; or 'auto' (per layer, "
               "from a sensitivity scan). Required unless --max-drop searches it or --structure 2:4 fixes it at 0.5.",
@@ -95,7 +95,7 @@ class PruneConfig(FineTuneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _tfmot.compile_pattern(self.layers)
+        finetune.compile_pattern(self.layers)
         if self.distribution not in DISTRIBUTIONS:
             raise ConfigError(f"unknown distribution {self.distribution!r}; use one of {', '.join(DISTRIBUTIONS)}")
         if self.schedule not in SCHEDULES:
@@ -135,7 +135,7 @@ def plan(model: keras.Model, config: PruneConfig) -> list[LayerPlan]:
 
 def _share(model: keras.Model, config: PruneConfig, candidates: list[LayerPlan]):
     """The plan and each pruned layer's target sparsity: one sparsity, shared among layers by ``distribution``."""
-    prunable = _tfmot.chosen(candidates)
+    prunable = finetune.chosen(candidates)
     targets = {name: config.sparsity for name in prunable}
     if config.distribution != "erk" or config.sparsity in (None, "auto") or config.structure == "2:4":
         return candidates, targets
@@ -149,8 +149,8 @@ def _share(model: keras.Model, config: PruneConfig, candidates: list[LayerPlan])
 
 def _candidates(model: keras.Model, config: PruneConfig) -> list[LayerPlan]:
     """Every layer the structure and ``--layers`` allow to prune, before sparsity is shared among them."""
-    _tfmot.check_model(model)
-    return _tfmot.plan_layers(model, "prune", lambda layer: _decide(layer, config), config.layers)
+    finetune.check_model(model)
+    return finetune.plan_layers(model, "prune", lambda layer: _decide(layer, config), config.layers)
 
 
 def apply(
@@ -173,17 +173,17 @@ def apply(
         targets, scan = _auto_targets(model, data, config, plans)
         plans = _skip_untargeted(plans, targets, f"auto: no sparsity fits --max-drop {config.max_drop} pp")
     steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
-    begin, end, frequency = _tfmot.schedule_steps(steps_per_epoch, config.epochs)
-    prune = _tfmot.tfmot().sparsity.keras
-    wrapped = _tfmot.wrap(model, targets, lambda layer: prune.prune_low_magnitude(
+    begin, end, frequency = finetune.schedule_steps(steps_per_epoch, config.epochs)
+    prune = finetune.tfmot().sparsity.keras
+    wrapped = finetune.wrap(model, targets, lambda layer: prune.prune_low_magnitude(
         layer, pruning_schedule=_schedule(config.schedule, targets[layer.name], begin, end, frequency),
         block_size=config.block_size, sparsity_m_by_n=(2, 4) if config.structure == "2:4" else None))
-    tuned, fit = _tfmot.fine_tune(wrapped, data, config, callbacks=[prune.UpdatePruningStep()],
+    tuned, fit = finetune.fine_tune(wrapped, data, config, callbacks=[prune.UpdatePruningStep()],
                                   keep_from_epoch=(end - 1) // steps_per_epoch,
-                                  teacher=_tfmot.teacher_for(config, model, teacher))
+                                  teacher=finetune.teacher_for(config, model, teacher))
     stripped = strip(tuned)
     metrics = {
-        **sparsity_of(stripped, _tfmot.chosen(candidates)),
+        **sparsity_of(stripped, finetune.chosen(candidates)),
         "target": targets,
         **{k: fit[k] for k in ("val_accuracy", "test_accuracy")},
         "baseline": evaluate(model, data, config.batch_size),
@@ -201,7 +201,7 @@ def sparsity_of(model: keras.Model, names: list[str]) -> dict:
     """Share of exact zeros over the prunable kernels of the named layers: overall and per layer."""
     per_layer, zeros, total = {}, 0, 0
     for name in names:
-        arrays = [np.asarray(w.numpy()) for w in _tfmot.prunable_weights(model.get_layer(name)) or []]
+        arrays = [np.asarray(w.numpy()) for w in finetune.prunable_weights(model.get_layer(name)) or []]
         layer_zeros, layer_total = sum(int((a == 0).sum()) for a in arrays), sum(a.size for a in arrays)
         per_layer[name] = layer_zeros / layer_total if layer_total else 0.0
         zeros, total = zeros + layer_zeros, total + layer_total
@@ -218,7 +218,7 @@ def erk_sparsities(model: keras.Model, names: list[str], sparsity: float) -> dic
     saves almost no bytes. Layers whose density would exceed 1 stay dense
     (and are left out of the result); the others share what is left.
     """
-    shapes = {name: [tuple(w.shape) for w in _tfmot.prunable_weights(model.get_layer(name))] for name in names}
+    shapes = {name: [tuple(w.shape) for w in finetune.prunable_weights(model.get_layer(name))] for name in names}
     size = {name: sum(math.prod(s) for s in kernels) for name, kernels in shapes.items()}
     score = {name: sum(sum(s) for s in kernels) for name, kernels in shapes.items()}
     keep, dense = (1 - sparsity) * sum(size.values()), set()
@@ -238,10 +238,10 @@ def _skip_untargeted(plans: list[LayerPlan], targets: dict[str, float], reason: 
 
 
 def _decide(layer: keras.layers.Layer, config: PruneConfig) -> tuple[int, str]:
-    count, reason = _tfmot.prunable(layer)
+    count, reason = finetune.prunable(layer)
     if not count:
         return count, reason
-    kind, shapes = type(layer).__name__, [tuple(w.shape) for w in _tfmot.prunable_weights(layer)]
+    kind, shapes = type(layer).__name__, [tuple(w.shape) for w in finetune.prunable_weights(layer)]
     if config.structure == "2:4" and any(len(s) not in (2, 4) or s[-2] % 4 for s in shapes):
         return 0, f"2:4 needs 2-D/4-D kernels with input channels divisible by 4 (got {shapes})"
     if config.block_size != (1, 1) and any(len(s) != 2 for s in shapes):
@@ -250,14 +250,14 @@ def _decide(layer: keras.layers.Layer, config: PruneConfig) -> tuple[int, str]:
 
 
 def _schedule(kind: str, target: float, begin: int, end: int, frequency: int):
-    schedules = _tfmot.tfmot().sparsity.keras
+    schedules = finetune.tfmot().sparsity.keras
     if kind == "polynomial" and end > begin:
         return schedules.PolynomialDecay(0.0, target, begin, end, frequency=frequency)
     return schedules.ConstantSparsity(target, begin, end, frequency=frequency)
 
 
 def _auto_targets(model: keras.Model, data: Dataset, config: PruneConfig, plans: list[LayerPlan]):
-    names = _tfmot.chosen(plans)
+    names = finetune.chosen(plans)
     scan_config = sensitivity.SensitivityConfig(sparsities=config.auto_sparsities, layers=config.layers,
                                                 batch_size=max(config.batch_size, 256))
     _, scan = sensitivity.apply(model, data, scan_config)
@@ -276,8 +276,8 @@ def summary(metrics: dict) -> str:
 
 TECHNIQUE = register(Technique(
     name="prune", config=PruneConfig, apply=apply, summary=summary, strip=strip, load_scope=load_scope,
-    plan=lambda model, config: _tfmot.format_plan(plan(model, config)),
-    layers=lambda model: _tfmot.layer_answers(model, lambda: _candidates(model, PruneConfig(sparsity=0.5)), "no weights"),
+    plan=lambda model, config: finetune.format_plan(plan(model, config)),
+    layers=lambda model: finetune.layer_answers(model, lambda: _candidates(model, PruneConfig(sparsity=0.5)), "no weights"),
     suffix="pruned",
     strength=Strength("sparsity", (0.5, 0.75, 0.875, 0.9375), warm_start=True),
     help="Magnitude-prune a .keras model (tfmot), fine-tune, and save the stripped sparse model."))

@@ -17,14 +17,14 @@ import dataclasses
 import functools
 from typing import Iterator
 
-from kerascomp._compat import keras
-from kerascomp._options import option
-from kerascomp.compress import _tfmot
-from kerascomp.compress._tfmot import FineTuneConfig, LayerPlan
+from kerascomp.backend import keras
+from kerascomp.compress import finetune
+from kerascomp.compress.finetune import FineTuneConfig, LayerPlan
+from kerascomp.compress.registry import Technique, register
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, ModelError, first_line
-from kerascomp.interop._layers import PREPROCESSING
-from kerascomp.registry import Technique, register
+from kerascomp.interop import PREPROCESSING
+from kerascomp.options import option
 from kerascomp.training import evaluate
 
 __all__ = ["QATConfig", "plan", "apply", "PRESERVE"]
@@ -62,9 +62,9 @@ def plan(model: keras.Model, config: QATConfig) -> list[LayerPlan]:
     ``config.float_fallback`` is set, in which case they are planned as
     ``skip`` (left float).
     """
-    _tfmot.check_model(model)
+    finetune.check_model(model)
     unsupported = _unsupported(model, _scheme(config.preserve))
-    plans = _tfmot.plan_layers(model, "quantize", lambda layer: _decide(layer, unsupported), weightless=True)
+    plans = finetune.plan_layers(model, "quantize", lambda layer: _decide(layer, unsupported), weightless=True)
     skipped = [p for p in plans if p.action == "skip" and p.kind not in PREPROCESSING]
     if skipped and not config.float_fallback:
         names = "; ".join(f"{p.name} ({p.reason})" for p in skipped)
@@ -85,17 +85,17 @@ def apply(
     """
     plans = plan(model, config)
     data.check_fits(model.input_shape[1:], model.output_shape[-1])
-    quantization = _tfmot.tfmot().quantization.keras
+    quantization = finetune.tfmot().quantization.keras
     skipped = {p.name for p in plans if p.action == "skip" and p.kind not in PREPROCESSING}
-    annotated = _tfmot.wrap(model, {layer.name for layer in model.layers if layer.name not in skipped}, _annotate)
+    annotated = finetune.wrap(model, {layer.name for layer in model.layers if layer.name not in skipped}, _annotate)
     try:
         with quantization.quantize_scope():
             qat = quantization.quantize_apply(annotated, _scheme(config.preserve))
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:  # tfmot's transforms fail with plain exceptions
         raise ModelError(f"QAT could not wrap the model: {first_line(exc)}") from None
-    kernels = [p.name for p in plans if p.action != "skip" and _tfmot.prunable_weights(model.get_layer(p.name))]
+    kernels = [p.name for p in plans if p.action != "skip" and finetune.prunable_weights(model.get_layer(p.name))]
     before = _sparsity(model, kernels)
-    tuned, fit = _tfmot.fine_tune(qat, data, config, teacher=_tfmot.teacher_for(config, model, teacher))
+    tuned, fit = finetune.fine_tune(qat, data, config, teacher=finetune.teacher_for(config, model, teacher))
     if config.preserve != "none":
         tuned = _portable(tuned, annotated, quantization)
     metrics = {
@@ -117,7 +117,7 @@ def _annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
     )
 
     config = NoOpQuantizeConfig() if type(layer).__name__ in PREPROCESSING else None
-    return _tfmot.tfmot().quantization.keras.quantize_annotate_layer(layer, quantize_config=config)
+    return finetune.tfmot().quantization.keras.quantize_annotate_layer(layer, quantize_config=config)
 
 
 def _unsupported(model: keras.Model, scheme) -> set[str]:
@@ -127,7 +127,7 @@ def _unsupported(model: keras.Model, scheme) -> set[str]:
     folded although the registry itself does not list BatchNormalization.
     """
     requested = {layer.name: {} for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)}
-    transformed, configs = scheme.get_layout_transformer().apply(_tfmot.clone(model), requested)
+    transformed, configs = scheme.get_layout_transformer().apply(finetune.clone(model), requested)
     registry = scheme.get_quantize_registry()
     return {layer.name for layer in transformed.layers if layer.name in requested
             and not configs.get(layer.name, {}).get("quantize_config") and not registry.supports(layer)}
@@ -151,7 +151,7 @@ def _decide(layer: keras.layers.Layer, unsupported: set[str]) -> tuple[int, str]
 
 
 def _scheme(preserve: str):
-    quantization = _tfmot.tfmot().quantization.keras
+    quantization = finetune.tfmot().quantization.keras
     if preserve == "sparsity":
         return quantization.collab_opts.Default8BitPrunePreserveQuantizeScheme()
     if preserve == "clusters":  # not exported by tfmot 0.8's public API
@@ -198,7 +198,7 @@ def _sparsity(model: keras.Model, names: list[str], qat: keras.Model | None = No
     zeros = total = 0
     for name in names:
         layer = model.get_layer(name)
-        targets = {id(w) for w in _tfmot.prunable_weights(layer)}
+        targets = {id(w) for w in finetune.prunable_weights(layer)}
         positions = [i for i, w in enumerate(layer.weights) if id(w) in targets]
         holder = layer if qat is None else qat.get_layer(f"quant_{name}")
         for i in positions:
@@ -218,7 +218,7 @@ def load_scope() -> Iterator[None]:
     was built first. The two subclasses below (same class names, so the saved
     weight paths match) restore the variable layout the model was saved with.
     """
-    with _tfmot.tfmot().quantization.keras.quantize_scope(), keras.utils.custom_object_scope(_loadable_quantize_layers()):
+    with finetune.tfmot().quantization.keras.quantize_scope(), keras.utils.custom_object_scope(_loadable_quantize_layers()):
         yield
 
 
@@ -249,6 +249,6 @@ def summary(metrics: dict) -> str:
 
 TECHNIQUE = register(Technique(
     name="qat", config=QATConfig, apply=apply, summary=summary, load_scope=load_scope,
-    plan=lambda model, config: _tfmot.format_plan(plan(model, config)),
-    layers=lambda model: _tfmot.layer_answers(model, lambda: plan(model, QATConfig(float_fallback=True)), "yes"), suffix="qat", keeps_wrappers=True,
+    plan=lambda model, config: finetune.format_plan(plan(model, config)),
+    layers=lambda model: finetune.layer_answers(model, lambda: plan(model, QATConfig(float_fallback=True)), "yes"), suffix="qat", keeps_wrappers=True,
     help="Quantization-aware fine-tuning; the saved model converts with `convert --quantize int8`."))

@@ -16,8 +16,8 @@ import math
 
 import numpy as np
 
-from kerascomp._compat import keras
-from kerascomp.compress import _tfmot
+from kerascomp.backend import keras
+from kerascomp.compress import finetune
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
 
@@ -36,7 +36,7 @@ class SensitivityConfig:
         self.sparsities = tuple(sorted(set(float(s) for s in self.sparsities)))
         if not self.sparsities or any(not 0 < s < 1 for s in self.sparsities):
             raise ConfigError(f"sensitivity sparsities must lie in (0, 1), got {self.sparsities}")
-        _tfmot.compile_pattern(self.layers)
+        finetune.compile_pattern(self.layers)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
 
@@ -49,14 +49,14 @@ def apply(model: keras.Model, data: Dataset, config: SensitivityConfig) -> tuple
     ``loss_increase`` per sparsity) and the ``ranking`` from most to least
     sensitive (mean drop, then mean loss increase, then name: stable).
     """
-    _tfmot.check_model(model)
-    plans = _tfmot.plan_layers(model, "prune", _tfmot.prunable, config.layers)
+    finetune.check_model(model)
+    plans = finetune.plan_layers(model, "prune", finetune.prunable, config.layers)
     data.check_fits(model.input_shape[1:], model.output_shape[-1])
-    work = _tfmot.clone(model)
+    work = finetune.clone(model)
     base_accuracy, base_loss = _score(work, data, config.batch_size)
     layers = []
     for p in (p for p in plans if p.action != "skip"):
-        variables = _tfmot.prunable_weights(work.get_layer(p.name))
+        variables = finetune.prunable_weights(work.get_layer(p.name))
         originals = [v.numpy() for v in variables]
         scores = []
         for sparsity in config.sparsities:

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from kerascomp import __version__
-from kerascomp._io import file_sha256, sidecar_path, write_json
 from kerascomp.data import Dataset
-from kerascomp.export._verify import ExportError
-from kerascomp._modes import BACKENDS, CALIBRATED_MODES, DEFAULT_BACKEND, KEEP_FLOAT_AUTO, QUANTIZE_MODES
+from kerascomp.export._verify import MIN_AGREEMENT, ExportError
+from kerascomp.export.modes import BACKENDS, CALIBRATED_MODES, DEFAULT_BACKEND, KEEP_FLOAT_AUTO, LABELS, QUANTIZE_MODES
 from kerascomp.export.tflite import to_tflite
+from kerascomp.files import file_sha256, sidecar_path, write_json
 
-__all__ = ["export", "ExportError", "QUANTIZE_MODES", "BACKENDS", "DEFAULT_BACKEND", "FORMATS", "default_output",
+__all__ = ["export", "ExportError", "MIN_AGREEMENT", "QUANTIZE_MODES", "BACKENDS", "DEFAULT_BACKEND", "FORMATS", "default_output",
            "file_sha256"]
 
 FORMATS = {".tflite": QUANTIZE_MODES, ".onnx": ("none", "int8")}
@@ -31,8 +31,7 @@ VERIFY_SAMPLES = 256
 
 def default_output(source: str | os.PathLike, quantize: str, suffix: str = ".tflite") -> Path:
     """``tflite_models/<model name>_<mode>.tflite``: where ``convert`` writes when not told."""
-    mode = "fp32" if quantize == "none" else quantize
-    return DEFAULT_FOLDER / f"{Path(source).stem}_{mode}{suffix}"
+    return DEFAULT_FOLDER / f"{Path(source).stem}_{LABELS.get(quantize, quantize)}{suffix}"
 
 
 def export(
@@ -117,7 +116,7 @@ def _calibration(data: Dataset, size: int) -> np.ndarray:
 
 
 def _to_onnx(model, out: Path, quantize: str, calibration, sample, opset: int, min_agreement) -> dict:
-    from kerascomp.export import onnx
+    from kerascomp.export import onnx  # onnx and onnxruntime take most of a second to import: on use
 
     if quantize == "none":
         return onnx.to_onnx(model, out, opset=opset, sample=sample, min_agreement=min_agreement)

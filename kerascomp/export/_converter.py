@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerascomp._compat import tf
-from kerascomp._modes import CALIBRATED_MODES
+from kerascomp.backend import tf
 from kerascomp.errors import first_line
 from kerascomp.export._verify import ExportError
+from kerascomp.export.modes import CALIBRATED_MODES
 
 __all__ = ["configure", "convert"]
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kerascomp.backend import tf
+from kerascomp.export._converter import configure, convert
 from kerascomp.export._verify import ExportError, run_file
 
 __all__ = ["ISOLATED_MODES", "convert_isolated", "run_isolated"]
@@ -31,8 +33,6 @@ _TIMEOUT_S = 3600
 
 def convert_isolated(function, model, quantize: str, calibration: np.ndarray | None) -> bytes:
     """The flatbuffer of the concrete ``function`` of ``model`` in ``quantize`` mode, converted in a child process."""
-    from kerascomp._compat import tf
-
     with tempfile.TemporaryDirectory(prefix="kerascomp-convert-") as work:
         work = Path(work)
         tf.saved_model.save(model, str(work / "saved"), signatures=function)
@@ -67,9 +67,6 @@ def _child(args: list[str], what: str) -> None:
 
 
 def _convert(work: Path, quantize: str) -> None:
-    from kerascomp._compat import tf
-    from kerascomp.export._converter import configure, convert
-
     calibration = work / "calibration.npy"
     converter = tf.lite.TFLiteConverter.from_saved_model(str(work / "saved"))
     configure(converter, quantize, np.load(calibration) if calibration.exists() else None, False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kerascomp import runtime
 from kerascomp.errors import KerascompError, first_line
 
 # Lowest top-1 agreement accepted per quantization mode, and the largest
@@ -58,8 +59,6 @@ def check(report: dict, mode: str, min_agreement: float | None = None) -> dict:
 
 def run_file(path, sample: np.ndarray, quantize: str) -> np.ndarray:
     """The file's logits on ``sample``; a file LiteRT cannot run (an op without a kernel for its types) is refused."""
-    from kerascomp import runtime
-
     try:
         return runtime.load(path).predict(sample)
     except RuntimeError as e:

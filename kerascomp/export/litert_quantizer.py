@@ -26,11 +26,13 @@ from typing import Sequence
 
 import numpy as np
 
-from kerascomp._kernels import kernel_record
-from kerascomp._modes import CALIBRATED_MODES as STATIC_MODES, KEEP_FLOAT_AUTO as AUTO, RECIPES
-from kerascomp._quiet import quiet_native_stderr
-from kerascomp.export._verify import ExportError
+from kerascomp.console import quiet_native_stderr
 from kerascomp.errors import first_line
+from kerascomp.export._verify import ExportError
+from kerascomp.export.modes import CALIBRATED_MODES as STATIC_MODES
+from kerascomp.export.modes import KEEP_FLOAT_AUTO as AUTO
+from kerascomp.export.modes import RECIPES
+from kerascomp.runtime.kernels import kernel_record
 
 __all__ = ["quantize", "layer_errors"]
 

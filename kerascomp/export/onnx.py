@@ -25,11 +25,11 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from kerascomp._compat import keras, tf
-from kerascomp._io import atomic_path
+from kerascomp.backend import keras, tf
 from kerascomp.errors import ModelError, first_line
 from kerascomp.export._verify import ExportError, check, compare
-from kerascomp.export.tflite import strip_wrappers
+from kerascomp.files import atomic_path
+from kerascomp.saving import strip_wrappers
 
 __all__ = ["to_onnx", "quantize_onnx_int8", "OnnxModel", "onnx_constant_params"]
 

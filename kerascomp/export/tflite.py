@@ -15,16 +15,23 @@ import os
 
 import numpy as np
 
-from kerascomp._compat import keras, tf
-from kerascomp._io import atomic_path
-from kerascomp.registry import strip as strip_wrappers
-from kerascomp._modes import BACKENDS, CALIBRATED_MODES, CONVERTER_MODES, DEFAULT_BACKEND, KEEP_FLOAT_AUTO, QUANTIZE_MODES
+from kerascomp.backend import keras, tf
 from kerascomp.export import litert_quantizer
 from kerascomp.export._converter import configure, convert
 from kerascomp.export._isolated import ISOLATED_MODES, convert_isolated, run_isolated
 from kerascomp.export._verify import ExportError, check, compare, run_file
+from kerascomp.export.modes import (
+    BACKENDS,
+    CALIBRATED_MODES,
+    CONVERTER_MODES,
+    DEFAULT_BACKEND,
+    KEEP_FLOAT_AUTO,
+    QUANTIZE_MODES,
+)
+from kerascomp.files import atomic_path
+from kerascomp.saving import strip_wrappers
 
-__all__ = ["QUANTIZE_MODES", "CALIBRATED_MODES", "BACKENDS", "DEFAULT_BACKEND", "to_tflite", "strip_wrappers"]
+__all__ = ["QUANTIZE_MODES", "CALIBRATED_MODES", "BACKENDS", "DEFAULT_BACKEND", "to_tflite"]
 
 
 def to_tflite(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerascomp._compat import keras
+from kerascomp.backend import keras
 from kerascomp.data import Dataset, Scaling
 from kerascomp.errors import ModelError, first_line
 from kerascomp.interop._back import save_keras3
@@ -26,7 +26,7 @@ from kerascomp.interop._keras3 import TOLERANCE, check_parity, format_unsupporte
 from kerascomp.interop._layers import DROPPED, PREPROCESSING, SUPPORTED, layer_table
 
 __all__ = ["FORMATS", "TOLERANCE", "detect_format", "import_model", "save_keras3", "to_logits", "preprocessing_layers",
-           "SUPPORTED", "DROPPED", "PREPROCESSING", "layer_table"]
+           "SUPPORTED", "DROPPED", "PREPROCESSING", "layer_table", "check_parity", "load_keras3", "rebuild"]
 
 FORMATS = ("keras3", "tf_keras", "h5")
 PARITY_SAMPLES = 64
@@ -86,7 +86,7 @@ def import_model(path: str | os.PathLike, data: Dataset | None = None, *,
         "preprocessing": preprocessing,
     }}
     if _takes_raw_input(preprocessing):
-        meta["data"] = {"scaling": RAW.to_dict()}
+        meta["scaling"] = RAW.to_dict()
     return model, meta
 
 

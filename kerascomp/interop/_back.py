@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kerascomp._compat import keras
-from kerascomp._io import atomic_path
+from kerascomp.backend import keras
 from kerascomp.errors import ModelError, first_line
+from kerascomp.files import atomic_path
 
 __all__ = ["save_keras3"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerascomp._compat import keras
+from kerascomp.backend import keras
 from kerascomp.errors import ModelError, first_line
 from kerascomp.interop._layers import DROPPED, MODEL_CLASSES, SUPPORTED, Untranslatable, translate
 

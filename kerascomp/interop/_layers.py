@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 
-from kerascomp._compat import keras
+from kerascomp.backend import keras
 
 __all__ = ["SUPPORTED", "DROPPED", "MODEL_CLASSES", "translate", "layer_table"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable, Sequence
 
-from kerascomp._compat import keras
+from kerascomp.backend import keras
 from kerascomp.errors import ModelError
 
 __all__ = ["Builder", "register", "build", "available", "get", "check_args"]

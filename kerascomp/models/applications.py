@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
-from kerascomp._compat import keras
+from kerascomp.backend import keras
 from kerascomp.errors import ModelError
 from kerascomp.models import register
 

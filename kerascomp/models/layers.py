@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from kerascomp._compat import keras, tf
+from kerascomp.backend import keras, tf
 
 __all__ = ["ClassToken", "PositionEmbedding", "ClassTokenSelect", "GELU", "SimplifiedAttention"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from kerascomp._compat import keras
+from kerascomp.backend import keras
 from kerascomp.errors import ModelError
 from kerascomp.models import register
 
@@ -89,6 +89,7 @@ def _standard_block(x, prefix, dim, heads, mlp_dim, dropout, gelu_approximate):
 
 def _simplified_block(x, prefix, dim, heads, mlp_dim, dropout, gelu_approximate):
     """Parallel block without normalization or value/output projections: ``x + SA(x) + MLP(x)``."""
+    # defines Keras classes, so importing it imports TensorFlow: on use
     from kerascomp.models.layers import SimplifiedAttention
 
     attended = SimplifiedAttention(num_heads=heads, name=prefix + "attn")(x)
@@ -98,6 +99,7 @@ def _simplified_block(x, prefix, dim, heads, mlp_dim, dropout, gelu_approximate)
 
 
 def _mlp(x, prefix, dim, mlp_dim, dropout, gelu_approximate):
+    # defines Keras classes, so importing it imports TensorFlow: on use
     from kerascomp.models.layers import GELU
 
     x = keras.layers.Dense(mlp_dim, name=prefix + "mlp_dense1")(x)

@@ -1,0 +1,45 @@
+"""The one place that selects Keras 2 (tf_keras) and imports TensorFlow.
+
+tfmot only works with tf_keras, so ``TF_USE_LEGACY_KERAS=1`` must be set before
+TensorFlow is first imported. Every module that needs TensorFlow or Keras
+imports ``tf`` and ``keras`` from here, never directly.
+
+Both names are bound to stand-ins that import TensorFlow on their first
+attribute access: importing TensorFlow takes seconds, and ``kerascomp --help``
+or a config check should not pay for it (every technique module is imported
+to build the CLI). Module-level code therefore never touches ``tf.`` or
+``keras.``; classes that subclass Keras live in modules imported on use.
+"""
+
+import functools
+import os
+import types
+
+from kerascomp.console import quiet_native_stderr
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__all__ = ["tf", "keras"]
+
+
+@functools.cache
+def _import() -> dict[str, types.ModuleType]:
+    with quiet_native_stderr():
+        import tensorflow
+        import tf_keras
+
+        tensorflow.config.list_physical_devices()  # device probing (CUDA's cuInit line) happens here, silenced
+    return {"tf": tensorflow, "keras": tf_keras}
+
+
+class _Deferred(types.ModuleType):
+    """Stands for ``tensorflow`` or ``tf_keras`` until an attribute is first read."""
+
+    def __getattr__(self, attribute: str):
+        module = _import()[self.__name__]
+        return getattr(module, attribute)
+
+
+tf = _Deferred("tf")
+keras = _Deferred("keras")

@@ -1,0 +1,54 @@
+"""The accuracy budget: how far a result may fall below the original, and which artifact to ship within it.
+
+A budget is in percentage points of *validation* accuracy below the baseline,
+the model before any compression: the test split plays no part in any choice.
+The strength search of a technique (:mod:`kerascomp.compress.search`), the
+choice of ``convert --quantize auto`` (:mod:`kerascomp.bench.auto`) and the
+pipeline's final choice all read it here.
+"""
+
+from __future__ import annotations
+
+import json
+
+from kerascomp.data import Dataset
+from kerascomp.training import evaluate
+
+__all__ = ["OBJECTIVES", "check", "choose_within", "baseline_val_accuracy"]
+
+OBJECTIVES = ("size", "latency")  # what a choice minimises within the budget: gzip bytes, or p50 latency
+
+
+def check(metrics: dict, baseline: float, max_drop: float) -> dict:
+    """The budget record of one result: its validation drop in pp below ``baseline`` and whether it holds."""
+    drop = 100 * (baseline - metrics["val_accuracy"])
+    return {"max_drop_pp": max_drop, "baseline_val_accuracy": baseline, "val_accuracy": metrics["val_accuracy"],
+            "drop_pp": drop, "met": drop <= max_drop + 1e-9}
+
+
+def choose_within(rows: dict[str, dict], baseline_val: float, max_drop: float, objective: str) -> dict:
+    """The bench row (by name) that best meets ``objective`` (``size``: gzip bytes, ``latency``: p50) among those
+    whose validation accuracy is within ``max_drop`` pp of ``baseline_val``.
+
+    Returns ``chosen`` (None when nothing holds) and every ``candidate`` with
+    its validation drop, gzip size, p50 latency and whether it is ``within``.
+    """
+    key = {"size": lambda r: r["gzip_bytes"], "latency": lambda r: r["latency_ms"]["p50"]}[objective]
+    candidates = []
+    for name, row in rows.items():
+        budget = check(row, baseline_val, max_drop)
+        candidates.append({"name": name, "val_accuracy": row["val_accuracy"], "val_drop_pp": budget["drop_pp"],
+                           "gzip_bytes": row["gzip_bytes"], "p50_ms": row["latency_ms"]["p50"],
+                           "within": budget["met"]})
+    passing = [c["name"] for c in candidates if c["within"]]
+    return {"chosen": min(passing, key=lambda name: key(rows[name])) if passing else None, "candidates": candidates}
+
+
+def baseline_val_accuracy(meta: dict, model, data: Dataset) -> float:
+    """Validation accuracy of the model before any compression: the first step's input, as its sidecar recorded
+    it on these very splits, else ``model`` measured now (a budget is spent along the whole chain, not per step)."""
+    history = meta.get("compression") or []
+    recorded = (history[0].get("baseline") or {}).get("val_accuracy") if history else None
+    if recorded is not None and json.dumps(meta.get("data"), sort_keys=True) == json.dumps(data.describe(), sort_keys=True):
+        return recorded
+    return evaluate(model, data)["val_accuracy"]

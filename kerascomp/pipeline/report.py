@@ -1,0 +1,184 @@
+"""Render a pipeline run's ``report.json`` as ``report.md`` with its figures in ``plots/``.
+
+Rendering reads only the JSON document, so ``kerascomp report DIR`` can redraw
+a finished run without TensorFlow or the data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from kerascomp.errors import ConfigError
+from kerascomp.files import atomic_path, write_json
+from kerascomp.report import (
+    _pyplot,
+    _save,
+    kernel_table,
+    plot_confusion_matrix,
+    plot_search,
+    plot_tradeoff,
+    plot_training_curves,
+    results_table,
+)
+
+__all__ = ["write_pipeline_report", "render"]
+
+
+def write_pipeline_report(document: dict, out: str | os.PathLike) -> Path:
+    """Write ``report.json``, the figures and ``report.md`` into ``out``; returns the Markdown path."""
+    out = Path(out)
+    write_json(out / "report.json", document)
+    return _render(document, out)
+
+
+def render(out: str | os.PathLike) -> Path:
+    """Re-render ``report.md`` and the figures from ``out/report.json``."""
+    path = Path(out) / "report.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: is {out} the folder of a `kerascomp run`?")
+    try:
+        document = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    return _render(document, Path(out))
+
+
+def _render(document: dict, out: Path) -> Path:
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    sections = [f"# kerascomp report: {document['dataset']['name']}", _choice_section(document.get("choice")),
+                _summary_section(document)]
+    results = document.get("results") or []
+    if results:
+        plot_tradeoff(results, plots / "tradeoff.png")
+        sections += ["![accuracy vs size and latency](plots/tradeoff.png)", "## Every artifact", results_table(results)]
+        kernels = kernel_table(results)
+        if kernels:
+            sections += ["## Where the nodes run (LiteRT, XNNPACK)", kernels]
+    sections.append(_stages_section(document, plots))
+    sections.append(_final_section(document.get("final") or {}, plots))
+    markdown = "\n\n".join(s for s in sections if s) + "\n"
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(markdown)
+    return out / "report.md"
+
+
+def _choice_section(choice: dict | None) -> str:
+    """The budget's verdict first: which artifact ships, or plainly that none may."""
+    if not choice:
+        return ""
+    lines = ["## Choice within the budget", "", f"**{choice['message']}**", "",
+             f"Validation accuracy of each deployed file, drop below {choice['baseline']} "
+             f"(budget {choice['max_drop_pp']} pp; objective: {choice['objective']}):", "",
+             "| artifact | val accuracy | val drop (pp) | gzip (bytes) | p50 (ms) | within |", "|---|---|---|---|---|---|"]
+    for c in sorted(choice["candidates"], key=lambda c: c["gzip_bytes"]):
+        mark = "**chosen**" if c["name"] == choice["chosen"] else ("yes" if c["within"] else "no")
+        lines.append(f"| {c['name']} | {c['val_accuracy']:.4f} | {c['val_drop_pp']:.2f} | {c['gzip_bytes']:,} | "
+                     f"{c['p50_ms']:.3f} | {mark} |")
+    return "\n".join(lines)
+
+
+def _summary_section(document: dict) -> str:
+    summary = document.get("summary") or {}
+    rows = {r["name"]: r for r in document.get("results") or []}
+    base, final = rows.get(summary.get("baseline")), rows.get(summary.get("final"))
+    if not (base and final):
+        return ""
+    lines = ["## Summary", "", f"| | {base['name']} | {final['name']} | change |", "|---|---|---|---|"]
+    for label, value, fmt, better in (
+        ("parameters (non-zero)", lambda r: r["nonzero_params"], "{:,}", ("fewer", "more")),
+        ("size (KB)", lambda r: r["size_bytes"] / 1024, "{:.1f}", ("smaller", "larger")),
+        ("gzip size (KB)", lambda r: r["gzip_bytes"] / 1024, "{:.1f}", ("smaller", "larger")),
+        ("latency p50 (ms)", lambda r: r["latency_ms"]["p50"], "{:.3f}", ("faster", "slower")),
+        ("test accuracy", lambda r: 100 * r["accuracy"], "{:.2f}%", None),
+    ):
+        a, b = value(base), value(final)
+        if better is None:
+            delta = f"{b - a:+.2f} pp"
+        else:
+            delta = f"{a / b:.1f}x {better[0]}" if a >= b else f"{b / a:.1f}x {better[1]}"
+        lines.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {delta} |")
+    return "\n".join(lines)
+
+
+def _stages_section(document: dict, plots: Path) -> str:
+    stages = document.get("stages") or []
+    lines = ["## Stages", "", "| stage | kind | seconds | params | val accuracy | test accuracy | s/epoch |",
+             "|---|---|---|---|---|---|---|"]
+    for stage in stages:
+        m = stage.get("metrics") or {}
+        cells = [stage["name"], stage.get("kind", ""), f"{stage['seconds']:.1f}", _fmt(m.get("params"), "{:,}"),
+                 _fmt(m.get("val_accuracy"), "{:.4f}"), _fmt(m.get("test_accuracy"), "{:.4f}"),
+                 _fmt(m.get("seconds_per_epoch"), "{:.2f}")]
+        lines.append("| " + " | ".join(cells) + " |")
+    for stage in stages:
+        record = (stage.get("metrics") or {}).get("search")
+        if record:
+            plot_search(record, plots / f"search_{stage['name']}.png", title=f"{stage['name']}: {record['field']} "
+                        f"searched within {record['max_drop_pp']} pp, kept {record['chosen']}")
+            lines += ["", f"![{stage['name']} search](plots/search_{stage['name']}.png)"]
+    trained = [s for s in stages if (s.get("metrics") or {}).get("history")]
+    if trained:
+        plot_training_curves({s["name"]: s["metrics"]["history"] for s in trained}, plots / "curves.png",
+                             title="training curves per stage")
+        _plot_epoch_seconds(trained, plots / "epoch_seconds.png")
+        lines += ["", "![training curves](plots/curves.png)", "", "![seconds per epoch](plots/epoch_seconds.png)"]
+    return "\n".join(lines)
+
+
+def _final_section(final: dict, plots: Path) -> str:
+    if not final.get("confusion_matrix"):
+        return ""
+    plot_confusion_matrix(final["confusion_matrix"], final["class_names"], plots / "confusion.png",
+                          title=f"{final['name']}: test set")
+    _plot_per_class(final, plots / "per_class.png")
+    lines = [f"## Final artifact: {final['name']}", "",
+             f"Test accuracy of the deployed file, run by the LiteRT interpreter: {100 * final['accuracy']:.2f}%.", "",
+             "![confusion matrix](plots/confusion.png)", "", "![precision and recall per class](plots/per_class.png)"]
+    if final.get("layer_sparsity"):
+        _plot_sparsity(final["layer_sparsity"], plots / "sparsity.png")
+        lines += ["", "![sparsity per layer](plots/sparsity.png)"]
+    return "\n".join(lines)
+
+
+def _fmt(value, fmt: str) -> str:
+    return "" if value is None else fmt.format(value)
+
+
+def _plot_epoch_seconds(stages: list[dict], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5), constrained_layout=True)
+    names = [s["name"] for s in stages]
+    ax.bar(names, [s["metrics"].get("seconds_per_epoch", 0) for s in stages], color="tab:blue")
+    ax.set_ylabel("seconds per epoch")
+    ax.set_title("time per epoch by stage")
+    _save(fig, path)
+
+
+def _plot_per_class(final: dict, path: Path) -> None:
+    import numpy as np
+
+    plt = _pyplot()
+    names = final["class_names"]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(names) + 2), 3.5), constrained_layout=True)
+    ax.bar(x - 0.2, final["precision"], 0.4, label="precision")
+    ax.bar(x + 0.2, final["recall"], 0.4, label="recall")
+    ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(min(0.5, min(final["precision"] + final["recall"])), 1.0)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{final['name']}: per-class precision and recall (test)")
+    _save(fig, path)
+
+
+def _plot_sparsity(layers: dict, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(layers) + 2), 3.5), constrained_layout=True)
+    ax.bar(list(layers), [100 * v for v in layers.values()], color="tab:green")
+    ax.set_ylabel("zero weights (%)")
+    ax.set_ylim(0, 100)
+    ax.tick_params(axis="x", rotation=45, labelsize=8)
+    ax.set_title("sparsity per layer of the final model")
+    _save(fig, path)

@@ -1,0 +1,169 @@
+"""One way to run a registered technique on a model file, for the CLI and the pipeline alike.
+
+``compress_file`` loads the model (any format; the data follows the model's
+input scaling), loads the teacher when the config names one, prints the
+technique's pre-flight plan, applies it, and saves the result with a sidecar
+that carries the input's metadata plus a ``compression`` history entry. The
+``kerascomp NAME`` command and the pipeline's ``NAME`` stage both call it, so
+the same options give the same file, sidecar and metrics either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from kerascomp.bench import compare_deployed
+from kerascomp.budget import baseline_val_accuracy, check
+from kerascomp.compress import registry
+from kerascomp.compress.search import search
+from kerascomp.data import Dataset
+from kerascomp.errors import ModelError
+from kerascomp.files import sidecar_path, write_json
+from kerascomp.interop import save_keras3
+from kerascomp.options import option_fields
+from kerascomp.report import technique_plots
+from kerascomp.saving import load, load_with_data, save_model
+from kerascomp.training import evaluate
+from kerascomp.training.distillation import FROM_INPUT
+
+__all__ = ["compress_file", "config_from", "default_out", "planned_config"]
+
+
+def compress_file(
+    name: str,
+    model_path: str | os.PathLike,
+    data: Dataset,
+    config: object,
+    out: str | os.PathLike,
+    *,
+    save_format: str = "keras",
+    echo: Callable[[str], None] | None = None,
+    extra_meta: dict | None = None,
+    plots_dir: str | os.PathLike | None = None,
+    strict: bool = True,
+) -> dict:
+    """Apply technique ``name`` with ``config`` to the model at ``model_path`` and save it to ``out``.
+
+    Returns the technique's metrics plus ``source``, ``out`` and ``summary``
+    (the headline text). ``save_format="keras3"`` writes a Keras 3 file;
+    ``plots_dir`` receives the run's figures (see :func:`kerascomp.report.technique_plots`).
+    With ``config.max_drop`` set, a result over the budget is an error unless ``strict`` is False (the
+    pipeline's way): then the result is saved with ``budget.met`` False, and a search that found nothing
+    passes its input on unchanged; the run's final choice then weighs it.
+    """
+    technique = registry.get(name)
+    model, meta, data = load_with_data(model_path, data)
+    _warn_on_other_split(meta, data)
+    teacher_path = getattr(config, "distill_from", None) if technique.teacher else None
+    # "input": the model as loaded here, so a search's warm restarts still learn from the uncompressed original
+    kwargs = {"teacher": model if teacher_path == FROM_INPUT else load(teacher_path, data)[0]} if teacher_path else {}
+    if technique.measures:
+        kwargs["measure"] = compare_deployed
+    if technique.plan is not None and echo is not None:
+        echo(technique.plan(model, planned_config(technique, config)))
+    result, metrics, config = _apply(technique, model, meta, data, config, echo, kwargs, strict)
+    metrics = {"source": str(model_path), "out": str(out), "params": int(result.count_params()), **metrics}
+    side = {**meta, **(extra_meta or {}), **({"model": metrics["model"]} if "model" in metrics else {}),
+            "data": data.describe(), "compression": [*meta.get("compression", []), _history_entry(name, config, metrics)]}
+    if save_format == "keras3":
+        _save_keras3(result, out, side, meta, data)
+    else:
+        save_model(result, out, meta=side)
+    metrics["summary"] = ("input passed on unchanged: no setting held the budget" if metrics.get("unchanged")
+                          else technique.summary(metrics))
+    if plots_dir is not None:
+        technique_plots(result, metrics, data, plots_dir)
+    return metrics
+
+
+def _apply(technique, model, meta: dict, data: Dataset, config, echo, kwargs: dict, strict: bool):
+    """Apply once, or search the strength within ``config.max_drop``; check the result against the budget.
+
+    Returns the result, its metrics (with ``budget``, and ``search`` when it
+    searched) and the config that produced it (the chosen strength filled in).
+    """
+    max_drop = getattr(config, "max_drop", None)
+    if max_drop is None:
+        return (*technique.apply(model, data, config, **kwargs), config)
+    baseline = baseline_val_accuracy(meta, model, data)
+    image_pp = 100 / len(data.y_val)
+    if max_drop < image_pp:
+        _warn(echo, f"--max-drop {max_drop} pp is less than one validation image ({image_pp:.2f} pp of "
+                    f"{len(data.y_val)}): a single image lost fails it; hold out more with --val-fraction")
+    strength = technique.strength
+    if strength is not None and strength.get(config) is None:
+        result, metrics, record = search(technique, model, data, config, max_drop=max_drop, baseline=baseline,
+                                         echo=echo, **kwargs)
+        if result is None:
+            weakest = record["tries"][0]
+            message = (f"{technique.name}: no {strength.field} holds --max-drop {max_drop} pp; the weakest, "
+                       f"{weakest['strength']}, costs {weakest['drop_pp']:.2f} pp of validation accuracy")
+            if strict:
+                raise ModelError(message)
+            _warn(echo, f"{message}; its input passes on unchanged")
+            measured = evaluate(model, data)
+            result, metrics = model, {**measured, "baseline": measured, "unchanged": True}
+        else:
+            config = strength.set(config, record["chosen"])
+        metrics["search"] = record
+    else:
+        result, metrics = technique.apply(model, data, config, **kwargs)
+    metrics["budget"] = check(metrics, baseline, max_drop)
+    if not metrics["budget"]["met"] and not strict:
+        _warn(echo, f"{technique.name}: {metrics['budget']['drop_pp']:.2f} pp below the baseline, over the "
+                    f"{max_drop} pp budget")
+    elif not metrics["budget"]["met"]:
+        hint = f"; leave {strength.field} unset to search for one that holds" if strength is not None else ""
+        raise ModelError(f"{technique.name} costs {metrics['budget']['drop_pp']:.2f} pp of validation accuracy, over "
+                         f"--max-drop {max_drop} pp; nothing was saved{hint}")
+    return result, metrics, config
+
+
+def planned_config(technique: registry.Technique, config: object) -> object:
+    """The config the pre-flight plan describes: a search's first try where the strength is left to search."""
+    strength = technique.strength
+    searching = strength is not None and getattr(config, "max_drop", None) is not None and strength.get(config) is None
+    return strength.set(config, strength.steps[0]) if searching else config
+
+
+def _warn(echo, message: str) -> None:
+    (echo or warnings.warn)(f"Warning: {message}")
+
+
+def _history_entry(name: str, config: object, metrics: dict) -> dict:
+    """What a sidecar remembers of one step: the technique, its options, and its scalar results (no timings)."""
+    options = {f.name: getattr(config, f.name) for f in option_fields(type(config))}
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, (bool, int, float, str)) and "seconds" not in k}
+    return {"stage": name, **scalars, "config": options, "baseline": metrics.get("baseline"),
+            **({"budget": metrics["budget"]} if "budget" in metrics else {})}
+
+
+def _save_keras3(model, out, side: dict, meta: dict, data: Dataset) -> None:
+    save_keras3(model, out, output_activation=meta.get("import", {}).get("output_activation", "logits"),
+                sample=data.x_val)
+    write_json(sidecar_path(out), side)
+
+
+def _warn_on_other_split(meta: dict, data: Dataset) -> None:
+    """A model trained on other splits of the same data may have seen today's validation and test images."""
+    split = meta.get("data", {})
+    if split.get("name") == data.name and split.get("seed", data.seed) != data.seed:
+        warnings.warn(f"seed {data.seed} splits {data.name} unlike the model's training run (seed {split['seed']}): "
+                      "validation and test images may have been trained on", stacklevel=3)
+
+
+def config_from(name: str, options: dict) -> object:
+    """The technique's config from option values (``None`` leaves a field at its default)."""
+    config_class = registry.get(name).config
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    return config_class(**{k: v for k, v in options.items() if k in fields and v is not None})
+
+
+def default_out(name: str, model_path: str | os.PathLike) -> Path:
+    """``MODEL_<suffix>.keras`` beside the input when no output is named."""
+    path = Path(model_path)
+    return path.with_name(f"{path.stem}_{registry.get(name).suffix or name}.keras")

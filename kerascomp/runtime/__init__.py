@@ -1,0 +1,10 @@
+"""The edge path: run a ``.tflite`` file with ``ai_edge_litert`` and numpy only, never TensorFlow.
+
+:mod:`kerascomp.runtime.interpreter` loads and runs a file as a device would;
+:mod:`kerascomp.runtime.kernels` says where each of its nodes runs (XNNPACK
+partitions and the ops left outside them).
+"""
+
+from kerascomp.runtime.interpreter import Scaling, TFLiteModel, constant_tensors, load, op_names, softmax
+
+__all__ = ["load", "TFLiteModel", "Scaling", "softmax", "constant_tensors", "op_names"]

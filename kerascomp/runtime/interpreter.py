@@ -1,0 +1,382 @@
+"""Load and run a ``.tflite`` classifier with ``ai_edge_litert`` and numpy only: the edge-device path.
+
+This module never imports TensorFlow, so what it measures is what a device
+that ships only the LiteRT runtime would run. The optional sidecar
+``model.tflite.json`` (written by the exporter) supplies class names and the
+scaling from raw pixels to model inputs; without it the model still runs with
+class names ``"0".."K-1"`` and identity scaling.
+
+Kernel paths (``op_resolver``), as found with ai_edge_litert 2.3.0 by listing
+the interpreter's nodes after ``allocate_tensors``:
+
+* ``"auto"``: the default resolver, which applies the XNNPACK delegate. XNNPACK
+  *is* applied to full-int8 models (int8 I/O included), to dynamic-range and
+  float16 models: the whole graph of a Conv2D/Dense model becomes one XNNPACK
+  node. It is *not* applied to int16x8 models (those run on the built-in
+  kernels), and ops XNNPACK lacks (e.g. ``CUMSUM``) stay on the built-in
+  kernels, so ``kernel_path`` is measured, not assumed: ``"xnnpack"``,
+  ``"xnnpack+builtin"`` or ``"builtin"``.
+* ``"builtin"``: the optimized built-in kernels without default delegates
+  (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``). LiteRT's own ``BUILTIN`` type is an
+  alias of ``AUTO`` (same resolver id) and would still apply XNNPACK.
+* ``"reference"``: the reference kernels (``BUILTIN_REF``), slow but simple;
+  for checking that an optimized path does not change results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from kerascomp.console import quiet_native_stderr
+from kerascomp.data import Scaling  # one definition; kerascomp.data imports no TensorFlow either
+from kerascomp.errors import ConfigError, ModelError, first_line
+from kerascomp.files import scaling_of, sidecar_path
+from kerascomp.runtime.kernels import kernel_record
+
+__all__ = ["load", "TFLiteModel", "Scaling", "softmax", "constant_tensors", "op_names"]
+
+_RESOLVERS = {
+    "auto": OpResolverType.AUTO,
+    "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    "reference": OpResolverType.BUILTIN_REF,
+}
+
+
+def load(
+    path: str | os.PathLike, threads: int = 1, op_resolver: str = "auto", meta: dict | None = None
+) -> TFLiteModel:
+    """Load a ``.tflite`` file and its sidecar, ready to predict.
+
+    Args:
+      path: the ``.tflite`` file.
+      threads: CPU threads for the interpreter (and XNNPACK). Benchmarks use 1
+        so latency is comparable across machines.
+      op_resolver: ``"auto"``, ``"builtin"`` or ``"reference"``; see the module
+        docstring for which kernels each one runs.
+      meta: metadata to use instead of reading ``path + ".json"``.
+
+    Raises:
+      ModelError: the file is missing or not a usable TFLite model, or the
+        sidecar is unreadable or disagrees with the model.
+      ConfigError: ``threads`` or ``op_resolver`` is out of range.
+    """
+    return TFLiteModel(path, threads=threads, op_resolver=op_resolver, meta=meta)
+
+
+class TFLiteModel:
+    """A single-input, single-output TFLite classifier that returns float32 logits.
+
+    Quantization is hidden from callers of :meth:`predict` and :meth:`classify`:
+    float inputs are quantized and integer outputs dequantized with the tensors'
+    own parameters, so every artifact of a model is compared on the same footing.
+    :meth:`quantize_input` and :meth:`run` expose the raw path for latency timing.
+
+    Attributes:
+      path, threads: as loaded.
+      meta: the sidecar (or the ``meta`` argument); None when there is neither.
+      has_sidecar: whether ``path + ".json"`` was found and read.
+      class_names: from the sidecar, else ``"0".."K-1"``.
+      scaling: :class:`Scaling` from the sidecar, else identity.
+      quantization: from the sidecar, else ``"int8"`` for integer input, else ``"unknown"``.
+      input_shape: per-sample input shape (``None`` for a dynamic axis).
+      input_dtype, output_dtype: numpy scalar types of the I/O tensors.
+      input_quantization, output_quantization: their ``(scale, zero_point)``;
+        scale 0 means not quantized.
+      num_classes: length of the logit vector.
+      kernel_path: ``"xnnpack"``, ``"xnnpack+builtin"``, ``"builtin"`` or ``"reference"``.
+      kernels: the kernel path with its XNNPACK ``partitions``, ``nodes``,
+        ``delegated_nodes``, every op's count (``ops``) and the ops left to
+        built-in kernels (``outside_ops``).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, threads: int = 1, op_resolver: str = "auto", meta: dict | None = None
+    ):
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise ModelError(f"no such TFLite file: {self.path}")
+        if op_resolver not in _RESOLVERS:
+            raise ConfigError(f"unknown op_resolver {op_resolver!r}; use one of: {', '.join(_RESOLVERS)}")
+        if not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
+        self.threads = threads
+        try:
+            with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on stderr
+                self._interpreter = Interpreter(
+                    model_path=self.path, num_threads=threads, experimental_op_resolver_type=_RESOLVERS[op_resolver]
+                )
+                self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"{self.path} is not a usable TFLite model: {first_line(e)}") from None
+        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(
+                f"{self.path} has {len(inputs)} inputs and {len(outputs)} outputs; "
+                "only single-input, single-output classifiers are supported"
+            )
+        self._input, self._output = inputs[0], outputs[0]
+        self._shape = self._base_shape = tuple(int(d) for d in self._input["shape"])
+        self._resizable = True
+        self.input_shape = tuple(None if d < 0 else int(d) for d in self._input["shape_signature"][1:])
+        self.input_dtype = np.dtype(self._input["dtype"]).type
+        self.output_dtype = np.dtype(self._output["dtype"]).type
+        self.num_classes = int(self._output["shape"][-1])
+        self.input_quantization = tuple(self._input["quantization"])
+        self.output_quantization = tuple(self._output["quantization"])
+        self.kernels = kernel_record(self._interpreter, op_resolver)
+
+        side = sidecar_path(self.path)
+        self.has_sidecar = meta is None and side.is_file()
+        self.meta = _read_sidecar(side) if self.has_sidecar else meta
+        meta = self.meta or {}
+        self.class_names = [str(c) for c in meta.get("class_names") or range(self.num_classes)]
+        if len(self.class_names) != self.num_classes:
+            raise ModelError(
+                f"sidecar of {self.path} names {len(self.class_names)} classes, the model outputs {self.num_classes}"
+            )
+        scaling = scaling_of(meta) or {}
+        self.scaling = Scaling(float(scaling.get("scale", 1.0)), float(scaling.get("offset", 0.0)))
+        is_int8 = self.input_dtype in (np.int8, np.uint8)
+        self.quantization = meta.get("quantization") or ("int8" if is_int8 else "unknown")
+
+    @property
+    def kernel_path(self) -> str:
+        """The ``path`` of :attr:`kernels`."""
+        return self.kernels["path"]
+
+    def preprocess(self, raw: np.ndarray) -> np.ndarray:
+        """Raw pixels to model-space float32 inputs, with the sidecar's scaling."""
+        return np.asarray(raw, dtype=np.float32) * np.float32(self.scaling.scale) + np.float32(self.scaling.offset)
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Model-space floats to the input tensor's dtype, as the deployed app must do before ``run``.
+
+        Integer inputs use the tensor's own ``(scale, zero_point)``, rounding
+        half away from zero like TFLite's QUANTIZE kernel, then clipping.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        if not np.issubdtype(self.input_dtype, np.integer):
+            return x.astype(self.input_dtype)
+        scale, zero_point = self.input_quantization
+        if scale:
+            x = x / np.float32(scale)
+        q = np.sign(x) * np.floor(np.abs(x) + 0.5) + zero_point
+        info = np.iinfo(self.input_dtype)
+        return np.clip(q, info.min, info.max).astype(self.input_dtype)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """One invoke on exactly this batch, already in the input dtype; returns the raw output tensor.
+
+        This is the timed call of a latency benchmark: nothing but
+        ``set_tensor``/``invoke``/``get_tensor``. Call it once before timing,
+        since a new batch size re-plans the interpreter.
+        """
+        if x.shape != self._shape:
+            try:
+                self._resize(x.shape)
+            except (ValueError, RuntimeError) as e:
+                self._resize(self._base_shape)
+                raise ModelError(f"{self.path} cannot run a batch shaped {x.shape}: {first_line(e)}") from None
+        self._interpreter.set_tensor(self._input["index"], x)
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output["index"])
+
+    def predict(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Float32 logits ``(N, classes)`` for model-space inputs ``x`` shaped ``(N, *input_shape)``.
+
+        Batches of ``batch_size`` run in one invoke each (the last one padded);
+        a model whose graph fixes the batch size runs one sample per invoke.
+        """
+        x = np.asarray(x)
+        self._check_shape(x.shape[1:])
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if len(x) == 0:
+            return np.zeros((0, self.num_classes), np.float32)
+        q = self.quantize_input(x)
+        batch = self._batch_size(q.shape, min(batch_size, len(q)))
+        logits = []
+        for start in range(0, len(q), batch):
+            chunk = q[start : start + batch]
+            n = len(chunk)
+            if n < batch:  # pad rather than re-plan the interpreter for one short batch
+                chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
+            logits.append(self.run(chunk).reshape(batch, -1)[:n])
+        return self._dequantize(np.concatenate(logits))
+
+    def classify(self, raw: np.ndarray, top_k: int = 3) -> list[list[tuple[str, float]]]:
+        """Top-k ``(class name, probability)`` pairs per raw image, most likely first.
+
+        A single image (no batch axis) is treated as a batch of one.
+        """
+        raw = np.asarray(raw)
+        if raw.ndim == len(self.input_shape):
+            raw = raw[None]
+        probs = softmax(self.predict(self.preprocess(raw)))
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        return [[(self.class_names[i], float(p[i])) for i in row] for p, row in zip(probs, top)]
+
+    def _check_shape(self, shape: tuple) -> None:
+        expected = self.input_shape
+        if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
+            shown = tuple("?" if e is None else e for e in expected)
+            raise ModelError(f"model expects inputs {shown}, got {tuple(shape)}")
+
+    def _batch_size(self, shape: tuple, batch: int) -> int:
+        """``batch`` if the interpreter can be resized to it, else the model's fixed batch size."""
+        if self._resizable and batch != self._base_shape[0]:
+            try:
+                self._resize((batch, *shape[1:]))
+                if self._interpreter.get_output_details()[0]["shape"][0] == batch:
+                    return batch
+            except (ValueError, RuntimeError):
+                pass
+            self._resizable = False  # e.g. a RESHAPE to a constant batch-1 shape
+            self._resize(self._base_shape)
+        return batch if self._resizable else self._base_shape[0]
+
+    def _resize(self, shape: tuple) -> None:
+        self._shape = None  # unknown until allocation succeeds
+        self._interpreter.resize_tensor_input(self._input["index"], list(shape))
+        self._interpreter.allocate_tensors()
+        self._shape = tuple(shape)
+
+    def _dequantize(self, out: np.ndarray) -> np.ndarray:
+        scale, zero_point = self.output_quantization
+        if np.issubdtype(out.dtype, np.integer) and scale:
+            return (out.astype(np.float32) - zero_point) * np.float32(scale)
+        return out.astype(np.float32)
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Probabilities from logits; the max is subtracted first so large logits do not overflow."""
+    z = np.asarray(logits, dtype=np.float32)
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+_DTYPES = {
+    schema.TensorType.FLOAT32: np.float32,
+    schema.TensorType.FLOAT16: np.float16,
+    schema.TensorType.FLOAT64: np.float64,
+    schema.TensorType.INT8: np.int8,
+    schema.TensorType.UINT8: np.uint8,
+    schema.TensorType.INT16: np.int16,
+    schema.TensorType.UINT16: np.uint16,
+    schema.TensorType.INT32: np.int32,
+    schema.TensorType.UINT32: np.uint32,
+    schema.TensorType.INT64: np.int64,
+    schema.TensorType.UINT64: np.uint64,
+}
+_FLOATS = {schema.TensorType.FLOAT32, schema.TensorType.FLOAT16, schema.TensorType.FLOAT64, schema.TensorType.BFLOAT16}
+
+
+def constant_tensors(path: str | os.PathLike) -> list[np.ndarray]:
+    """The parameter tensors of a ``.tflite`` file, read from its flatbuffer, one array each.
+
+    Summing ``a.size`` gives the parameter count of the deployed file and
+    ``np.count_nonzero(a)`` its non-zero parameters. The interpreter cannot
+    tell constants from activations once a delegate owns the graph, so the
+    file itself is parsed with the schema module that ai_edge_litert ships.
+
+    A parameter is a tensor with data in the file that is either floating
+    point or quantized (it has a scale): float weights and biases, int8
+    weights (one parameter each), int32/int64 quantized biases. Unquantized
+    integer constants (reshape shapes, axes, paddings) are indices, not
+    parameters. A buffer shared by several tensors counts once, as it is
+    stored once (the converter also merges byte-identical constants). Arrays hold
+    the stored numbers (float16 in float16 models, integer codes in quantized
+    ones); a quantized tensor with a non-zero zero point comes back as codes
+    minus that zero point, so that zero still means a real 0.
+
+    The count can differ from Keras's ``count_params``: the converter folds
+    BatchNormalization into the preceding convolution, drops all-zero biases,
+    and keeps folded scalar constants (e.g. a Rescaling layer's scale).
+
+    Raises:
+      ModelError: the file is missing or not a TFLite model, or holds a
+        parameter this function cannot decode (a sparse-encoded tensor, or a
+        type it does not know; int4 codes come back as int8).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        Interpreter(model_content=data, experimental_op_resolver_type=_RESOLVERS["builtin"])  # the verifier
+    except OSError as e:
+        raise ModelError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise ModelError(f"{path} is not a usable TFLite model: {first_line(e)}") from None
+    model = schema.Model.GetRootAs(data, 0)
+    arrays, seen = [], set()
+    for g in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(g)
+        for t in range(subgraph.TensorsLength()):
+            tensor = subgraph.Tensors(t)
+            raw = _buffer_bytes(data, model.Buffers(tensor.Buffer())) if tensor.Buffer() else None
+            if raw is None or tensor.Buffer() in seen:
+                continue
+            quant = tensor.Quantization()
+            quantized = quant is not None and not quant.ScaleIsNone()
+            if tensor.Type() not in _FLOATS and not quantized:
+                continue
+            name = tensor.Name().decode()
+            int4 = tensor.Type() == schema.TensorType.INT4
+            if (tensor.Type() not in _DTYPES and not int4) or tensor.Sparsity() is not None:
+                raise ModelError(f"{path}: cannot decode parameter tensor {name!r} (sparse or unsupported type)")
+            seen.add(tensor.Buffer())
+            shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
+            values = (_int4(raw, int(np.prod(shape))) if int4 else np.frombuffer(raw, dtype=_DTYPES[tensor.Type()]))
+            values = values.reshape(shape)
+            zero_point = _zero_point(quant, values.ndim) if quantized else 0
+            arrays.append(values.astype(np.int64) - zero_point if np.any(zero_point) else values)
+    return arrays
+
+
+def _int4(raw: bytes, count: int) -> np.ndarray:
+    """Signed 4-bit codes packed two per byte, low nibble first (LiteRT's layout), as int8."""
+    packed = np.frombuffer(raw, dtype=np.uint8)
+    nibbles = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(-1)[:count].astype(np.int8)
+    return (nibbles ^ 8) - 8  # sign-extend: 8..15 are -8..-1
+
+
+def _buffer_bytes(data: bytes, buffer) -> bytes | None:
+    """A buffer's bytes, inline or (models over 2 GB) at an offset in the file; None when empty."""
+    if buffer.Offset() > 1:
+        return data[buffer.Offset() : buffer.Offset() + buffer.Size()]
+    return None if buffer.DataIsNone() or buffer.DataLength() == 0 else buffer.DataAsNumpy().tobytes()
+
+
+def _zero_point(quant, ndim: int) -> np.ndarray | int:
+    """The zero point(s), shaped to broadcast along the quantized axis; 0 for symmetric tensors."""
+    zero_points = quant.ZeroPointAsNumpy() if quant.ZeroPointLength() else 0
+    if not np.any(zero_points):
+        return 0
+    if zero_points.size == 1:
+        return int(zero_points[0])
+    shape = [1] * ndim
+    shape[quant.QuantizedDimension()] = -1
+    return zero_points.reshape(shape)
+
+
+def op_names(path: str | os.PathLike) -> list[str]:
+    """The op of every node of a ``.tflite`` file, in execution order, before any delegate takes them."""
+    interpreter = Interpreter(model_path=os.fspath(path), experimental_op_resolver_type=_RESOLVERS["builtin"])
+    interpreter.allocate_tensors()
+    return [op["op_name"] for op in interpreter._get_ops_details()]  # the only view of the nodes in the Python API
+
+
+def _read_sidecar(path: str | os.PathLike) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read sidecar {path}: {first_line(e)}") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"sidecar {path} must hold a JSON object")
+    return meta

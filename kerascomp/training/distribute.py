@@ -1,0 +1,65 @@
+"""tf.distribute strategies and mixed precision, chosen by name.
+
+Scaling past one device goes through ``tf.distribute`` only; this module maps
+the CLI's ``--strategy`` and ``--mixed-precision`` onto it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from kerascomp.backend import keras, tf
+from kerascomp.errors import ConfigError
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def limit_threads(threads: int) -> None:
+    """Hold TensorFlow to ``threads`` threads per op and between ops, instead of one per core of the machine.
+
+    For processes that share a machine's cores on purpose (Ray trials packed onto a node, a benchmark giving
+    every runtime the same budget). TensorFlow accepts this only before its first op.
+    """
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def get_strategy(name: str) -> tf.distribute.Strategy:
+    """``default`` (one device), ``mirrored`` (all local GPUs, else all logical CPUs) or ``multiworker`` (TF_CONFIG)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+        if not devices:  # CPUs only: mirror over the logical CPUs (two in the tests)
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+            return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
+
+
+@contextlib.contextmanager
+def precision(mixed: bool) -> Iterator[str]:
+    """Build and train under ``mixed_float16`` (GPU) or ``mixed_bfloat16`` (CPU); restore the policy after."""
+    previous = keras.mixed_precision.global_policy()
+    name = "float32"
+    if mixed:
+        name = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield name
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def to_float32(model: keras.Model) -> keras.Model:
+    """A float32 copy of a mixed-precision model: what ships is float32, mixed precision is a training detail."""
+
+    def float32_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    clone = keras.models.clone_model(model, clone_function=float32_layer)
+    clone.set_weights(model.get_weights())
+    return clone

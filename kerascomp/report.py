@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 from kerascomp.files import atomic_path
 
-__all__ = ["results_table", "kernel_table", "plot_tradeoff", "plot_search", "classification_details", "pareto_front",
+__all__ = ["pyplot", "save_figure", "results_table", "kernel_table", "plot_tradeoff", "plot_search", "classification_details", "pareto_front",
            "plot_training_curves", "plot_epoch_times", "plot_confusion_matrix", "plot_sweep", "plot_swap", "sensitivity_table",
            "plot_sensitivity", "technique_plots"]
 
@@ -49,11 +49,7 @@ def kernel_table(results: Sequence[dict]) -> str:
 
 def plot_tradeoff(results: Sequence[dict], path: str | os.PathLike, title: str = "") -> None:
     """Accuracy vs gzip size and accuracy vs p50 latency, one labelled point per artifact."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     panels = ((axes[0], lambda r: r["gzip_bytes"] / 1024, "gzip size (KB, log)"),
               (axes[1], lambda r: r["latency_ms"]["p50"], "latency p50, batch 1 (ms, log)"))
@@ -72,9 +68,7 @@ def plot_tradeoff(results: Sequence[dict], path: str | os.PathLike, title: str =
         ax.set_ylabel("test accuracy of the artifact (%)")
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(title or "accuracy vs size and latency (up and left is better)")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def classification_details(y_true, y_pred, class_names: Sequence[str]) -> dict:
@@ -100,7 +94,8 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
             if not any(c <= cost and a >= acc and (c, a) != (cost, acc) for c, a in points)]
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: figures are files, never windows (imported on use: it loads slowly)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,10 +104,11 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | os.PathLike) -> None:
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Write ``fig`` to ``path`` atomically, then free it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], path: str | os.PathLike,
@@ -123,7 +119,7 @@ def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]],
     different objectives (distillation vs cross-entropy) share a panel but are
     not comparable in value; accuracies are.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for (name, history), colour in zip(histories.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
         for ax, key in zip(axes, ("accuracy", "loss")):
@@ -138,14 +134,14 @@ def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]],
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title or "training curves")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_epoch_times(times: Mapping[str, Sequence[float]], path: str | os.PathLike, title: str = "") -> None:
     """Wall seconds of every epoch per run (the first includes tracing, so the median is marked too)."""
     import statistics
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
     for name, seconds in times.items():
         line, = ax.plot(range(1, len(seconds) + 1), seconds, marker="o", ms=3, label=name)
@@ -157,7 +153,7 @@ def plot_epoch_times(times: Mapping[str, Sequence[float]], path: str | os.PathLi
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title or "time per epoch")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str | os.PathLike,
@@ -165,7 +161,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
     """Counts of true (rows) vs predicted (columns) classes, as :func:`classification_details` gives them."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     n = len(class_names)
     matrix = np.asarray(matrix, dtype=int)
     size = min(4 + 0.35 * n, 14)
@@ -182,7 +178,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
     fig.colorbar(image, ax=ax, shrink=0.8)
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
     ax.set_title(f"{title or 'confusion matrix'} (accuracy {accuracy:.2%})")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_sweep(points: Sequence[dict], path: str | os.PathLike, title: str = "",
@@ -198,7 +194,7 @@ def plot_sweep(points: Sequence[dict], path: str | os.PathLike, title: str = "",
     """
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     sizes = sorted({p["student_params"] for p in points})
     varied = [k for k in ("temperature", "alpha") if len({p[k] for p in points}) > 1]
     fig, axes = plt.subplots(1, 1 + len(varied), figsize=(5.5 * (1 + len(varied)), 4.2), constrained_layout=True,
@@ -228,11 +224,11 @@ def plot_sweep(points: Sequence[dict], path: str | os.PathLike, title: str = "",
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title or "distillation sweep: how much smaller can the student be?")
-    _save(fig, path)
+    save_figure(fig, path)
 
 def plot_swap(metrics: Mapping, path: str | os.PathLike, title: str = "") -> None:
     """Validation accuracy and parameter count of the model after each block's decision, in the order visited."""
-    plt = _pyplot()
+    plt = pyplot()
     blocks = metrics["blocks"]
     labels = ["original"] + [f"{b['block']}\n{b['candidate'] or 'kept'}" for b in blocks]
     accuracy = [metrics["val_accuracy_before"]] + [b["val_accuracy_after"] for b in blocks]
@@ -252,13 +248,13 @@ def plot_swap(metrics: Mapping, path: str | os.PathLike, title: str = "") -> Non
     right.set_ylabel("parameters", color="tab:orange")
     right.set_ylim(bottom=0)
     fig.suptitle(title or f"block swap (tolerance {metrics['config']['tolerance']} pp): accuracy and size per step")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_search(record: Mapping, path: str | os.PathLike, title: str = "") -> None:
     """Every try of a strength search: validation accuracy (and weights gzip size) per strength, against the
     budget's floor; the kept setting is ringed."""
-    plt = _pyplot()
+    plt = pyplot()
     tries = record["tries"]
     order = sorted(tries, key=lambda t: t["strength"])
     fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
@@ -281,7 +277,7 @@ def plot_search(record: Mapping, path: str | os.PathLike, title: str = "") -> No
     right.set_ylabel("weights, gzip (KB)", color="tab:orange")
     right.set_ylim(bottom=0)
     fig.suptitle(title or f"search over {record['field']}: {len(tries)} tries, kept {record['chosen']}")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def sensitivity_table(scan: Mapping) -> str:
@@ -300,7 +296,7 @@ def sensitivity_table(scan: Mapping) -> str:
 
 def plot_sensitivity(scan: Mapping, path: str | os.PathLike, title: str = "") -> None:
     """Validation accuracy drop against sparsity, one curve per layer pruned alone (one-shot)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5), constrained_layout=True)
     sparsities = [100 * s for s in scan["sparsities"]]
     for layer in scan["layers"]:
@@ -311,7 +307,7 @@ def plot_sensitivity(scan: Mapping, path: str | os.PathLike, title: str = "") ->
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, ncol=2 if len(scan["layers"]) > 8 else 1)
     fig.suptitle(title or "pruning sensitivity: each layer pruned alone, no fine-tuning")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def layer_error_table(rows: Sequence[dict], worst: int | None = None) -> str:
@@ -325,7 +321,7 @@ def layer_error_table(rows: Sequence[dict], worst: int | None = None) -> str:
 
 def plot_layer_errors(rows: Sequence[dict], path: str | os.PathLike, title: str = "") -> None:
     """SNR of every layer in graph order: where the curve dips, quantizing that layer hurts."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.5, 0.28 * len(rows)), 4.5), constrained_layout=True)
     snr = [row["snr_db"] for row in rows]
     ax.bar(range(len(rows)), snr, color=["tab:red" if row["output"] else "tab:blue" for row in rows])
@@ -333,7 +329,7 @@ def plot_layer_errors(rows: Sequence[dict], path: str | os.PathLike, title: str 
     ax.set_ylabel("SNR against the float file (dB; red: output)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(title or "error of each layer against the float file")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _short(tensor: str) -> str:
@@ -341,19 +337,18 @@ def _short(tensor: str) -> str:
     return tensor.split(";")[0]
 
 
-def technique_plots(model, metrics: Mapping, data, directory: str | os.PathLike) -> list[Path]:
-    """The figures of one technique run, drawn from what its metrics hold.
+def technique_plots(model, metrics: Mapping, data, directory: str | os.PathLike,
+                    runs: Sequence[tuple[str, str]] = (("fine-tuned", "fine_tune"),)) -> list[Path]:
+    """The figures of one technique run: what the technique declares and what its metrics hold.
 
-    Training curves and epoch times of every training run in the metrics (the
-    fine-tuning, or the distilled student and its scratch twin), the result's
-    confusion matrix on the test split, a per-block chart for a block swap, and every try of a strength search.
+    Training curves and epoch times of the training runs the technique names
+    (``runs``: label and metrics key, e.g. the fine-tuning, or the distilled
+    student and its scratch twin), the result's confusion matrix on the test
+    split, the per-block chart of a block swap, and every try of a strength search.
     """
     directory = Path(directory)
-    runs = {name: metrics[key] for name, key in (("distilled", "student"), ("scratch", "scratch"),
-                                                 ("fine-tuned", "fine_tune")) if isinstance(metrics.get(key), Mapping)}
-    runs = {name: run for name, run in runs.items() if run.get("history")}
-    if "student" in metrics:
-        runs.pop("fine-tuned", None)  # the same run as "distilled"
+    runs = {label: metrics[key] for label, key in runs
+            if isinstance(metrics.get(key), Mapping) and metrics[key].get("history")}
     paths = []
     if runs:
         paths.append(directory / "training_curves.png")

@@ -11,7 +11,7 @@ from kerascomp.cli import main
 from kerascomp.compress import registry
 from kerascomp.compress.search import search
 from kerascomp.errors import ConfigError
-from kerascomp.pipeline import choose
+from kerascomp.pipeline.run import choose
 from kerascomp.pipeline.config import parse_config
 from kerascomp.saving import load_meta
 
@@ -122,7 +122,7 @@ def test_run_strict_exits_non_zero_when_nothing_meets_the_budget(monkeypatch, tm
     config = tmp_path / "c.yaml"
     config.write_text("teacher: {model: cnn}\n")
     document = {"summary": {}, "choice": {"chosen": None, "message": "Nothing meets the budget: ..."}}
-    monkeypatch.setattr("kerascomp.pipeline.run_pipeline", lambda *a, **k: document)
+    monkeypatch.setattr("kerascomp.cli.commands.run_pipeline", lambda *a, **k: document)
     assert main(["run", str(config), "--out", str(tmp_path / "r")]) == 0
     assert main(["run", str(config), "--out", str(tmp_path / "r"), "--strict"]) == 1
     assert "Error: Nothing meets the budget" in capsys.readouterr().err

@@ -28,7 +28,7 @@ def test_help_and_config_checks_start_without_tensorflow():
     TensorFlow (seconds of start-up); ``_compat`` defers it to the first ``tf.``/``keras.`` use."""
     code = ("import sys\n"
             "from kerascomp.cli import main\n"
-            "from kerascomp import registry\n"
+            "from kerascomp.compress import registry\n"
             "for args in (['--help'], *([name, '--help'] for name in registry.techniques()), ['run', '--help']):\n"
             "    assert main(args) == 0, args\n"
             "print('tensorflow' in sys.modules, 'tf_keras' in sys.modules)")

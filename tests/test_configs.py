@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kerascomp.pipeline import validate
+from kerascomp.pipeline.run import validate
 from kerascomp.pipeline.config import load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))

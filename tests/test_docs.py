@@ -1,6 +1,7 @@
 """Docs that cannot drift: every code block of README.md and docs/*.md runs, the site builds with --strict.
 
-A page's blocks run in order in one fresh working directory (the repository's ``configs/`` linked into it):
+A page's blocks run in order in one fresh working directory (the repository's ``configs/``, ``docs/`` and
+``mkdocs.yml`` linked into it):
 ``bash``/``sh`` blocks with ``bash -eu -o pipefail``, ``python`` blocks in one Python process per page that
 keeps one namespace, so a later block sees the names of an earlier one. ``text``, ``yaml`` and ``json`` blocks
 are shown, not run; any other info string (or none) is an error, so nothing is left untested by accident.
@@ -37,6 +38,7 @@ SHOWN = ("text", "yaml", "json")
 FAST_TIMEOUT_S = 60
 SLOW_TIMEOUT_S = 900
 README_MAX_LINES = 300
+LINKED = ("configs", "docs", "mkdocs.yml")  # reachable from every page's working directory, as in the repository
 OUTPUT_SHOWN = 8000  # characters of a failing block's output put into the failure message
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\s]*)[^`]*$")
@@ -219,7 +221,8 @@ def test_page_examples_run(page, count, tmp_path):
     """The page's first ``count`` runnable blocks, in order, in one working directory."""
     work = tmp_path / "work"
     work.mkdir()
-    (work / "configs").symlink_to(ROOT / "configs", target_is_directory=True)
+    for name in LINKED:
+        (work / name).symlink_to(ROOT / name)
     env, python = _environment(tmp_path), None
     try:
         for n, block in enumerate(runnable(page)[:count]):
@@ -261,7 +264,8 @@ def test_skipped_blocks_say_why():
 
 def test_site_builds_strict(tmp_path):
     env = _environment(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
+    # no --quiet: it hides the warnings from --strict too, and the build then passes whatever they say
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict",
                              "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(tmp_path / "site")],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

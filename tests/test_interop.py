@@ -8,7 +8,9 @@ import pytest
 
 from kerascomp.backend import keras
 from kerascomp.errors import ModelError
+from kerascomp.files import scaling_of
 from kerascomp.interop import TOLERANCE, check_parity, detect_format, import_model, load_keras3, rebuild, save_keras3
+from kerascomp.saving import load_with_data, save_model
 
 L = keras3.layers
 
@@ -207,11 +209,25 @@ def test_input_preprocessing_means_raw_pixels(tmp_path, digits):
     model3 = keras3.Sequential([keras3.Input((8, 8, 1)), L.Rescaling(1 / 16), L.Flatten(), L.Dense(10)])
     model3.save(tmp_path / "m.keras")
     _, meta = import_model(tmp_path / "m.keras", digits)
-    assert meta["data"]["scaling"] == {"scale": 1.0, "offset": 0.0}
+    assert meta["scaling"] == {"scale": 1.0, "offset": 0.0}
     assert [p["class"] for p in meta["import"]["preprocessing"]] == ["Rescaling"]
-    raw = digits.with_scaling(meta["data"]["scaling"])
+    raw = digits.with_scaling(meta["scaling"])
     assert raw.x_val.max() == 16.0 and np.allclose(raw.x_val / 16, digits.x_val)
     assert raw.with_scaling(digits.scaling).x_val == pytest.approx(digits.x_val)
+
+
+def test_the_scaling_a_sidecar_records_is_read_from_old_and_new_files(tmp_path, digits):
+    """Sidecars keep the scaling at the top level; files written before kept it only under data.scaling."""
+    model3 = keras3.Sequential([keras3.Input((8, 8, 1)), L.Rescaling(1 / 16), L.Flatten(), L.Dense(10)])
+    model3.save(tmp_path / "m.keras")
+    model, meta = import_model(tmp_path / "m.keras", digits)
+    save_model(model, tmp_path / "new.keras", meta={**meta, "data": digits.with_scaling(meta["scaling"]).describe()})
+    assert json.loads((tmp_path / "new.keras.json").read_text())["scaling"] == {"scale": 1.0, "offset": 0.0}
+    old = {key: value for key, value in json.loads((tmp_path / "new.keras.json").read_text()).items() if key != "scaling"}
+    (tmp_path / "new.keras.json").write_text(json.dumps(old))
+    assert scaling_of(old) == {"scale": 1.0, "offset": 0.0}
+    _, _, raw = load_with_data(tmp_path / "new.keras", digits)
+    assert raw.x_val.max() == 16.0
 
 
 def test_inspect_json_reports_layers_techniques_and_ops(tmp_path):

@@ -4,7 +4,7 @@ import shutil
 import pytest
 import yaml
 
-from kerascomp import _stages
+from kerascomp.pipeline import stages
 from kerascomp.cli import main
 from kerascomp.errors import ConfigError
 from kerascomp.pipeline import run_pipeline
@@ -105,7 +105,7 @@ def test_interrupted_run_resumes_from_the_last_finished_stage(tmp_path, monkeypa
     def crash(stage, ctx):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(_stages.HANDLERS, "bench", _stages.Handler(_stages.HANDLERS["bench"].check, crash))
+    monkeypatch.setitem(stages.HANDLERS, "bench", stages.Handler(stages.HANDLERS["bench"].check, crash))
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(config, tmp_path / "out", verbose=0)
     assert not (tmp_path / "out" / "report.json").exists()
@@ -140,3 +140,9 @@ def test_config_mistakes_name_the_key_and_write_nothing(tmp_path, capsys, edit, 
 def test_set_rejects_a_path_through_a_scalar(tmp_path):
     with pytest.raises(ConfigError, match="--set seed.x"):
         load_config(write_config(tmp_path), ("seed.x=1",))
+
+
+def test_the_pipelines_own_stage_kinds_are_the_names_no_technique_may_take():
+    from kerascomp.compress import registry
+
+    assert set(stages.HANDLERS) == set(registry.RESERVED)

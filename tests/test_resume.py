@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from kerascomp import _fingerprint
+from kerascomp.pipeline import fingerprint
 from kerascomp.cli import main
 from kerascomp.models import build
 from kerascomp.saving import save_model
@@ -85,7 +85,7 @@ def test_a_hand_replaced_upstream_model_reruns_the_stages_after_it(trained_run, 
 
 def test_a_new_kerascomp_version_reruns_everything(trained_run, capsys, monkeypatch):
     config, out = trained_run
-    monkeypatch.setattr(_fingerprint, "__version__", "99.0")
+    monkeypatch.setattr(fingerprint, "__version__", "99.0")
     skipped, reran = _resume(capsys, config, out)
     assert skipped == [] and reran["teacher"].startswith("kerascomp ") and "-> 99.0" in reran["teacher"]
 
@@ -111,9 +111,9 @@ def test_a_replaced_teacher_file_reruns_the_load_and_everything_after(tmp_path, 
 def test_folder_digest_follows_added_and_resized_files(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "1.png").write_bytes(b"x")
-    first = _fingerprint.path_digest(tmp_path)
-    assert _fingerprint.path_digest(tmp_path) == first
+    first = fingerprint.path_digest(tmp_path)
+    assert fingerprint.path_digest(tmp_path) == first
     (tmp_path / "a" / "2.png").write_bytes(b"y")
-    second = _fingerprint.path_digest(tmp_path)
+    second = fingerprint.path_digest(tmp_path)
     (tmp_path / "a" / "2.png").write_bytes(b"yy")
-    assert len({first, second, _fingerprint.path_digest(tmp_path)}) == 3
+    assert len({first, second, fingerprint.path_digest(tmp_path)}) == 3

@@ -40,7 +40,7 @@ def bench(
     warmup: int = 20,
     op_resolver: str = "auto",
 ) -> dict:
-    """Benchmark ``artifacts`` on ``data``'s test split; returns the DESIGN.md bench document.
+    """Benchmark ``artifacts`` on ``data``'s test split; returns the bench document (docs/architecture.md).
 
     One result row per artifact and thread count. TensorFlow fixes its thread
     pool when it starts, so ``.keras`` rows are measured once, at the thread

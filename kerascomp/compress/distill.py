@@ -164,4 +164,5 @@ def summary(metrics: dict) -> str:
 TECHNIQUE = register(Technique(
     name="distill", config=StudentConfig, apply=distil, summary=summary, input_key="teacher", teacher=False,
     suffix="student", strength=Strength("student_args.width", (16, 8, 4, 2)),
+    runs=(("distilled", "student"), ("scratch", "scratch")),
     help="Distil a teacher into a smaller zoo student (optionally compared with the student from scratch)."))

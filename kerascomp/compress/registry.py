@@ -136,6 +136,8 @@ class Technique:
         measures: ``apply`` takes ``measure(original, compressed, data, runs)``
             to report the deployed files before and after (compress never
             imports export or bench).
+        runs: the training runs its metrics hold, as ``(label, metrics key)``
+            pairs; the report draws their curves and epoch times.
     """
 
     name: str
@@ -153,6 +155,7 @@ class Technique:
     teacher: bool = True
     keeps_wrappers: bool = False
     measures: bool = False
+    runs: tuple[tuple[str, str], ...] = (("fine-tuned", "fine_tune"),)
 
     @property
     def module(self) -> str:

@@ -18,7 +18,6 @@ from typing import Sequence
 
 import numpy as np
 
-from kerascomp.backend import keras, tf
 from kerascomp.errors import DataError, first_line
 
 __all__ = ["Dataset", "Scaling", "load_data", "SPLITS"]
@@ -73,6 +72,8 @@ class Dataset:
 
     def as_tf(self, split: str, batch_size: int, shuffle: bool = False, seed: int | None = None):
         """A batched ``tf.data.Dataset`` of ``(x, y)``, sharded by data under ``tf.distribute``."""
+        from kerascomp.backend import tf  # see _image_size
+
         x, y = self.split(split)
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         if shuffle:
@@ -320,6 +321,8 @@ def _image_size(root: Path, image_size: Sequence[int] | None) -> tuple[int, int]
     first = next((p for p in sorted(root.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES), None)
     if first is None:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in class subfolders of {root}")
+    # kerascomp.runtime (the edge path) reads Scaling from this module: it must not load the TensorFlow module
+    from kerascomp.backend import keras
 
     width, height = keras.utils.load_img(first).size
     return height, width
@@ -327,6 +330,8 @@ def _image_size(root: Path, image_size: Sequence[int] | None) -> tuple[int, int]
 
 def _read_folder(root: Path, size: tuple[int, int], color_mode: str, class_names: tuple[str, ...]):
     """Read ``root/<class>/*.png`` into arrays with Keras' image utilities."""
+    from kerascomp.backend import keras  # see _image_size
+
     try:
         pairs = list(keras.utils.image_dataset_from_directory(
             root, labels="inferred", label_mode="int", class_names=list(class_names),

@@ -13,14 +13,14 @@ from pathlib import Path
 from kerascomp.errors import ConfigError
 from kerascomp.files import atomic_path, write_json
 from kerascomp.report import (
-    _pyplot,
-    _save,
     kernel_table,
     plot_confusion_matrix,
     plot_search,
     plot_tradeoff,
     plot_training_curves,
+    pyplot,
     results_table,
+    save_figure,
 )
 
 __all__ = ["write_pipeline_report", "render"]
@@ -148,19 +148,19 @@ def _fmt(value, fmt: str) -> str:
 
 
 def _plot_epoch_seconds(stages: list[dict], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5), constrained_layout=True)
     names = [s["name"] for s in stages]
     ax.bar(names, [s["metrics"].get("seconds_per_epoch", 0) for s in stages], color="tab:blue")
     ax.set_ylabel("seconds per epoch")
     ax.set_title("time per epoch by stage")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _plot_per_class(final: dict, path: Path) -> None:
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     names = final["class_names"]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(names) + 2), 3.5), constrained_layout=True)
@@ -170,15 +170,15 @@ def _plot_per_class(final: dict, path: Path) -> None:
     ax.set_ylim(min(0.5, min(final["precision"] + final["recall"])), 1.0)
     ax.legend(fontsize=8)
     ax.set_title(f"{final['name']}: per-class precision and recall (test)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _plot_sparsity(layers: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(layers) + 2), 3.5), constrained_layout=True)
     ax.bar(list(layers), [100 * v for v in layers.values()], color="tab:green")
     ax.set_ylabel("zero weights (%)")
     ax.set_ylim(0, 100)
     ax.tick_params(axis="x", rotation=45, labelsize=8)
     ax.set_title("sparsity per layer of the final model")
-    _save(fig, path)
+    save_figure(fig, path)

@@ -76,7 +76,7 @@ def compress_file(
     metrics["summary"] = ("input passed on unchanged: no setting held the budget" if metrics.get("unchanged")
                           else technique.summary(metrics))
     if plots_dir is not None:
-        technique_plots(result, metrics, data, plots_dir)
+        technique_plots(result, metrics, data, plots_dir, runs=technique.runs)
     return metrics
 
 

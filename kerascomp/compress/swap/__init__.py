@@ -29,6 +29,7 @@ from kerascomp.compress.swap import candidates as catalogue
 from kerascomp.compress.swap.blocks import Block, Swap, compile_pattern, find_blocks, model_flops, replay
 from kerascomp.compress.swap.candidates import NotApplicable
 from kerascomp.compress.swap.candidates import register as register_candidate
+from kerascomp.console import echo
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
 from kerascomp.options import option
@@ -329,7 +330,7 @@ def _accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
 
 def _log(config: SwapConfig, message: str) -> None:
     if config.verbose:
-        print(message, flush=True)
+        echo(message)
 
 
 def swap_table(metrics: dict) -> str:

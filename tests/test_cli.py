@@ -25,7 +25,7 @@ def test_version_and_help_answer_without_error(capsys):
 
 def test_help_and_config_checks_start_without_tensorflow():
     """Every command's help is built from the technique registry, so importing each technique must not import
-    TensorFlow (seconds of start-up); ``_compat`` defers it to the first ``tf.``/``keras.`` use."""
+    TensorFlow (seconds of start-up); ``kerascomp.backend`` defers it to the first ``tf.``/``keras.`` use."""
     code = ("import sys\n"
             "from kerascomp.cli import main\n"
             "from kerascomp.compress import registry\n"

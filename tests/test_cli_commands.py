@@ -10,6 +10,8 @@ prune (test_prune), cluster (test_cluster), sensitivity (test_sensitivity), insp
 
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -59,6 +61,18 @@ def test_predict_npz_classifies_each_raw_image_like_the_keras_model(capsys, tmp_
     for line, label in zip(lines, expected):
         (first, p1), (_, p2) = [pair.split() for pair in line.split(": ")[1].split(", ")]
         assert first == str(label) and 1.0 >= float(p1) >= float(p2) >= 0.0
+
+
+def test_predict_runs_on_the_edge_path_without_tensorflow(tmp_path, digits, tflite):
+    """``predict`` is what a device without TensorFlow runs: the command never imports TensorFlow."""
+    np.savez(tmp_path / "raw.npz", x_test=digits.x_test[:3, ..., 0].astype(np.float32))
+    code = ("import sys\n"
+            "from kerascomp.cli import main\n"
+            f"assert main(['predict', {str(tflite)!r}, {str(tmp_path / 'raw.npz')!r}]) == 0\n"
+            "print(sorted(m for m in ('tensorflow', 'tf_keras') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
 
 
 def test_qat_fine_tunes_saves_a_loadable_model_and_reports(capsys, tmp_path, digits, digits_model):

@@ -49,6 +49,7 @@ def baseline_val_accuracy(meta: dict, model, data: Dataset) -> float:
     it on these very splits, else ``model`` measured now (a budget is spent along the whole chain, not per step)."""
     history = meta.get("compression") or []
     recorded = (history[0].get("baseline") or {}).get("val_accuracy") if history else None
-    if recorded is not None and json.dumps(meta.get("data"), sort_keys=True) == json.dumps(data.describe(), sort_keys=True):
+    same_splits = json.dumps(meta.get("data"), sort_keys=True) == json.dumps(data.describe(), sort_keys=True)
+    if recorded is not None and same_splits:
         return recorded
     return evaluate(model, data)["val_accuracy"]

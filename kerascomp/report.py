@@ -8,9 +8,9 @@ from typing import Mapping, Sequence
 
 from kerascomp.files import atomic_path
 
-__all__ = ["pyplot", "save_figure", "results_table", "kernel_table", "plot_tradeoff", "plot_search", "classification_details", "pareto_front",
-           "plot_training_curves", "plot_epoch_times", "plot_confusion_matrix", "plot_sweep", "plot_swap", "sensitivity_table",
-           "plot_sensitivity", "technique_plots"]
+__all__ = ["pyplot", "save_figure", "results_table", "kernel_table", "plot_tradeoff", "plot_search",
+           "classification_details", "pareto_front", "plot_training_curves", "plot_epoch_times", "plot_confusion_matrix",
+           "plot_sweep", "plot_swap", "sensitivity_table", "plot_sensitivity", "technique_plots"]
 
 _COLUMNS = ("name", "format", "quantization", "threads", "params", "nonzero", "size KB", "gzip KB",
             "accuracy", "p50 ms", "p90 ms")

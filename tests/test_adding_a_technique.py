@@ -1,4 +1,4 @@
-"""README "Adding a technique", run as written: a toy technique registered from this module becomes a command,
+"""docs/adding-a-technique.md, run as written: a toy technique registered from this module becomes a command,
 a pipeline stage and a report row with no other edit, and passes the shared harness."""
 
 import dataclasses
@@ -10,15 +10,16 @@ import yaml
 
 from kerascomp.cli import main
 from kerascomp.compress import registry
+from kerascomp.options import option
 from kerascomp.testing import run_technique_test
 
-# --- the technique: everything below up to the fixture is what README shows -----------------------------------------
+# --- the technique: everything below up to the fixture is what the guide shows ------------------------------------
 
 @dataclasses.dataclass(kw_only=True)
 class RoundConfig:
     """Keep ``decimals`` decimal places of every weight (fewer distinct values: smaller after gzip)."""
 
-    decimals: int = registry.option(2, "Decimal places kept in every weight.")
+    decimals: int = option(2, "Decimal places kept in every weight.")
     seed: int = 0
     verbose: int = 1
 

@@ -51,11 +51,11 @@ __all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):
+    if name.startswith("_") or name not in _LAZY and find_spec(f"{__name__}.{name}") is not None:
+        raise AttributeError(f"module 'kerascomp' has no attribute {name!r}")  # a submodule being imported
     import_module("kerascomp.compress.registry")  # installs the techniques' load and strip hooks into saving
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), _ALIASES.get(name, name))
-    elif name.startswith("_") or find_spec(f"{__name__}.{name}") is not None:  # a submodule being imported
-        raise AttributeError(f"module 'kerascomp' has no attribute {name!r}")
     else:
         value = _technique_exports().get(name)
         if value is None:
@@ -73,4 +73,4 @@ def _technique_exports() -> dict:
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__) | set(_technique_exports()))
+    return sorted({*__all__, *_technique_exports()})

@@ -9,6 +9,7 @@ from kerascomp.compress.cluster import ClusterConfig
 from kerascomp.compress.distill import StudentConfig
 from kerascomp.compress.prune import PruneConfig
 from kerascomp.compress.quantize import QATConfig
+from kerascomp.compress.shrink import ShrinkConfig
 from kerascomp.compress.swap import SwapConfig
 from kerascomp.errors import ConfigError
 from kerascomp.testing import run_technique_test
@@ -20,6 +21,7 @@ CASES = {  # short settings: the harness checks the contract, the technique's ow
     "swap": SwapConfig(tolerance=100.0, epochs_per_block=0, fit_samples=256, fit_epochs=1, candidates=("separable",),
                        bench_runs=0),
     "distill": StudentConfig(student="cnn", student_args={"width": 4}, epochs=1),
+    "shrink": ShrinkConfig(keep=0.5, epochs=1, round_to=4),
 }
 
 

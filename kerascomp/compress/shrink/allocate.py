@@ -1,0 +1,130 @@
+"""How many channels each group keeps: channel importance, the cost of a shrunk model, a global allocation.
+
+Importance is the filter's L2 norm (summed over every layer that produces the
+group, each normalised by its own mean so a wide layer does not drown a narrow
+one) and, where a batch norm reads the group, its ``|gamma|``. Channels leave
+in chunks of ``round_to`` so that what is kept fills the runtime's vector
+registers (a kept count is a multiple of ``round_to``, or the whole group).
+The allocation is global: the chunk with the lowest mean importance anywhere
+in the model goes first, until the model's parameters or multiply-accumulates
+are within the target.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import numpy as np
+
+from kerascomp.compress.shrink.graph import WEIGHT_AXES, Graph, Group, Space
+from kerascomp.compress.shrink.surgery import MASKED, weight_role
+from kerascomp.errors import ModelError
+
+__all__ = ["TARGETS", "magnitude", "cost", "allocate"]
+
+TARGETS = ("params", "macs")  # what a shrink target counts
+_DEPTHWISE = ("depthwise_kernel",)
+
+
+def magnitude(graph: Graph, groups: list[Group]) -> dict[int, np.ndarray]:
+    """Per shrinkable group, one importance score per channel (mean 1 per contributing layer)."""
+    scores = {}
+    for group in (g for g in groups if g.shrinkable):
+        parts = []
+        for name in group.producers:
+            layer = graph.model.get_layer(name)
+            for weight, value in zip(layer.weights, layer.get_weights()):
+                axes = WEIGHT_AXES[type(layer).__name__].get(weight_role(layer, weight), {})
+                produced = [axis for axis, side in axes.items() if _produces(graph, name, side, group.root)]
+                if weight_role(layer, weight) in MASKED and produced:
+                    axis = produced[0] % value.ndim
+                    parts.append(np.sqrt((np.moveaxis(value, axis, -1) ** 2).reshape(-1, value.shape[axis]).sum(0)))
+        for name in group.members:
+            layer = graph.model.get_layer(name)
+            source = graph.inputs[name][0]
+            if type(layer).__name__ == "BatchNormalization" and isinstance(source, Space) \
+                    and graph.root(source.id) == group.root and layer.scale:
+                parts.append(np.abs(layer.gamma.numpy()))
+        scores[group.root] = np.mean([p / (p.mean() + 1e-12) for p in parts], axis=0)
+    return scores
+
+
+def _produces(graph: Graph, layer: str, side: str, root: int) -> bool:
+    """Whether ``side`` of ``layer`` is the group ``root`` as made by that layer (its output or its heads)."""
+    if side not in ("out", "heads"):
+        return False
+    descriptor = graph.side(layer, side)
+    return isinstance(descriptor, Space) and graph.root(descriptor.id) == root
+
+
+def cost(graph: Graph, sizes: dict[int, int] | None = None) -> dict[str, int]:
+    """Parameters and multiply-accumulates per example of the model with ``sizes[root]`` channels per group.
+
+    Layers whose weights are not mapped (an unfollowed custom layer) count
+    their parameters as they are and no MACs.
+    """
+    params = macs = 0
+    for layer in graph.model.layers:
+        axes = WEIGHT_AXES.get(type(layer).__name__)
+        if axes is None or layer.name in graph.unfollowed:
+            params += layer.count_params()
+            macs += _macs(layer, [tuple(w.shape) for w in layer.weights]) if axes else 0
+            continue
+        shapes = []
+        for weight in layer.weights:
+            shape = list(weight.shape)
+            for axis, side in axes.get(weight_role(layer, weight), {}).items():
+                shape[axis] = graph.width(graph.side(layer.name, side), sizes)
+            shapes.append(tuple(shape))
+            params += math.prod(shape)
+        macs += _macs(layer, shapes, [weight_role(layer, w) for w in layer.weights])
+    return {"params": int(params), "macs": int(macs)}
+
+
+def _macs(layer, shapes: list[tuple], roles: list[str] | None = None) -> int:
+    """Multiply-accumulates of one call: each kernel's size times the positions it is applied at."""
+    roles = roles or [weight_role(layer, w) for w in layer.weights]
+    transposed = "Transpose" in type(layer).__name__
+    spatial = (layer.input_shape if transposed else layer.output_shape)[1:-1]
+    positions = math.prod(int(d) for d in spatial if d is not None)
+    return sum(math.prod(shape) * positions for shape, role in zip(shapes, roles) if role in MASKED + _DEPTHWISE)
+
+
+def allocate(graph: Graph, groups: list[Group], scores: dict[int, np.ndarray], target: str, keep: float,
+             round_to: int) -> dict[int, np.ndarray]:
+    """The kept channel indices of every group that shrinks, so that ``target`` is at most ``keep`` of the original.
+
+    Attention heads leave one at a time. Raises ModelError when even the
+    smallest allowed model (``round_to`` channels per group, one head per
+    attention layer) is over the target, saying what the smallest is.
+    """
+    if target not in TARGETS:
+        raise ModelError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
+    limit = keep * cost(graph)[target]
+    order = {root: np.argsort(values, kind="stable") for root, values in scores.items()}
+    sizes = {root: len(values) for root, values in scores.items()}
+    heads = {graph.root(space.id) for space in graph.heads.values()}
+    step = {root: 1 if root in heads else round_to for root in scores}  # a head is a whole unit already
+    heap = [item for root in scores if (item := _next_chunk(root, sizes[root], order, scores, step[root]))]
+    heapq.heapify(heap)
+    while cost(graph, sizes)[target] > limit:
+        if not heap:
+            smallest = cost(graph, sizes)[target] / cost(graph)[target]
+            raise ModelError(f"cannot shrink {target} to {keep:.0%}: with {round_to} channels left in every group it "
+                             f"is still {smallest:.0%} of the original (layers outside every group stay whole)")
+        _, root, size = heapq.heappop(heap)
+        sizes[root] = size
+        if (item := _next_chunk(root, size, order, scores, step[root])) is not None:
+            heapq.heappush(heap, item)
+    return {root: np.sort(order[root][len(order[root]) - size:]) for root, size in sizes.items()
+            if size < len(order[root])}
+
+
+def _next_chunk(root: int, size: int, order: dict, scores: dict, round_to: int):
+    """``(mean score of the channels removed next, root, size after)``, or None when the group is at its floor."""
+    smaller = (size - 1) // round_to * round_to
+    if smaller < min(round_to, len(order[root])) or smaller <= 0:
+        return None
+    removed = order[root][len(order[root]) - size:len(order[root]) - smaller]
+    return float(scores[root][removed].mean()), root, smaller

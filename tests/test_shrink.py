@@ -1,0 +1,164 @@
+"""Structured shrinking: dependency groups found from the graph, a cut that computes what masking computes, the plan,
+the refusals, and the command."""
+
+import json
+
+import numpy as np
+import pytest
+
+from kerascomp.backend import keras
+from kerascomp.cli import main
+from kerascomp.compress.shrink import ShrinkConfig, analyse, cost, format_plan, mask, plan, rebuild
+from kerascomp.compress.shrink.allocate import allocate, magnitude
+from kerascomp.errors import ConfigError, ModelError
+from kerascomp.saving import load_model
+
+L = keras.layers
+
+
+def _random(model, seed=0):
+    """Random weights (BN variances positive), so that every channel matters and a wrong cut shows."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(scale=0.3, size=w.shape).astype("float32") for w in model.get_weights()])
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            layer.moving_variance.assign(np.abs(layer.moving_variance.numpy()) + 0.5)
+    return model
+
+
+def _cut(model, keep=0.5, round_to=2, target="params"):
+    graph = analyse(model)
+    groups = graph.groups()
+    kept = allocate(graph, groups, magnitude(graph, groups), target, keep, round_to)
+    return graph, kept, rebuild(graph, kept)
+
+
+def _assert_cut_equals_mask(model, shape, **kwargs):
+    """The shrunk model computes exactly what the original computes with the removed channels masked out where
+    their consumers read them."""
+    graph, kept, small = _cut(model, **kwargs)
+    assert kept, "nothing was cut"
+    x = np.random.default_rng(1).normal(size=(4, *shape)).astype("float32")
+    np.testing.assert_allclose(small.predict(x, verbose=0), mask(graph, kept).predict(x, verbose=0),
+                               atol=1e-5, rtol=1e-5)
+    assert small.count_params() == cost(analyse(small))["params"] < model.count_params()
+    return graph, kept, small
+
+
+def _groups_by_producer(graph):
+    return {tuple(g.producers): g for g in graph.groups()}
+
+
+def residual_cnn():
+    x = inp = keras.Input((12, 12, 3))
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, padding="same", name="stem")(x)))
+    y = L.BatchNormalization()(L.Conv2D(16, 3, padding="same", name="branch")(x))
+    x = L.ReLU()(L.Add()([x, y]))
+    x = L.Conv2D(12, 3, strides=2, padding="same", activation="relu", name="down")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return _random(keras.Model(inp, L.Dense(5, name="logits")(x)))
+
+
+def test_a_residual_add_ties_its_branches_into_one_group_with_their_batch_norms():
+    graph = analyse(residual_cnn())
+    stream = _groups_by_producer(graph)[("stem", "branch")]
+    assert stream.shrinkable and stream.size == 16
+    assert {"batch_normalization", "batch_normalization_1", "down"} <= set(stream.members)
+    assert _groups_by_producer(graph)[("logits",)].frozen == "a model output"
+    _assert_cut_equals_mask(residual_cnn(), (12, 12, 3))
+
+
+def test_depthwise_convolutions_keep_their_inputs_channels_and_concat_offsets_follow():
+    x = inp = keras.Input((10, 10, 4))
+    x = L.Conv2D(16, 1, name="expand")(x)
+    d = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    e = L.Conv2D(8, 1, name="side")(x)
+    x = L.Concatenate()([L.BatchNormalization()(d), e])
+    x = L.Conv2D(10, 3, padding="same", activation="relu", name="mix")(x)
+    model = _random(keras.Model(inp, L.Dense(3)(L.Flatten()(x))))
+    graph = analyse(model)
+    expand = _groups_by_producer(graph)[("expand",)]
+    assert {"dw", "side", "mix"} <= set(expand.members)  # dw's channels are expand's; mix reads them behind a concat
+    _, kept, small = _assert_cut_equals_mask(model, (10, 10, 4))
+    assert small.get_layer("dw").depthwise_kernel.shape[2] == small.get_layer("expand").filters
+
+
+def test_attention_heads_and_mlp_units_are_groups_of_their_own():
+    inp = keras.Input((6, 16))
+    h = L.Dense(24, name="embed")(inp)
+    h = L.Add()([h, L.MultiHeadAttention(num_heads=6, key_dim=4, name="attn")(h, h)])
+    h = L.Add()([h, L.Dense(24, name="mlp2")(L.Dense(48, activation="gelu", name="mlp1")(h))])
+    model = _random(keras.Model(inp, L.Dense(3, name="head")(L.GlobalAveragePooling1D()(h))))
+    attn = model.get_layer("attn")
+    scale = np.where(np.arange(6) < 2, 0.01, 1.0)  # heads 0 and 1 barely matter: they are the ones to go
+    head_axis = {"query/kernel": 1, "key/kernel": 1, "value/kernel": 1, "attention_output/kernel": 0}
+    weak = []
+    for weight, value in zip(attn.weights, attn.get_weights()):
+        axis = head_axis.get(weight.name.split("/", 1)[1].split(":")[0])
+        weak.append(value if axis is None else value * np.expand_dims(scale, [a for a in range(value.ndim) if a != axis]))
+    attn.set_weights(weak)
+    graph = analyse(model)
+    heads = graph.groups()[[g.root for g in graph.groups()].index(graph.root(graph.heads["attn"].id))]
+    assert heads.size == 6 and heads.producers == ["attn"]
+    assert _groups_by_producer(graph)[("mlp1",)].size == 48
+    assert set(_groups_by_producer(graph)[("embed", "attn", "mlp2")].members) >= {"attn", "mlp1", "head"}
+    _, kept, small = _assert_cut_equals_mask(model, (6, 16))
+    assert small.get_layer("attn").get_config()["num_heads"] < 6
+    assert not {0, 1} & set(kept[graph.root(graph.heads["attn"].id)])
+
+
+def test_the_seed_vit_shrinks_heads_and_mlp_units_and_names_what_it_leaves_whole():
+    from kerascomp import models
+
+    vit = _random(models.build("vit", (16, 16, 3), 4, depth=2), seed=2)
+    graph, kept, small = _assert_cut_equals_mask(vit, (16, 16, 3), keep=0.7, round_to=4)
+    assert {"class_token", "position_embedding"} <= set(graph.unfollowed)
+    assert small.count_params() <= 0.7 * vit.count_params()
+
+
+def test_a_layer_whose_channels_cannot_be_followed_is_left_whole_and_named():
+    x = inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, name="a")(x)
+    x = L.Reshape((6, 6, 2, 4))(x)  # mixes the channel axis into a new one
+    x = L.Reshape((6, 6, 8))(x)
+    x = L.Conv2D(8, 3, name="b")(x)
+    model = _random(keras.Model(inp, L.Dense(2)(L.Flatten()(x))))
+    graph = analyse(model)
+    assert _groups_by_producer(graph)[("a",)].frozen.startswith("read by reshape")
+    assert "reshape" in graph.unfollowed and _groups_by_producer(graph)[("b",)].shrinkable
+    text = format_plan(plan(model, ShrinkConfig(keep=0.9, round_to=2)))
+    assert "left whole: reshape: Reshape: its channel mapping is not known" in text
+
+
+def test_a_target_out_of_reach_is_refused_saying_how_far_it_can_go():
+    model = residual_cnn()
+    with pytest.raises(ModelError, match=r"cannot shrink params to 1%: .* still \d+% of the original"):
+        _cut(model, keep=0.01, round_to=8)
+    with pytest.raises(ConfigError, match="keep must be in"):
+        ShrinkConfig(keep=1.5)
+    with pytest.raises(ConfigError, match="keep is required"):
+        ShrinkConfig()
+
+
+def test_macs_targets_count_multiply_accumulates():
+    model = residual_cnn()
+    graph, kept, small = _cut(model, keep=0.4, target="macs")
+    assert cost(analyse(small))["macs"] <= 0.4 * cost(graph)["macs"]
+    assert cost(graph)["macs"] == 12 * 12 * (27 * 16 + 144 * 16) + 6 * 6 * 144 * 12 + 12 * 5
+
+
+def test_the_plan_lists_channels_kept_per_group_before_anything_trains(capsys, digits_model):
+    assert main(["shrink", str(digits_model[0]), "--keep", "0.5", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "pre-flight:" in out and "keep" in out and "whole" in out  # the logits group stays whole
+
+
+def test_shrink_writes_a_plain_smaller_model_with_its_metrics(capsys, tmp_path, digits, digits_model):
+    out = tmp_path / "small.keras"
+    assert main(["shrink", str(digits_model[0]), "--data", "digits", "--keep", "0.5", "--epochs", "1",
+                 "--out", str(out), "--json", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    small = load_model(out)
+    assert small.count_params() == metrics["after"]["params"] <= 0.5 * metrics["before"]["params"]
+    assert not any("Prune" in type(layer).__name__ for layer in small.layers)
+    assert "params" in capsys.readouterr().out

@@ -12,8 +12,8 @@ __all__ = ["pyplot", "save_figure", "results_table", "kernel_table", "plot_trade
            "classification_details", "pareto_front", "plot_training_curves", "plot_epoch_times", "plot_confusion_matrix",
            "plot_sweep", "plot_swap", "sensitivity_table", "plot_sensitivity", "technique_plots"]
 
-_COLUMNS = ("name", "format", "quantization", "threads", "params", "nonzero", "size KB", "gzip KB",
-            "accuracy", "p50 ms", "p90 ms")
+_COLUMNS = ("name", "format", "quantization", "threads", "params", "nonzero", "size KB", "gzip KB", "MACs",
+            "peak act. KB", "accuracy", "p50 ms", "p90 ms", "GMAC/s")
 
 
 def results_table(results: Sequence[dict]) -> str:
@@ -22,11 +22,17 @@ def results_table(results: Sequence[dict]) -> str:
     for r in results:
         cells = (
             r["name"], r["format"], r["quantization"], r["threads"], f"{r['params']:,}", f"{r['nonzero_params']:,}",
-            f"{r['size_bytes'] / 1024:.1f}", f"{r['gzip_bytes'] / 1024:.1f}", f"{r['accuracy']:.4f}",
-            f"{r['latency_ms']['p50']:.3f}", f"{r['latency_ms']['p90']:.3f}",
+            f"{r['size_bytes'] / 1024:.1f}", f"{r['gzip_bytes'] / 1024:.1f}", _maybe(r.get("macs"), "{:,}"),
+            _maybe(r.get("peak_activation_bytes"), "{:.1f}", 1 / 1024), f"{r['accuracy']:.4f}",
+            f"{r['latency_ms']['p50']:.3f}", f"{r['latency_ms']['p90']:.3f}", _maybe(r.get("macs_per_s"), "{:.2f}", 1e-9),
         )
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
+
+
+def _maybe(value, spec: str, scale: float = 1.0) -> str:
+    """A number formatted for a table, or "-" where the runtime gives none (MACs of a .keras or .onnx file)."""
+    return "-" if value is None else spec.format(value * scale if scale != 1.0 else value)
 
 
 def kernel_table(results: Sequence[dict]) -> str:

@@ -9,8 +9,9 @@ from kerascomp.cli import main
 from kerascomp.runtime import load
 
 
-def _row(val, gzip, p50):
-    return {"val_accuracy": val, "gzip_bytes": gzip, "latency_ms": {"p50": p50}}
+def _row(val, gzip, p50, size=None, macs=None):
+    return {"val_accuracy": val, "gzip_bytes": gzip, "size_bytes": size or 2 * gzip, "macs": macs,
+            "latency_ms": {"p50": p50}}
 
 
 def test_choose_within_takes_the_fastest_or_smallest_that_holds_the_budget():
@@ -22,6 +23,17 @@ def test_choose_within_takes_the_fastest_or_smallest_that_holds_the_budget():
     assert choose_within(rows, 0.99, 0.0, "size")["chosen"] == "float16"
     none = choose_within(rows, 1.0, 0.5, "size")
     assert none["chosen"] is None and not any(c["within"] for c in none["candidates"])
+
+
+def test_the_device_footprint_objectives_choose_by_file_bytes_or_macs():
+    """gzip favours a file of zeros; the file the device maps and the work per call do not."""
+    rows = {"pruned": _row(0.99, 100, 0.3, size=1000, macs=500), "shrunk": _row(0.99, 300, 0.2, size=400, macs=200),
+            "keras": _row(0.99, 50, 0.9, size=90, macs=None)}
+    assert choose_within(rows, 0.99, 1.0, "size")["chosen"] == "keras"
+    assert choose_within(rows, 0.99, 1.0, "bytes")["chosen"] == "keras"
+    assert choose_within(rows, 0.99, 1.0, "macs")["chosen"] == "shrunk"  # a row without MACs never wins on MACs
+    del rows["keras"]
+    assert choose_within(rows, 0.99, 1.0, "bytes")["chosen"] == "shrunk"
 
 
 def test_cli_auto_keeps_the_fastest_mode_within_the_budget_with_its_sidecar(capsys, tmp_path, digits_model):

@@ -6,10 +6,11 @@ from PIL import Image
 
 from kerascomp.bench import bench
 from kerascomp.cli import main
+from kerascomp.compress.shrink import analyse, cost
 from kerascomp.export import export
 
 RESULT_KEYS = {"name", "path", "format", "quantization", "params", "nonzero_params", "size_bytes", "gzip_bytes",
-               "accuracy", "latency_ms", "batch_size", "threads"}
+               "accuracy", "latency_ms", "batch_size", "threads", "macs", "peak_activation_bytes", "macs_per_s"}
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,11 @@ def test_bench_rows_follow_the_contract_and_measure_each_artifact(digits, digits
         assert sum(k["outside_ops"].values()) == k["nodes"] - k["delegated_nodes"]
         assert (k["path"] == "xnnpack") == (k["partitions"] >= 1 and not k["outside_ops"])
     assert "CONV_2D" in fp32_row["kernels"]["ops"] and "FULLY_CONNECTED" in fp32_row["kernels"]["ops"]
+    # the device footprint: the same work in both files, a quarter of the activation bytes in int8, MAC/s at p50
+    assert fp32_row["macs"] == int8_row["macs"] == cost(analyse(model))["macs"]
+    assert int8_row["peak_activation_bytes"] * 4 == fp32_row["peak_activation_bytes"]
+    assert fp32_row["macs_per_s"] == pytest.approx(fp32_row["macs"] / (fp32_row["latency_ms"]["p50"] / 1e3))
+    assert keras_row["macs"] is None and keras_row["macs_per_s"] is None
 
 
 def test_cli_convert_then_bench_writes_json_and_plot(capsys, tmp_path, digits_model):

@@ -12,6 +12,7 @@ import pytest
 from kerascomp import runtime
 from kerascomp.backend import keras, tf
 from kerascomp.errors import ConfigError, ModelError
+from kerascomp.runtime.footprint import footprint
 from kerascomp.runtime.kernels import kernel_record
 
 SHAPE = (8, 8, 1)
@@ -324,3 +325,18 @@ def test_model_with_a_fixed_batch_predicts_batches_one_sample_per_invoke(tmp_pat
 def test_bad_load_arguments_raise_config_error(files, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         runtime.load(files["fp32"], **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["fp32", "int8"])
+def test_footprint_counts_the_keras_models_macs_and_the_live_activations(keras_model, files, kind):
+    """MACs: the conv's output positions x its kernel, plus the Dense; the activation peak: the conv's input and
+    output live together at the conv (the flatten's reshape reads and writes beside them in float32 files)."""
+    height, width, channels = SHAPE
+    out_positions = (height - 2) * (width - 2)
+    expected_macs = out_positions * 9 * channels * 4 + out_positions * 4 * 10
+    result = footprint(files[kind])
+    assert result["macs"] == expected_macs
+    item = 4 if kind == "fp32" else 1
+    conv_in, conv_out = height * width * channels * item, out_positions * 4 * item
+    assert result["peak_activation_bytes"] >= conv_in + conv_out
+    assert result["peak_activation_bytes"] <= conv_in + 2 * conv_out + 10 * 4

@@ -24,6 +24,7 @@ from kerascomp.data import Dataset
 from kerascomp.errors import DataError, ModelError
 from kerascomp.export import export
 from kerascomp.files import scaling_of
+from kerascomp.runtime.footprint import footprint
 from kerascomp.saving import load, load_meta, strip_wrappers
 
 __all__ = ["bench", "compare_deployed", "predict_test_split", "measure_latency", "machine_info", "FORMATS"]
@@ -145,9 +146,11 @@ def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, war
     params = first.params()
     accuracy = float((_logits(path, first, data).argmax(1) == data.y_test).mean())
     val_accuracy = float((_logits(path, first, data, "val").argmax(1) == data.y_val).mean()) if len(data.y_val) else None
+    device = footprint(path) if common["format"] == "tflite" else {"macs": None, "peak_activation_bytes": None}
     rows = []
     for runner in runners:
         x1 = runner.prepare(data.x_test[:1])
+        latency = measure_latency(runner.run, x1, runs, warmup)
         rows.append({
             **common,
             "quantization": runner.quantization,
@@ -155,7 +158,9 @@ def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, war
             "nonzero_params": int(sum(np.count_nonzero(p) for p in params)),
             "accuracy": accuracy,
             "val_accuracy": val_accuracy,
-            "latency_ms": measure_latency(runner.run, x1, runs, warmup),
+            "latency_ms": latency,
+            **device,
+            "macs_per_s": device["macs"] / (latency["p50"] / 1e3) if device["macs"] and latency["p50"] > 0 else None,
             "threads": runner.threads,
             "runtime": runner.runtime,
             "kernel_path": runner.kernel_path,

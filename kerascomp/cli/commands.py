@@ -72,8 +72,9 @@ def cli() -> None:
               help="Fix the .tflite batch dimension (e.g. 1 on an edge device): run-time shape ops fold away and "
                    "XNNPACK takes larger partitions [default: dynamic].")
 @click.option("--min-agreement", type=float, help="Lowest accepted top-1 agreement with the Keras model.")
-@click.option("--objective", type=click.Choice(OBJECTIVES),
-              help="With --quantize auto: keep the fastest (p50) or the smallest (gzip) file [default: latency].")
+@click.option("--objective", type=click.Choice(list(OBJECTIVES)),
+              help="With --quantize auto: what the kept file minimises: latency (p50), size (gzip), bytes (the file "
+                   "the device maps) or macs [default: latency].")
 @click.option("--max-drop", type=float,
               help="With --quantize auto: validation accuracy (pp) the file may lose below the original [default: 1].")
 @click.option("--threads", type=int, help="With --quantize auto: LiteRT threads to measure at [default: 1].")
@@ -126,7 +127,7 @@ def _convert_auto(model, meta, data, model_path, out, calibration_size, batch_si
     result = convert_auto(model, out, data=data, meta=meta, source=model_path, calibration_size=calibration_size,
                           batch_size=batch_size, echo=click.echo, **options)
     click.echo(table(result))
-    click.echo(f"auto: {result['chosen']} is the {'fastest' if result['objective'] == 'latency' else 'smallest'} "
+    click.echo(f"auto: {result['chosen']} is the {OBJECTIVES[result['objective']].words} "
                f"within {result['max_drop_pp']} pp of validation accuracy -> {out}")
     return result
 

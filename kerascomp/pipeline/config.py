@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from kerascomp.budget import OBJECTIVES
+from kerascomp.budget import DEFAULT_OBJECTIVE, OBJECTIVES
 from kerascomp.compress import registry
 from kerascomp.errors import ConfigError
 
@@ -72,7 +72,7 @@ class PipelineConfig:
     final: str
     seed: int = 0
     max_drop: float | None = None  # budget.max_drop_pp: validation accuracy drop allowed below the baseline
-    objective: str = "size"  # what the final choice minimises within the budget
+    objective: str = DEFAULT_OBJECTIVE  # what the final choice minimises within the budget
     raw: dict = dataclasses.field(default_factory=dict, compare=False)  # as written, for the report
 
 
@@ -121,7 +121,7 @@ def parse_config(raw: Any) -> PipelineConfig:
     stages = _stages(raw.get("stages") or [], max_drop)
     summary = _mapping(raw.get("summary", {}), "summary")
     check_keys(summary, {"baseline", "final", "objective"}, "summary")
-    objective = summary.get("objective", OBJECTIVES[0])
+    objective = summary.get("objective", DEFAULT_OBJECTIVE)
     if objective not in OBJECTIVES:
         raise ConfigError(f"summary.objective: use one of {', '.join(OBJECTIVES)}, got {objective!r}")
     seed = raw.get("seed", 0)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from kerascomp import __version__
-from kerascomp.budget import choose_within
+from kerascomp.budget import OBJECTIVES, choose_within
 from kerascomp.console import echo
 from kerascomp.data import load_data
 from kerascomp.errors import ConfigError
@@ -117,7 +117,7 @@ def _document(config: PipelineConfig, ctx: Context, done: dict) -> dict:
 
 
 def choose(results: list[dict], baseline: str, max_drop: float, objective: str) -> dict:
-    """The artifact that best meets ``objective`` (smallest gzip size, or lowest p50 latency) among those whose
+    """The artifact that best meets ``objective`` (see :data:`kerascomp.budget.OBJECTIVES`) among those whose
     *validation* accuracy, measured on the deployed file, is within ``max_drop`` pp of the baseline's (the
     baseline itself is not a candidate: shipping it is what "nothing meets the budget" means).
 
@@ -130,7 +130,7 @@ def choose(results: list[dict], baseline: str, max_drop: float, objective: str) 
     choice = choose_within({n: r for n, r in rows.items() if n != baseline}, base["val_accuracy"], max_drop, objective)
     chosen, candidates = choice["chosen"], choice["candidates"]
     best = next((c for c in candidates if c["name"] == chosen), None)
-    measure = "smallest (gzip)" if objective == "size" else "fastest (p50)"
+    measure = OBJECTIVES[objective].words
     if chosen is None:
         message = (f"Nothing meets the budget: every compressed artifact loses more than {max_drop} pp of validation "
                    f"accuracy below {baseline}.")

@@ -9,7 +9,7 @@ import pytest
 from kerascomp.backend import keras
 from kerascomp.cli import main
 from kerascomp.compress.shrink import ShrinkConfig, analyse, cost, format_plan, mask, plan, rebuild
-from kerascomp.compress.shrink.allocate import allocate, magnitude
+from kerascomp.compress.shrink.allocate import allocate, magnitude, taylor
 from kerascomp.errors import ConfigError, ModelError
 from kerascomp.saving import load_model
 
@@ -138,6 +138,24 @@ def test_a_target_out_of_reach_is_refused_saying_how_far_it_can_go():
         ShrinkConfig(keep=1.5)
     with pytest.raises(ConfigError, match="keep is required"):
         ShrinkConfig()
+
+
+def test_taylor_importance_removes_the_channels_the_loss_does_not_feel(digits):
+    """Channels 0-3 have the largest filters but nothing reads them: magnitude keeps them, Taylor removes them."""
+    x = inp = keras.Input(digits.input_shape)
+    x = L.GlobalAveragePooling2D()(L.Conv2D(8, 3, activation="relu", name="conv")(x))
+    model = _random(keras.Model(inp, L.Dense(10, name="logits")(x)))
+    kernel, bias = model.get_layer("conv").get_weights()
+    model.get_layer("conv").set_weights([kernel * np.where(np.arange(8) < 4, 10.0, 1.0), np.abs(bias)])
+    weights, out_bias = model.get_layer("logits").get_weights()
+    model.get_layer("logits").set_weights([weights * (np.arange(8) >= 4)[:, None], out_bias])
+    graph = analyse(model)
+    groups = graph.groups()
+    root = _groups_by_producer(graph)[("conv",)].root
+    by_taylor = allocate(graph, groups, taylor(graph, groups, digits.x_train[:256], digits.y_train[:256]),
+                         "params", 0.6, 4)
+    by_magnitude = allocate(graph, groups, magnitude(graph, groups), "params", 0.6, 4)
+    assert list(by_taylor[root]) == [4, 5, 6, 7] and list(by_magnitude[root]) == [0, 1, 2, 3]
 
 
 def test_macs_targets_count_multiply_accumulates():

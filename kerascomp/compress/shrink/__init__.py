@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from kerascomp.backend import keras
 from kerascomp.compress import finetune
 from kerascomp.compress.finetune import FineTuneConfig
 from kerascomp.compress.registry import Strength, Technique, register
-from kerascomp.compress.shrink.allocate import TARGETS, allocate, cost, magnitude
+from kerascomp.compress.shrink.allocate import IMPORTANCES, TARGETS, allocate, cost, magnitude, taylor
 from kerascomp.compress.shrink.graph import Graph, analyse
 from kerascomp.compress.shrink.surgery import mask, rebuild
 from kerascomp.data import Dataset
@@ -42,6 +44,10 @@ class ShrinkConfig(FineTuneConfig):
                                       "Required unless --max-drop searches it.", metavar="SHARE")
     round_to: int = option(8, "Channels leave in chunks of this many; a kept count is a multiple of it (or the "
                               "whole group), so kept channels fill the CPU's vector registers.")
+    importance: str = option("magnitude", "How channels are ranked: filter norms ('magnitude') or the first-order "
+                                          "Taylor estimate of the loss change on calibration batches ('taylor').",
+                             choices=IMPORTANCES)
+    calibration_size: int = option(512, "Training examples the 'taylor' importance reads.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -53,6 +59,8 @@ class ShrinkConfig(FineTuneConfig):
             raise ConfigError(f"round_to must be at least 1, got {self.round_to}")
         if self.target not in TARGETS:
             raise ConfigError(f"unknown target {self.target!r}; use one of {', '.join(TARGETS)}")
+        if self.importance not in IMPORTANCES:
+            raise ConfigError(f"unknown importance {self.importance!r}; use one of {', '.join(IMPORTANCES)}")
 
 
 @dataclasses.dataclass
@@ -70,12 +78,22 @@ class ShrinkPlan:
         return dict(self.graph.unfollowed)
 
 
-def plan(model: keras.Model, config: ShrinkConfig) -> ShrinkPlan:
-    """What shrinking will do, decided before any training: every group, its channels kept, and what stays whole."""
+def plan(model: keras.Model, config: ShrinkConfig, data: Dataset | None = None) -> ShrinkPlan:
+    """What shrinking will do, decided before any training: every group, its channels kept, and what stays whole.
+
+    ``taylor`` importance reads ``data``'s training split; without data (the
+    pre-flight ``--plan``) channels are ranked by magnitude.
+    """
     finetune.check_model(model)
     graph = analyse(model)
     groups = graph.groups()
-    kept = allocate(graph, groups, magnitude(graph, groups), config.target, config.keep or 1.0, config.round_to)
+    if config.importance == "taylor" and data is not None:
+        pick = np.random.default_rng(config.seed).permutation(len(data.y_train))[:config.calibration_size]
+        x, y = data.x_train[pick], data.y_train[pick]
+        scores = taylor(graph, groups, x, y, config.batch_size)
+    else:
+        scores = magnitude(graph, groups)
+    kept = allocate(graph, groups, scores, config.target, config.keep or 1.0, config.round_to)
     sizes = {root: len(indices) for root, indices in kept.items()}
     rows = [{"producers": g.producers, "members": g.members, "channels": g.size,
              "kept": sizes.get(g.root, g.size), "frozen": g.frozen}
@@ -108,7 +126,7 @@ def apply(model: keras.Model, data: Dataset, config: ShrinkConfig, *, teacher: k
     fine-tuning record.
     """
     data.check_fits(model.input_shape[1:], model.output_shape[-1])
-    planned = plan(model, config)
+    planned = plan(model, config, data)
     small = rebuild(planned.graph, planned.kept)
     tuned, fit = finetune.fine_tune(small, data, config, teacher=finetune.teacher_for(config, model, teacher))
     metrics = {

@@ -1,8 +1,11 @@
 """How many channels each group keeps: channel importance, the cost of a shrunk model, a global allocation.
 
-Importance is the filter's L2 norm (summed over every layer that produces the
-group, each normalised by its own mean so a wide layer does not drown a narrow
-one) and, where a batch norm reads the group, its ``|gamma|``. Channels leave
+Importance is either the filter's L2 norm (``magnitude``: every layer that
+produces the group, each normalised by its own mean so a wide layer does not
+drown a narrow one, and where a batch norm reads the group its ``|gamma|``) or
+data-driven (``taylor``: the first-order Taylor estimate of the loss change
+when a channel is zeroed, ``|sum(w * dL/dw)|`` over the weights that make it,
+on a few calibration batches; Molchanov et al. 2019). Channels leave
 in chunks of ``round_to`` so that what is kept fills the runtime's vector
 registers (a kept count is a multiple of ``round_to``, or the whole group).
 The allocation is global: the chunk with the lowest mean importance anywhere
@@ -21,9 +24,10 @@ from kerascomp.compress.shrink.graph import WEIGHT_AXES, Graph, Group, Space
 from kerascomp.compress.shrink.surgery import MASKED, weight_role
 from kerascomp.errors import ModelError
 
-__all__ = ["TARGETS", "magnitude", "cost", "allocate"]
+__all__ = ["TARGETS", "IMPORTANCES", "magnitude", "taylor", "cost", "allocate"]
 
 TARGETS = ("params", "macs")  # what a shrink target counts
+IMPORTANCES = ("magnitude", "taylor")
 _DEPTHWISE = ("depthwise_kernel",)
 
 
@@ -48,6 +52,44 @@ def magnitude(graph: Graph, groups: list[Group]) -> dict[int, np.ndarray]:
                 parts.append(np.abs(layer.gamma.numpy()))
         scores[group.root] = np.mean([p / (p.mean() + 1e-12) for p in parts], axis=0)
     return scores
+
+
+def taylor(graph: Graph, groups: list[Group], x: np.ndarray, y: np.ndarray, batch_size: int = 64
+           ) -> dict[int, np.ndarray]:
+    """Per shrinkable group, the first-order Taylor estimate of the loss change when each channel is zeroed.
+
+    Zeroing channel ``c`` of a producer zeroes every weight on its slice of the
+    produced axis (filter and bias, or a head's query, key, value and output
+    slices), so the change is ``|sum(w * dL/dw)|`` over that slice, summed over
+    ``(x, y)`` in batches (mean 1 per producing layer).
+    """
+    from kerascomp.backend import keras, tf  # TensorFlow runs here only, on calibration batches
+
+    slices = []  # (group root, producing layer, weight variable, axis of the group's channels)
+    for group in (g for g in groups if g.shrinkable):
+        for name in group.producers:
+            layer = graph.model.get_layer(name)
+            for weight in layer.weights:
+                axes = WEIGHT_AXES[type(layer).__name__].get(weight_role(layer, weight), {})
+                slices += [(group.root, name, weight, axis % len(weight.shape)) for axis, side in axes.items()
+                           if _produces(graph, name, side, group.root)]
+    sums = [np.zeros(weight.shape[axis]) for _, _, weight, axis in slices]
+    variables = [weight for _, _, weight, _ in slices]
+    for start in range(0, len(x), batch_size):
+        with tf.GradientTape() as tape:
+            logits = graph.model(x[start:start + batch_size], training=False)
+            loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(
+                y[start:start + batch_size], logits, from_logits=True))
+        for i, (grad, (_, _, weight, axis)) in enumerate(zip(tape.gradient(loss, variables), slices)):
+            product = np.moveaxis((weight * grad).numpy(), axis, -1)
+            sums[i] += product.reshape(-1, product.shape[-1]).sum(0)
+    by_layer: dict[tuple, np.ndarray] = {}  # a producer's weights sum into one change per channel
+    for (root, name, _, _), total in zip(slices, sums):
+        by_layer[root, name] = by_layer.get((root, name), 0) + total
+    by_group: dict[int, list] = {}
+    for (root, _), total in by_layer.items():
+        by_group.setdefault(root, []).append(np.abs(total) / (np.abs(total).mean() + 1e-12))
+    return {root: np.mean(parts, axis=0) for root, parts in by_group.items()}
 
 
 def _produces(graph: Graph, layer: str, side: str, root: int) -> bool:

@@ -23,9 +23,11 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -209,10 +211,11 @@ def _shell(block: Block, cwd: Path, env: dict, log: Path, timeout: float) -> str
                 pass
 
 
-def _environment(home: Path) -> dict:
+def _environment(ray_tmp: Path | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "TF_USE_LEGACY_KERAS"))}
-    env.update(MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1", NO_MKDOCS_2_WARNING="1",
-               RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=str(home / ".ray"))
+    env.update(MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1", NO_MKDOCS_2_WARNING="1", RAY_USAGE_STATS_ENABLED="0")
+    if ray_tmp is not None:
+        env["RAY_TMPDIR"] = str(ray_tmp)
     return env
 
 
@@ -223,7 +226,9 @@ def test_page_examples_run(page, count, tmp_path):
     work.mkdir()
     for name in LINKED:
         (work / name).symlink_to(ROOT / name)
-    env, python = _environment(tmp_path), None
+    # Ray's socket paths must stay under 108 bytes, which a pytest tmp_path does not
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    env, python = _environment(ray_tmp), None
     try:
         for n, block in enumerate(runnable(page)[:count]):
             if block.mode == "skip":
@@ -249,6 +254,7 @@ def test_page_examples_run(page, count, tmp_path):
     finally:
         if python is not None:
             python.close()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_code_blocks_are_labelled_and_markers_are_valid():
@@ -263,7 +269,7 @@ def test_skipped_blocks_say_why():
 
 
 def test_site_builds_strict(tmp_path):
-    env = _environment(tmp_path)
+    env = _environment()
     # no --quiet: it hides the warnings from --strict too, and the build then passes whatever they say
     result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict",
                              "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(tmp_path / "site")],

@@ -247,3 +247,12 @@ def test_inspect_json_reports_layers_techniques_and_ops(tmp_path):
     assert layers[norm]["qat"].startswith("no:")
     assert report["preprocessing"][0]["class"] == "Rescaling" and report["input_scaling"] is not None
     assert {"CONV_2D", "FULLY_CONNECTED"} <= set(report["tflite_ops"])
+
+
+def test_inspect_says_raw_pixels_only_for_a_model_that_scales_them_itself(tmp_path, digits_model):
+    from kerascomp.analysis.inspect import format_inspection, inspect_model
+
+    model3 = keras3.Sequential([keras3.Input((8, 8, 1)), L.Rescaling(1 / 16), L.Flatten(), L.Dense(10)])
+    model3.save(tmp_path / "m.keras")
+    assert "input: raw pixels (the model scales them itself)" in format_inspection(inspect_model(tmp_path / "m.keras"))
+    assert "input: raw pixels x 0.0625 + 0 (as trained)" in format_inspection(inspect_model(digits_model[0]))

@@ -73,8 +73,11 @@ def format_inspection(report: dict) -> str:
         dropped = ", ".join(f"{d['name']} ({d['class']})" for d in report["import"]["dropped"]) or "none"
         lines.append(f"import: rebuilt in tf_keras in {report['import']['seconds']:.1f} s, max |diff| "
                      f"{report['import']['max_abs_diff']:.2g}; dropped (identity at inference): {dropped}")
-    if report["input_scaling"]:
+    scaling = report["input_scaling"]
+    if scaling == {"scale": 1.0, "offset": 0.0}:
         lines.append("input: raw pixels (the model scales them itself)")
+    elif scaling:
+        lines.append(f"input: raw pixels x {scaling['scale']:g} + {scaling['offset']:g} (as trained)")
     for p in report["preprocessing"]:
         lines.append(f"preprocessing: {p['name']} ({p['class']}): {p['treatment']}")
     width = max([len(layer["name"]) for layer in report["layers"]] + [5])

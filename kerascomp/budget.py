@@ -57,7 +57,7 @@ def choose_within(rows: dict[str, dict], baseline_val: float, max_drop: float, o
     for name, row in rows.items():
         budget = check(row, baseline_val, max_drop)
         candidates.append({"name": name, "val_accuracy": row["val_accuracy"], "val_drop_pp": budget["drop_pp"],
-                           "gzip_bytes": row["gzip_bytes"], "size_bytes": row["size_bytes"], "macs": row.get("macs"),
+                           "gzip_bytes": row["gzip_bytes"], "size_bytes": row.get("size_bytes"), "macs": row.get("macs"),
                            "p50_ms": row["latency_ms"]["p50"], "within": budget["met"]})
     passing = [c["name"] for c in candidates if c["within"]]
     return {"chosen": min(passing, key=lambda name: key(rows[name])) if passing else None, "candidates": candidates}

@@ -120,7 +120,7 @@ def test_interrupted_run_resumes_from_the_last_finished_stage(tmp_path, monkeypa
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c["stages"][0]["train"].update(epocs=3), "stages[0].train: unknown key 'epocs'"),
     (lambda c: c.update(stagez=[]), "config: unknown key 'stagez'"),
-    (lambda c: c["stages"].append({"shrink": {}}), "stages[3]: unknown stage 'shrink'"),
+    (lambda c: c["stages"].append({"shrnk": {}}), "stages[3]: unknown stage 'shrnk'"),
     (lambda c: c["stages"][1]["convert"].update(models=["nobody"]), "stages[1].convert.models: no model named 'nobody'"),
     (lambda c: c["stages"][1]["convert"].update(quantize=["int4"]), "unknown mode 'int4'"),
     (lambda c: c["summary"].update(final="missing_int8"), "summary.final: 'missing_int8' is not produced"),

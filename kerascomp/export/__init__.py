@@ -64,8 +64,10 @@ def export(
         calibration_size: training examples used to calibrate integer modes.
         source: path of the source ``.keras`` file, hashed into the sidecar.
         batch_size: fix the ``.tflite`` batch dimension (see :func:`~kerascomp.export.tflite.to_tflite`).
-        backend, keep_float: who quantizes a ``.tflite`` file, and what stays
-            in float (see :func:`~kerascomp.export.tflite.to_tflite`).
+        backend: who quantizes a ``.tflite`` file: the converter or LiteRT
+            Quantizer (see :func:`~kerascomp.export.tflite.to_tflite`).
+        keep_float: ops or layer-name patterns left in float (see
+            :func:`~kerascomp.export.tflite.to_tflite`).
         layer_errors: with ``backend="litert-quantizer"``, measure every
             layer's error against the float file on this many validation
             examples (``report["layer_errors"]``).

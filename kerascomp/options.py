@@ -15,7 +15,9 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-__all__ = ["option", "option_fields", "cli_args", "parse_value", "key_value", "flag_name"]
+from kerascomp.errors import ConfigError
+
+__all__ = ["option", "option_fields", "cli_args", "parse_value", "key_value", "flag_name", "at_least"]
 
 
 def option(default: Any = None, help: str = "", *, choices: Sequence[str] | None = None, metavar: str | None = None,
@@ -36,6 +38,15 @@ def option(default: Any = None, help: str = "", *, choices: Sequence[str] | None
 def option_fields(config_class: type) -> list[dataclasses.Field]:
     """The fields of ``config_class`` that are options, in declaration order (base class fields first)."""
     return [f for f in dataclasses.fields(config_class) if f.metadata.get("option")]
+
+
+def at_least(config: object, minimum: int, *names: str) -> None:
+    """A ConfigError naming the first of ``config``'s fields ``names`` below ``minimum`` (0: non-negative)."""
+    for name in names:
+        value = getattr(config, name)
+        if value < minimum:
+            bound = "non-negative" if minimum == 0 else f"at least {minimum}"
+            raise ConfigError(f"{name} must be {bound}, got {value}")
 
 
 def flag_name(field: dataclasses.Field) -> str:

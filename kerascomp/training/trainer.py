@@ -16,7 +16,7 @@ from kerascomp.backend import keras, tf
 from kerascomp.data import Dataset
 from kerascomp.data.augment import augmented, mixes_labels, parse_augment
 from kerascomp.errors import ConfigError
-from kerascomp.options import option
+from kerascomp.options import at_least, option
 from kerascomp.training import distillation
 from kerascomp.training.distribute import STRATEGIES, get_strategy, precision, to_float32
 
@@ -52,12 +52,8 @@ class TrainConfig:
                    seed=seed, verbose=verbose, strategy=strategy)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_epochs", "patience"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be non-negative, got {getattr(self, name)}")
+        at_least(self, 1, "epochs", "batch_size")
+        at_least(self, 0, "warmup_epochs", "patience")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.weight_decay < 0:

@@ -26,7 +26,7 @@ from kerascomp.compress.shrink.graph import Graph, analyse
 from kerascomp.compress.shrink.surgery import mask, rebuild
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
-from kerascomp.options import option
+from kerascomp.options import at_least, option
 from kerascomp.training import evaluate
 from kerascomp.training.distillation import FROM_INPUT
 
@@ -55,8 +55,7 @@ class ShrinkConfig(FineTuneConfig):
             raise ConfigError("keep is required: a share in (0, 1], or give max_drop to search for it")
         if self.keep is not None and not 0 < self.keep <= 1:
             raise ConfigError(f"keep must be in (0, 1], got {self.keep}")
-        if self.round_to < 1:
-            raise ConfigError(f"round_to must be at least 1, got {self.round_to}")
+        at_least(self, 1, "round_to", "calibration_size")
         if self.target not in TARGETS:
             raise ConfigError(f"unknown target {self.target!r}; use one of {', '.join(TARGETS)}")
         if self.importance not in IMPORTANCES:

@@ -32,7 +32,7 @@ from kerascomp.compress.swap.candidates import register as register_candidate
 from kerascomp.console import echo
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
-from kerascomp.options import option
+from kerascomp.options import at_least, option
 from kerascomp.training import TrainConfig, evaluate, train
 from kerascomp.training.distillation import DistillConfig
 from kerascomp.training.distribute import STRATEGIES
@@ -93,12 +93,8 @@ class SwapConfig(Budgeted):
         super().__post_init__()
         if not self.tolerance >= 0:
             raise ConfigError(f"tolerance must be at least 0 percentage points, got {self.tolerance}")
-        for name in ("epochs_per_block", "fit_epochs", "finetune_epochs", "bench_runs"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be non-negative, got {getattr(self, name)}")
-        for name in ("fit_samples", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        at_least(self, 0, "epochs_per_block", "fit_epochs", "finetune_epochs", "bench_runs")
+        at_least(self, 1, "fit_samples", "batch_size")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.order not in ORDERS:

@@ -180,3 +180,15 @@ def test_shrink_writes_a_plain_smaller_model_with_its_metrics(capsys, tmp_path, 
     assert small.count_params() == metrics["after"]["params"] <= 0.5 * metrics["before"]["params"]
     assert not any("Prune" in type(layer).__name__ for layer in small.layers)
     assert "params" in capsys.readouterr().out
+
+
+def test_mobilenet_v2_depthwise_and_inverted_residuals_cut_exactly():
+    """tf_keras.applications' MobileNetV2 (depthwise, ReLU6, zero padding, residual adds): every group but the
+    input's and the logits' shrinks, and the cut equals the mask."""
+    from kerascomp import models
+
+    model = models.build("mobilenet_v2", (32, 32, 3), 4, alpha=0.35)
+    graph, kept, small = _assert_cut_equals_mask(model, (32, 32, 3), keep=0.6, round_to=8, target="macs")
+    assert graph.unfollowed and all(why.startswith("Rescaling") for why in graph.unfollowed.values())
+    assert sum(g.shrinkable for g in graph.groups()) >= 20
+    assert cost(analyse(small))["macs"] <= 0.6 * cost(graph)["macs"]

@@ -132,7 +132,7 @@ def apply(model: keras.Model, data: Dataset, config: ShrinkConfig, *, teacher: k
         **{k: fit[k] for k in ("val_accuracy", "test_accuracy")},
         "baseline": evaluate(model, data, config.batch_size),
         "target": config.target, "keep": config.keep,
-        "before": planned.before, "after": cost(analyse(tuned)),
+        "before": planned.before, "after": planned.after,
         "groups": planned.groups, "unfollowed": planned.unfollowed,
         "fine_tune": fit,
     }

@@ -143,7 +143,8 @@ def allocate(graph: Graph, groups: list[Group], scores: dict[int, np.ndarray], t
     """
     if target not in TARGETS:
         raise ModelError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
-    limit = keep * cost(graph)[target]
+    base = cost(graph)[target]
+    limit = keep * base
     order = {root: np.argsort(values, kind="stable") for root, values in scores.items()}
     sizes = {root: len(values) for root, values in scores.items()}
     heads = {graph.root(space.id) for space in graph.heads.values()}
@@ -152,7 +153,7 @@ def allocate(graph: Graph, groups: list[Group], scores: dict[int, np.ndarray], t
     heapq.heapify(heap)
     while cost(graph, sizes)[target] > limit:
         if not heap:
-            smallest = cost(graph, sizes)[target] / cost(graph)[target]
+            smallest = cost(graph, sizes)[target] / base
             raise ModelError(f"cannot shrink {target} to {keep:.0%}: with {round_to} channels left in every group it "
                              f"is still {smallest:.0%} of the original (layers outside every group stay whole)")
         _, root, size = heapq.heappop(heap)

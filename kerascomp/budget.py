@@ -20,7 +20,6 @@ from kerascomp.training import evaluate
 __all__ = ["Objective", "OBJECTIVES", "DEFAULT_OBJECTIVE", "check", "choose_within", "baseline_val_accuracy"]
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Objective:
     """What a choice minimises within the budget: how a person says it, and the bench row's number for it."""

@@ -108,3 +108,16 @@ def test_usage_error_exits_2(capsys):
 def test_wrong_output_suffix_is_refused_before_training(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--model", "mlp", "--out", str(tmp_path / "m.h5"))
     assert code == 1 and "must end in .keras" in err
+
+
+def test_the_library_says_its_lines_through_one_echo_a_caller_can_redirect(capsys):
+    from kerascomp import console
+
+    console.echo("to stdout")
+    lines = []
+    previous = console.set_echo(lines.append)
+    try:
+        console.echo("to the caller")
+    finally:
+        console.set_echo(previous)
+    assert lines == ["to the caller"] and capsys.readouterr().out == "to stdout\n"

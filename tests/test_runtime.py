@@ -340,3 +340,15 @@ def test_footprint_counts_the_keras_models_macs_and_the_live_activations(keras_m
     conv_in, conv_out = height * width * channels * item, out_positions * 4 * item
     assert result["peak_activation_bytes"] >= conv_in + conv_out
     assert result["peak_activation_bytes"] <= conv_in + 2 * conv_out + 10 * 4
+
+
+def test_footprint_reads_the_shapes_a_graph_computes_at_run_time(tmp_path):
+    """Keras attention lowers to reshapes whose shapes are computed at run time: the file stores placeholders, the
+    interpreter resolves them. Projections (4 x 6 positions x 8 x 8), QK^T and AV (2 heads x 6 x 6 x 4 each) and
+    the Dense head (6 x 8 x 3)."""
+    inp = keras.Input((6, 8))
+    attended = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)(inp, inp)
+    model = keras.Model(inp, keras.layers.Dense(3)(attended))
+    path = tmp_path / "attention.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    assert footprint(path)["macs"] == 4 * 6 * 8 * 8 + 2 * (2 * 6 * 6 * 4) + 6 * 8 * 3

@@ -2,7 +2,10 @@
 
 Both are read from the file itself (its flatbuffer, through the schema module
 ai_edge_litert ships), in the order LiteRT executes the nodes, so they hold for
-any delegate. MACs count the matrix work of convolutions, depthwise
+any delegate. Tensor shapes are the interpreter's after one call on zeros:
+a graph that computes its shapes at run time (``SHAPE``, ``RESHAPE`` with a
+computed shape, as Keras attention layers produce) stores placeholders in the
+file. MACs count the matrix work of convolutions, depthwise
 convolutions, fully connected layers, batch matmuls and transposed
 convolutions at the file's own batch size (1 for the files kerascomp writes).
 Peak activation memory is *computed*, not measured: every non-constant tensor
@@ -20,6 +23,7 @@ import os
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from kerascomp.errors import ModelError
 
@@ -42,6 +46,7 @@ def footprint(path: str | os.PathLike) -> dict:
         raise ModelError(f"cannot read {path} as a TFLite model: {exc}") from None
     tensors = [graph.Tensors(i) for i in range(graph.TensorsLength())]
     shapes = [tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else () for t in tensors]
+    shapes = _run_shapes(data, shapes)
     ops = []
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
@@ -52,6 +57,21 @@ def footprint(path: str | os.PathLike) -> dict:
     constant = {i for i, t in enumerate(tensors) if t.Buffer() and _has_data(model.Buffers(t.Buffer()))}
     return {"macs": int(sum(_macs(name, inputs, outputs, shapes) for name, inputs, outputs in ops)),
             "peak_activation_bytes": _peak(graph, ops, tensors, shapes, constant)}
+
+
+def _run_shapes(data: bytes, shapes: list[tuple]) -> list[tuple]:
+    """Every tensor's shape as the interpreter resolves it on one call (the file's own where it lists none)."""
+    interpreter = Interpreter(model_content=data,  # no delegate: only the shapes are wanted
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
+    interpreter.invoke()
+    resolved = list(shapes)
+    for detail in interpreter.get_tensor_details():
+        if detail["index"] < len(resolved):
+            resolved[detail["index"]] = tuple(int(d) for d in detail["shape"])
+    return resolved
 
 
 def _has_data(buffer) -> bool:

@@ -33,25 +33,19 @@ _DEPTHWISE = ("depthwise_kernel",)
 
 def magnitude(graph: Graph, groups: list[Group]) -> dict[int, np.ndarray]:
     """Per shrinkable group, one importance score per channel (mean 1 per contributing layer)."""
-    scores = {}
+    parts: dict[int, list] = {}
+    for root, _, layer, weight, axis in _produced(graph, groups):
+        if weight_role(layer, weight) in MASKED:
+            value = np.moveaxis(weight.numpy(), axis, -1)
+            parts.setdefault(root, []).append(np.sqrt((value ** 2).reshape(-1, value.shape[-1]).sum(0)))
     for group in (g for g in groups if g.shrinkable):
-        parts = []
-        for name in group.producers:
-            layer = graph.model.get_layer(name)
-            for weight, value in zip(layer.weights, layer.get_weights()):
-                axes = WEIGHT_AXES[type(layer).__name__].get(weight_role(layer, weight), {})
-                produced = [axis for axis, side in axes.items() if _produces(graph, name, side, group.root)]
-                if weight_role(layer, weight) in MASKED and produced:
-                    axis = produced[0] % value.ndim
-                    parts.append(np.sqrt((np.moveaxis(value, axis, -1) ** 2).reshape(-1, value.shape[axis]).sum(0)))
         for name in group.members:
             layer = graph.model.get_layer(name)
             source = graph.inputs[name][0]
             if type(layer).__name__ == "BatchNormalization" and isinstance(source, Space) \
                     and graph.root(source.id) == group.root and layer.scale:
-                parts.append(np.abs(layer.gamma.numpy()))
-        scores[group.root] = np.mean([p / (p.mean() + 1e-12) for p in parts], axis=0)
-    return scores
+                parts[group.root].append(np.abs(layer.gamma.numpy()))
+    return {root: np.mean([p / (p.mean() + 1e-12) for p in values], axis=0) for root, values in parts.items()}
 
 
 def taylor(graph: Graph, groups: list[Group], x: np.ndarray, y: np.ndarray, batch_size: int = 64
@@ -65,14 +59,7 @@ def taylor(graph: Graph, groups: list[Group], x: np.ndarray, y: np.ndarray, batc
     """
     from kerascomp.backend import keras, tf  # TensorFlow runs here only, on calibration batches
 
-    slices = []  # (group root, producing layer, weight variable, axis of the group's channels)
-    for group in (g for g in groups if g.shrinkable):
-        for name in group.producers:
-            layer = graph.model.get_layer(name)
-            for weight in layer.weights:
-                axes = WEIGHT_AXES[type(layer).__name__].get(weight_role(layer, weight), {})
-                slices += [(group.root, name, weight, axis % len(weight.shape)) for axis, side in axes.items()
-                           if _produces(graph, name, side, group.root)]
+    slices = [(root, name, weight, axis) for root, name, _, weight, axis in _produced(graph, groups)]
     sums = [np.zeros(weight.shape[axis]) for _, _, weight, axis in slices]
     variables = [weight for _, _, weight, _ in slices]
     for start in range(0, len(x), batch_size):
@@ -90,6 +77,18 @@ def taylor(graph: Graph, groups: list[Group], x: np.ndarray, y: np.ndarray, batc
     for (root, _), total in by_layer.items():
         by_group.setdefault(root, []).append(np.abs(total) / (np.abs(total).mean() + 1e-12))
     return {root: np.mean(parts, axis=0) for root, parts in by_group.items()}
+
+
+def _produced(graph: Graph, groups: list[Group]):
+    """``(group root, producer name, layer, weight, axis)`` for every weight axis that makes a shrinkable group's
+    channels (a filter's output axis, its bias, a head's query/key/value/output slices)."""
+    for group in (g for g in groups if g.shrinkable):
+        for name in group.producers:
+            layer = graph.model.get_layer(name)
+            for weight in layer.weights:
+                for axis, side in WEIGHT_AXES[type(layer).__name__].get(weight_role(layer, weight), {}).items():
+                    if _produces(graph, name, side, group.root):
+                        yield group.root, name, layer, weight, axis % len(weight.shape)
 
 
 def _produces(graph: Graph, layer: str, side: str, root: int) -> bool:

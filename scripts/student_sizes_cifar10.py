@@ -71,9 +71,9 @@ def table(rows: list[dict], state: dict) -> str:
 
 
 def plot(rows: list[dict], state: dict, path: Path) -> None:
-    from kerascomp.report import _pyplot, _save
+    from kerascomp.report import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
     params = [r["params"] for r in rows]
     ax.errorbar(params, [r["distilled"] for r in rows], [r["distilled_sd"] or 0 for r in rows], marker="o",
@@ -87,7 +87,7 @@ def plot(rows: list[dict], state: dict, path: Path) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("CIFAR-10 subset: how much smaller can the student be?")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -165,6 +165,20 @@ def test_macs_targets_count_multiply_accumulates():
     assert cost(graph)["macs"] == 12 * 12 * (27 * 16 + 144 * 16) + 6 * 6 * 144 * 12 + 12 * 5
 
 
+def test_attention_macs_count_the_scores_and_weighted_values_of_every_kept_head():
+    """Projections cost kernel x tokens; the scores QK^T and the weighted values AV cost T x S x heads x
+    (key_dim + value_dim), and fall with the heads cut."""
+    queries, keys = keras.Input((5, 16)), keras.Input((7, 16))
+    attended = L.MultiHeadAttention(4, 8, name="mha")(queries, keys)
+    model = _random(keras.Model([queries, keys], L.Dense(3, name="out")(L.Flatten()(attended))))
+    projections = 5 * 16 * 4 * 8 + 2 * 7 * 16 * 4 * 8 + 5 * 4 * 8 * 16
+    assert cost(analyse(model))["macs"] == projections + 5 * 7 * 4 * (8 + 8) + 5 * 16 * 3
+    graph, kept, small = _cut(model, keep=0.5, round_to=1)
+    heads = small.get_layer("mha")._num_heads
+    assert heads < 4 and cost(analyse(small))["macs"] == (projections * heads // 4 + 5 * 7 * heads * (8 + 8)
+                                                          + 5 * 16 * 3)
+
+
 def test_the_plan_lists_channels_kept_per_group_before_anything_trains(capsys, digits_model):
     assert main(["shrink", str(digits_model[0]), "--keep", "0.5", "--plan"]) == 0
     out = capsys.readouterr().out

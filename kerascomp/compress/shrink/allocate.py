@@ -126,10 +126,28 @@ def cost(graph: Graph, sizes: dict[int, int] | None = None) -> dict[str, int]:
 def _macs(layer, shapes: list[tuple], roles: list[str] | None = None) -> int:
     """Multiply-accumulates of one call: each kernel's size times the positions it is applied at."""
     roles = roles or [weight_role(layer, w) for w in layer.weights]
+    if type(layer).__name__ == "MultiHeadAttention":
+        return _attention_macs(layer, dict(zip(roles, shapes)))
     transposed = "Transpose" in type(layer).__name__
     spatial = (layer.input_shape if transposed else layer.output_shape)[1:-1]
     positions = math.prod(int(d) for d in spatial if d is not None)
     return sum(math.prod(shape) * positions for shape, role in zip(shapes, roles) if role in MASKED + _DEPTHWISE)
+
+
+def _attention_macs(layer, shapes: dict[str, tuple]) -> int:
+    """Attention: the projections, and the weightless work of every kept head.
+
+    The query and output projections run at each of the ``T`` queries, the key
+    and value projections at each of the ``S`` keys. Per head, each query meets
+    each key once for the scores ``QK^T`` (``key_dim`` MACs) and once for the
+    weighted values ``AV`` (``value_dim``).
+    """
+    queries, keys = int(layer._query_shape[1]), int(layer._value_shape[1])  # (batch, T, d), (batch, S, d)
+    _, heads, key_dim = shapes["query/kernel"]
+    value_dim = shapes["value/kernel"][2]
+    at_queries = math.prod(shapes["query/kernel"]) + math.prod(shapes["attention_output/kernel"])
+    at_keys = math.prod(shapes["key/kernel"]) + math.prod(shapes["value/kernel"])
+    return queries * at_queries + keys * at_keys + queries * keys * heads * (key_dim + value_dim)
 
 
 def allocate(graph: Graph, groups: list[Group], scores: dict[int, np.ndarray], target: str, keep: float,

@@ -1,0 +1,329 @@
+"""Structured shrinking against the other routes to a smaller file: what the device feels, side by side.
+
+Per model, all through the CLI as a user runs it, converted to float32 and int8 and benchmarked in
+one ``kerascomp bench`` call (LiteRT, 1 thread, batch 1), so every latency of a table comes from
+one run on one machine:
+
+- ``unpruned``: the model itself;
+- ``shrink``: ``kerascomp shrink --max-drop 1.0 --target macs`` (channels, units and heads cut, then
+  fine-tuned with the input as teacher), once per seed;
+- ``prune``: unstructured ``kerascomp prune --max-drop 1.0`` (zeros that gzip removes), seed 0;
+- ``student``: (CIFAR only) the zoo student of the student-size table whose parameter count is nearest
+  the shrunk models'; its accuracy is that table's distilled mean over 3 seeds, its bytes and latency
+  are measured here on a file of the same architecture;
+- ``xnnpack-sparse``: tfmot's ``PruneForLatencyOnXNNPack`` + the converter's sparse encoding, where
+  tfmot accepts the model (otherwise its refusal is recorded).
+
+Cases: the CIFAR-10-subset CNN teacher of ``student_sizes_cifar10.py`` (``cifar``), and, trained on
+the embedded digits as ``bench_peers.py`` does, the keras.io ``mnist_convnet``, MobileNetV2-0.35 at
+96x96 (depthwise + residual), the seed ViT (heads + MLP units) and a Keras 3 Functional model with
+BatchNormalization and a residual Add built outside kerascomp (``shapes``).
+
+The ``--seed`` of a CLI call also draws the validation split: for seeds other than the one a model
+was trained with, its baseline validation accuracy includes images it trained on, which makes the
+budget stricter, not looser. The test split is fixed and never read by a search.
+
+Development benchmark only: the CIFAR data is ``../shared/data/cifar10_subset.npz``, which users do
+not have.
+
+    python scripts/shrink_peers.py --data ../shared/data/cifar10_subset.npz [--teacher T.keras]
+        [--cases cifar,shapes] [--seeds 0,1,2] [--runs 1000] [--out scripts/results]
+
+Writes shrink_peers.json and shrink_peers.md into --out (models under --out/shrink_peers_work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+from _cli import run, write_results
+
+from kerascomp import data as datasets
+from kerascomp import models, training
+from kerascomp.backend import tf
+from kerascomp.bench import machine_info
+from kerascomp.saving import save_model
+
+TEACHER = ("--model", "cnn", "--model-arg", "width=64", "--model-arg", "depth=3")
+MAX_DROP = "1.0"
+PRECISIONS = ("none", "int8")
+
+
+def cli(*args) -> None:
+    if run(*map(str, args)):
+        raise SystemExit(f"kerascomp {args[0]} failed")
+
+
+def converted(model: Path, data: str) -> list[Path]:
+    """The float32 and int8 files of ``model`` (kept from an earlier run of the script)."""
+    paths = []
+    for quantize in PRECISIONS:
+        path = model.with_name(f"{model.stem}_{'fp32' if quantize == 'none' else quantize}.tflite")
+        if not path.exists():
+            cli("convert", model, "--quantize", quantize, "--data", data, "--out", path)
+        paths.append(path)
+    return paths
+
+
+def compressed(technique: str, model: Path, data: str, seed: int, *extra) -> tuple[Path, dict]:
+    """``kerascomp TECHNIQUE model --max-drop 1.0``: the file and its metrics (with the search record)."""
+    out = model.with_name(f"{model.stem}_{technique}_s{seed}.keras")
+    record = out.with_suffix(".json")
+    if not out.exists():
+        cli(technique, model, "--data", data, "--max-drop", MAX_DROP, "--seed", seed, *extra,
+            "--out", out, "--json", record)
+    return out, json.loads(record.read_text())
+
+
+def xnnpack_sparse(model_path: Path, data: str) -> tuple[Path | None, str]:
+    """tfmot's latency pruning policy + sparse encoding, or why tfmot refuses the model."""
+    import tensorflow_model_optimization as tfmot
+
+    from kerascomp.saving import load_with_data
+
+    out = model_path.with_name(f"{model_path.stem}_xnnpack_sparse_fp32.tflite")
+    if out.exists():
+        return out, "applied"
+    model, _, dataset = load_with_data(model_path, datasets.load_data(data))
+    sparsity = tfmot.sparsity.keras
+    clone = tf.keras.models.clone_model(model)  # pruning masks the weights it wraps in place
+    clone.set_weights(model.get_weights())
+    try:
+        pruned = sparsity.prune_low_magnitude(
+            clone, pruning_policy=sparsity.PruneForLatencyOnXNNPack(),
+            pruning_schedule=sparsity.PolynomialDecay(0.0, 0.75, 0, 8 * len(dataset.y_train) // 64))
+    except ValueError as error:
+        return None, f"tfmot refuses: {str(error).splitlines()[0]}"
+    logits = model.layers[-1].get_config().get("activation") != "softmax"
+    pruned.compile(optimizer="adam", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=logits),
+                   metrics=["accuracy"])
+    pruned.fit(dataset.x_train, dataset.y_train, batch_size=64, epochs=10, verbose=2,
+               callbacks=[sparsity.UpdatePruningStep()])
+    converter = tf.lite.TFLiteConverter.from_keras_model(sparsity.strip_pruning(pruned))
+    converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    out.write_bytes(converter.convert())
+    return out, "applied"
+
+
+def case(name: str, model: Path, data: str, seeds: list[int], runs: int, student: dict | None = None) -> dict:
+    """Every route for one model, then one bench call over all their files."""
+    routes = {"unpruned": [(None, converted(model, data))]}
+    searches = {}
+    for technique, extra, route_seeds in (("shrink", ("--target", "macs"), seeds), ("prune", (), seeds[:1])):
+        for seed in route_seeds:
+            out, metrics = compressed(technique, model, data, seed, *extra)
+            routes.setdefault(technique, []).append((seed, converted(out, data)))
+            searches.setdefault(technique, []).append({"seed": seed, **_search_record(metrics)})
+    if student:
+        routes["student"] = [(None, converted(student["path"], data))]
+    sparse, sparse_note = xnnpack_sparse(model, data)
+    if sparse:
+        routes["xnnpack-sparse"] = [(None, [sparse])]
+    files = [p for runs_ in routes.values() for _, paths in runs_ for p in paths]
+    bench_json = model.with_name(f"{name}_bench.json")
+    cli("bench", *files, "--data", data, "--runs", runs, "--json", bench_json)
+    rows = {Path(r["path"]).name: r for r in json.loads(bench_json.read_text())["results"]}
+    table = []
+    for route, seeded in routes.items():
+        for index, precision in enumerate(("fp32", "int8")):
+            picked = [rows[paths[index].name] for _, paths in seeded if index < len(paths)]
+            if picked:
+                table.append(_mean_row(route, precision, picked, student if route == "student" else None))
+    return {"name": name, "model": str(model), "rows": table, "searches": searches, "xnnpack_sparse": sparse_note}
+
+
+def _search_record(metrics: dict) -> dict:
+    search = metrics.get("search", {})
+    return {"chosen": search.get("chosen"), "tries": [(t["strength"], round(t["drop_pp"], 2), t["passed"])
+                                                      for t in search.get("tries", [])],
+            "groups": [g for g in metrics.get("groups", []) if g["kept"] < g["channels"]],
+            "unfollowed": metrics.get("unfollowed", {})}
+
+
+def _mean_row(route: str, precision: str, rows: list[dict], student: dict | None) -> dict:
+    def mean_sd(key):
+        values = [r[key] for r in rows]
+        return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+    p50 = [r["latency_ms"]["p50"] for r in rows]
+    accuracy = (student["accuracy"], student["accuracy_sd"]) if student else mean_sd("accuracy")
+    return {"route": route, "precision": precision, "n": len(rows), "params": rows[0]["params"],
+            "size_bytes": mean_sd("size_bytes")[0], "gzip_bytes": mean_sd("gzip_bytes")[0],
+            "macs": statistics.mean(r["macs"] for r in rows),
+            "peak_activation_bytes": statistics.mean(r["peak_activation_bytes"] for r in rows),
+            "accuracy": accuracy[0], "accuracy_sd": accuracy[1], "accuracy_from_table": bool(student),
+            "p50_ms": statistics.mean(p50), "p50_sd": statistics.stdev(p50) if len(p50) > 1 else None}
+
+
+def markdown(cases: list[dict], machine: dict, runs: int) -> str:
+    lines = [(f"Machine: {machine['cpu']}, {machine['cores']} cores, SIMD {', '.join(machine['simd'])}; LiteRT, "
+             f"1 thread, batch 1, p50 of {runs} runs; all files of a case timed in one `kerascomp bench` call."), ""]
+    for c in cases:
+        lines += [f"### {c['name']}", "",
+                  ("| route | precision | seeds | params | file KB | gzip KB | MACs | peak act. KB | test accuracy "
+                  "| p50 ms | p50 vs unpruned | bytes vs unpruned |"), "|---" * 12 + "|"]
+        base = {r["precision"]: r for r in c["rows"] if r["route"] == "unpruned"}
+        for r in c["rows"]:
+            b = base[r["precision"]] if r["precision"] in base else base["fp32"]
+            accuracy = f"{100 * r['accuracy']:.2f} %" + (f" ± {100 * r['accuracy_sd']:.2f}" if r["accuracy_sd"] else "")
+            accuracy += " (table)" if r["accuracy_from_table"] else ""
+            lines.append(f"| {r['route']} | {r['precision']} | {r['n']} | {r['params']:,} | {r['size_bytes'] / 1024:.1f} "
+                         f"| {r['gzip_bytes'] / 1024:.1f} | {r['macs']:,.0f} | {r['peak_activation_bytes'] / 1024:.1f} "
+                         f"| {accuracy} | {r['p50_ms']:.4f} | {b['p50_ms'] / r['p50_ms']:.2f}x "
+                         f"| {b['size_bytes'] / r['size_bytes']:.2f}x |")
+        lines.append("")
+        for technique, records in c["searches"].items():
+            for s in records:
+                tries = ", ".join(f"{v}: {d:+.2f} pp {'pass' if ok else 'fail'}" for v, d, ok in s["tries"])
+                lines.append(f"- {technique} seed {s['seed']}: chose {s['chosen']} ({tries})")
+        shrunk = c["searches"].get("shrink", [{}])[0]
+        if shrunk.get("groups"):
+            lines.append("- groups cut (seed " f"{shrunk['seed']}): " + "; ".join(
+                f"{'+'.join(g['producers']) or '-'} {g['kept']}/{g['channels']}" for g in shrunk["groups"]))
+        for layer, why in shrunk.get("unfollowed", {}).items():
+            lines.append(f"- left whole: {layer}: {why}")
+        lines += [f"- xnnpack-sparse: {c['xnnpack_sparse']}", ""]
+    return "\n".join(lines)
+
+
+# ---- the cases -------------------------------------------------------------------------------------------
+
+def cifar_case(args, work: Path, seeds: list[int]) -> dict:
+    teacher = Path(args.teacher) if args.teacher else work / "cifar_cnn.keras"
+    if not teacher.exists():
+        cli("train", *TEACHER, "--data", args.data, "--augment", "crop,flip", "--epochs", 60, "--patience", 0,
+            "--out", teacher)
+    student = _nearest_student(args, work, teacher, seeds)
+    return case("cifar_cnn", teacher, args.data, seeds, args.runs, student)
+
+
+def _nearest_student(args, work: Path, teacher: Path, seeds: list[int]) -> dict | None:
+    """The student-size table's row nearest the shrunk models' parameters, as an untrained file of that shape."""
+    sizes = Path(args.out) / "student_sizes_cifar10.json"
+    shrunk = [json.loads(p.read_text()) for p in work.glob(f"{teacher.stem}_shrink_s*.json")]
+    if not sizes.exists():
+        return None
+    if not shrunk:  # the shrunk models come first; their size picks the student
+        for seed in seeds:
+            compressed("shrink", teacher, args.data, seed, "--target", "macs")
+        shrunk = [json.loads(p.read_text()) for p in work.glob(f"{teacher.stem}_shrink_s*.json")]
+    params = statistics.mean(m["after"]["params"] for m in shrunk)
+    row = min(json.loads(sizes.read_text())["rows"], key=lambda r: abs(np.log(r["params"] / params)))
+    path = work / f"student_w{row['width']}.keras"
+    if not path.exists():
+        data = datasets.load_data(args.data)
+        save_model(models.build("cnn", input_shape=data.input_shape, num_classes=data.num_classes,
+                                width=row["width"], depth=3), path)
+    return {"path": path, "accuracy": row["distilled"], "accuracy_sd": row["distilled_sd"]}
+
+
+def shape_cases(args, work: Path, seeds: list[int], names: list[str]) -> list[dict]:
+    results = []
+    for name, build, size, channels, epochs, lr in SHAPES:
+        if "shapes" not in names and name not in names:
+            continue
+        npz = work / f"digits{size}x{channels}.npz"
+        if not npz.exists():
+            _resized_digits(npz, size, channels)
+        path = work / f"{name}.keras"
+        if not path.exists():
+            build(path, datasets.load_data(str(npz)), epochs, lr)
+        results.append(case(name, path, str(npz), seeds, args.runs))
+    return results
+
+
+def _resized_digits(path: Path, size: int, channels: int) -> None:
+    """The embedded digits (scaled to 0..1) upscaled to ``size``, the grey channel repeated ``channels`` times."""
+    digits = datasets.load_data("digits")
+    x = np.concatenate([digits.x_train, digits.x_val])
+    y = np.concatenate([digits.y_train, digits.y_val])
+
+    def up(images):
+        return np.repeat(tf.image.resize(images, (size, size)).numpy(), channels, axis=-1).astype(np.float32)
+
+    np.savez(path, x_train=up(x), y_train=y, x_test=up(digits.x_test), y_test=digits.y_test)
+
+
+def _mnist_convnet(path: Path, data, epochs: int, lr: float) -> None:
+    """The keras.io ``mnist_convnet``, trained as there (Adam, batch 128)."""
+    layers = tf.keras.layers
+    model = tf.keras.Sequential([
+        tf.keras.Input(data.input_shape), layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(2),
+        layers.Conv2D(64, 3, activation="relu"), layers.MaxPooling2D(2), layers.Flatten(), layers.Dropout(0.5),
+        layers.Dense(10, activation="softmax")])
+    model.compile(optimizer=tf.keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(data.x_train, data.y_train, batch_size=128, epochs=epochs, validation_data=(data.x_val, data.y_val),
+              verbose=2)
+    save_model(model, path)
+
+
+def _zoo(**builder_args):
+    def build(path: Path, data, epochs: int, lr: float) -> None:
+        model = models.build(input_shape=data.input_shape, num_classes=10, **builder_args)
+        for layer in model.layers:  # 0.999 leaves the moving statistics far from the data in few steps
+            if isinstance(layer, tf.keras.layers.BatchNormalization):
+                layer.momentum = 0.9
+        model, _ = training.train(model, data, training.TrainConfig(epochs=epochs, learning_rate=lr, verbose=2))
+        save_model(model, path)
+    return build
+
+
+def _keras3_bn_add(path: Path, data, epochs: int, lr: float) -> None:
+    """A Keras 3 Functional model with BatchNormalization and a residual Add, saved with ``model.save``."""
+    import keras as keras3
+
+    L = keras3.layers
+    keras3.utils.set_random_seed(0)
+    inp = keras3.Input(data.input_shape)
+    h = L.Activation("relu")(L.BatchNormalization(momentum=0.9)(L.Conv2D(32, 3, padding="same")(inp)))
+    r = L.Activation("relu")(L.BatchNormalization(momentum=0.9)(L.Conv2D(32, 3, padding="same")(h)))
+    h = L.MaxPooling2D()(L.Add()([h, L.Conv2D(32, 3, padding="same")(r)]))
+    h = L.Conv2D(64, 3, padding="same", activation="relu")(h)
+    out = L.Dense(10, activation="softmax")(L.Dense(64, activation="relu")(L.GlobalAveragePooling2D()(h)))
+    model = keras3.Model(inp, out)
+    model.compile(optimizer=keras3.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(data.x_train, data.y_train, batch_size=32, epochs=epochs, validation_data=(data.x_val, data.y_val),
+              verbose=2)
+    model.save(path)
+
+
+# (name, builder, input size, channels, epochs, learning rate)
+SHAPES = (
+    ("mnist_convnet", _mnist_convnet, 28, 1, 15, 1e-3),
+    ("mobilenet_v2_96", _zoo(name="mobilenet_v2", alpha=0.35), 96, 3, 15, 3e-3),
+    ("vit_seed", _zoo(name="vit", patch_size=4, dim=256, depth=4, heads=4, mlp_dim=512, gelu_approximate=True),
+     32, 3, 15, 1e-3),
+    ("keras3_bn_add", _keras3_bn_add, 16, 1, 30, 3e-3),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="The CIFAR-10 subset .npz (case 'cifar')")
+    parser.add_argument("--teacher", help="A trained CIFAR teacher .keras (default: train one, ~45 min on 2 cores)")
+    parser.add_argument("--cases", default="cifar,shapes", help="cifar, shapes (all four), or shape names")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--out", default="scripts/results")
+    args = parser.parse_args()
+    work = Path(args.out) / "shrink_peers_work"
+    work.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    cases = args.cases.split(",")
+    results = []
+    if "cifar" in cases:
+        if not args.data:
+            raise SystemExit("--data: the CIFAR-10 subset .npz is needed for the 'cifar' case")
+        results.append(cifar_case(args, work, seeds))
+    results.extend(shape_cases(args, work, seeds, cases))
+    machine = machine_info(1)
+    stem = "shrink_peers" if cases == ["cifar", "shapes"] else "shrink_peers_" + "_".join(cases)
+    write_results(Path(args.out), stem, {"machine": machine, "cases": results}, markdown(results, machine, args.runs))
+
+
+if __name__ == "__main__":
+    main()

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from kerascomp.backend import tf
-from kerascomp.bench import machine_info, measure_latency
+from kerascomp.bench import machine_info
+from kerascomp.runtime import measure_latency
 from kerascomp.compress.shrink import analyse, rebuild
 from kerascomp.compress.shrink.allocate import allocate, magnitude
 from kerascomp.data import load_data

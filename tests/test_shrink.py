@@ -179,6 +179,42 @@ def test_attention_macs_count_the_scores_and_weighted_values_of_every_kept_head(
                                                           + 5 * 16 * 3)
 
 
+def test_the_latency_search_keeps_the_largest_cut_within_the_goal():
+    """The bisection over MAC shares, with a latency that is a known function of the cut: the kept cut is within
+    the goal, and every larger cut tried was not."""
+    from kerascomp.compress.shrink.latency import fit_latency
+
+    model = residual_cnn()
+    graph = analyse(model)
+    groups = graph.groups()
+
+    def latency(candidate):  # a fixed overhead plus time per MAC, as a small model behaves
+        return 0.01 + 1e-6 * cost(analyse(candidate))["macs"]
+
+    kept, measured = fit_latency(graph, groups, magnitude(graph, groups), 0.6, 2, measure=latency)
+    assert measured["after"] == latency(rebuild(graph, kept)) <= measured["goal"] == pytest.approx(0.6 * latency(model))
+    passed = [t for t in measured["tries"] if t["p50_ms"] <= measured["goal"]]
+    failed = [t for t in measured["tries"] if t["p50_ms"] > measured["goal"]]
+    assert measured["after"] == max(t["p50_ms"] for t in passed) and failed
+    assert max(t["macs_share"] for t in passed) < min(t["macs_share"] for t in failed)
+
+
+@pytest.mark.slow
+def test_a_latency_target_times_cuts_in_litert_and_records_them():
+    """--target latency, measured: the plan records the input's p50 and the kept cut's, within the goal."""
+    from kerascomp import models
+
+    planned = plan(models.build("cnn", (32, 32, 3), 10, width=32, depth=3), ShrinkConfig(keep=0.5, target="latency"))
+    assert planned.after["latency_ms"] <= planned.latency["goal"] == pytest.approx(0.5 * planned.before["latency_ms"])
+    assert planned.after["macs"] < planned.before["macs"]
+    assert "p50" in format_plan(planned)
+
+
+def test_a_latency_target_no_cut_reaches_is_refused_with_the_fastest_measured(digits_model):
+    with pytest.raises(ModelError, match="no cut reaches 1% of the input's"):
+        plan(load_model(digits_model[0]), ShrinkConfig(keep=0.01, target="latency"))
+
+
 def test_the_plan_lists_channels_kept_per_group_before_anything_trains(capsys, digits_model):
     assert main(["shrink", str(digits_model[0]), "--keep", "0.5", "--plan"]) == 0
     out = capsys.readouterr().out

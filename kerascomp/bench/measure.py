@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import os
 import platform
-import time
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -25,9 +24,10 @@ from kerascomp.errors import DataError, ModelError
 from kerascomp.export import export
 from kerascomp.files import scaling_of
 from kerascomp.runtime.footprint import footprint
+from kerascomp.runtime.timing import measure_latency
 from kerascomp.saving import load, load_meta, strip_wrappers
 
-__all__ = ["bench", "compare_deployed", "predict_test_split", "measure_latency", "machine_info", "FORMATS"]
+__all__ = ["bench", "compare_deployed", "predict_test_split", "machine_info", "FORMATS"]
 
 FORMATS = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 
@@ -79,19 +79,6 @@ def compare_deployed(original, compressed, data: Dataset, runs: int) -> dict:
         results = bench(paths, data, runs=runs, warmup=min(20, runs))["results"]
     keys = ("size_bytes", "gzip_bytes", "accuracy", "latency_ms")
     return {"before": {k: results[0][k] for k in keys}, "after": {k: results[1][k] for k in keys}}
-
-
-def measure_latency(call, x: np.ndarray, runs: int, warmup: int) -> dict:
-    """Milliseconds per call of ``call(x)``: p50, p90 and mean over ``runs`` calls after ``warmup``."""
-    for _ in range(warmup):
-        call(x)
-    times = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter()
-        call(x)
-        times[i] = time.perf_counter() - start
-    times *= 1000.0
-    return {"p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90)), "mean": float(times.mean())}
 
 
 def machine_info(threads: int) -> dict:

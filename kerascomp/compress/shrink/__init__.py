@@ -5,8 +5,9 @@ maps, its memory and its latency keep. ``shrink`` cuts channels out instead:
 it finds the channel dependency groups of the graph (:mod:`.graph`), scores
 every channel, removes the weakest in chunks across the whole model until its
 parameters or multiply-accumulates are within ``keep`` of the input's
-(:mod:`.allocate`), cuts the weights (:mod:`.surgery`) and fine-tunes the
-plain, smaller Keras model with the input as teacher. No masks and no
+(:mod:`.allocate`), or its latency measured here is (:mod:`.latency`), cuts
+the weights (:mod:`.surgery`) and fine-tunes the plain, smaller Keras model
+with the input as teacher. No masks and no
 wrappers remain: every other technique, ``convert``, ``bench`` and the
 Keras 3 way back take the result as any model.
 """
@@ -23,6 +24,7 @@ from kerascomp.compress.finetune import FineTuneConfig
 from kerascomp.compress.registry import Strength, Technique, register
 from kerascomp.compress.shrink.allocate import IMPORTANCES, TARGETS, allocate, cost, magnitude, taylor
 from kerascomp.compress.shrink.graph import Graph, analyse
+from kerascomp.compress.shrink.latency import fit_latency
 from kerascomp.compress.shrink.surgery import mask, rebuild
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
@@ -38,8 +40,9 @@ class ShrinkConfig(FineTuneConfig):
     """Shrinking options: what to count (``target``), how much of it to keep, and the channel chunk size."""
 
     distill_from: str | None = finetune.teacher_option(FROM_INPUT)
-    target: str = option("params", "What --keep counts: the parameters or the multiply-accumulates per example.",
-                         choices=TARGETS)
+    target: str = option("params", "What --keep counts: the parameters, the multiply-accumulates per example, or "
+                                   "the latency (p50 of the float32 LiteRT file, 1 thread, measured on this "
+                                   "machine while cutting).", choices=TARGETS)
     keep: float | None = option(None, "Share of the target kept, in (0, 1] (e.g. 0.5: half the parameters). "
                                       "Required unless --max-drop searches it.", metavar="SHARE")
     round_to: int = option(8, "Channels leave in chunks of this many; a kept count is a multiple of it (or the "
@@ -69,8 +72,9 @@ class ShrinkPlan:
     graph: Graph
     kept: dict
     groups: list[dict]  # producers, members, channels, kept, frozen
-    before: dict  # params and MACs of the input
+    before: dict  # params and MACs of the input (and its measured latency_ms with target latency)
     after: dict  # ... of the shrunk model
+    latency: dict | None = None  # the latency search: goal, tries (MAC share, p50)
 
     @property
     def unfollowed(self) -> dict[str, str]:
@@ -92,12 +96,19 @@ def plan(model: keras.Model, config: ShrinkConfig, data: Dataset | None = None) 
         scores = taylor(graph, groups, x, y, config.batch_size)
     else:
         scores = magnitude(graph, groups)
-    kept = allocate(graph, groups, scores, config.target, config.keep or 1.0, config.round_to)
+    keep, measured = config.keep or 1.0, None
+    if config.target == "latency":
+        kept, measured = fit_latency(graph, groups, scores, keep, config.round_to)
+    else:
+        kept = allocate(graph, groups, scores, config.target, keep, config.round_to)
     sizes = {root: len(indices) for root, indices in kept.items()}
     rows = [{"producers": g.producers, "members": g.members, "channels": g.size,
              "kept": sizes.get(g.root, g.size), "frozen": g.frozen}
             for g in groups if g.producers or g.members]
-    return ShrinkPlan(graph, kept, rows, cost(graph), cost(graph, sizes))
+    before, after = cost(graph), cost(graph, sizes)
+    if measured:
+        before["latency_ms"], after["latency_ms"] = measured["before"], measured["after"]
+    return ShrinkPlan(graph, kept, rows, before, after, measured)
 
 
 def format_plan(planned: ShrinkPlan) -> str:
@@ -105,7 +116,7 @@ def format_plan(planned: ShrinkPlan) -> str:
     before, after = planned.before, planned.after
     lines = [f"pre-flight: {sum(r['kept'] < r['channels'] for r in planned.groups)} of "
              f"{len(planned.groups)} channel groups shrink; params {before['params']:,} -> {after['params']:,}, "
-             f"MACs {before['macs']:,} -> {after['macs']:,}"]
+             f"MACs {before['macs']:,} -> {after['macs']:,}" + _latency(before, after)]
     for row in planned.groups:
         state = f"keep {row['kept']:>4}/{row['channels']:<4}" if not row["frozen"] else f"whole {row['channels']:>4}    "
         why = f"  ({row['frozen']})" if row["frozen"] else ""
@@ -113,6 +124,13 @@ def format_plan(planned: ShrinkPlan) -> str:
     for name, why in planned.unfollowed.items():
         lines.append(f"  left whole: {name}: {why}")
     return "\n".join(lines)
+
+
+def _latency(before: dict, after: dict) -> str:
+    """The measured float32 p50, where the target was latency."""
+    if "latency_ms" not in before:
+        return ""
+    return f", p50 {before['latency_ms']:.4f} -> {after['latency_ms']:.4f} ms (float32 LiteRT, 1 thread, here)"
 
 
 def apply(model: keras.Model, data: Dataset, config: ShrinkConfig, *, teacher: keras.Model | None = None
@@ -132,7 +150,7 @@ def apply(model: keras.Model, data: Dataset, config: ShrinkConfig, *, teacher: k
         **{k: fit[k] for k in ("val_accuracy", "test_accuracy")},
         "baseline": evaluate(model, data, config.batch_size),
         "target": config.target, "keep": config.keep,
-        "before": planned.before, "after": planned.after,
+        "before": planned.before, "after": planned.after, "latency_search": planned.latency,
         "groups": planned.groups, "unfollowed": planned.unfollowed,
         "fine_tune": fit,
     }
@@ -159,8 +177,8 @@ def summary(metrics: dict) -> str:
     before, after = metrics["before"], metrics["after"]
     shrunk = sum(r["kept"] < r["channels"] for r in metrics["groups"])
     return (f"params {before['params']:,} -> {after['params']:,} ({after['params'] / before['params']:.2f}x), "
-            f"MACs {before['macs']:,} -> {after['macs']:,} ({after['macs'] / max(before['macs'], 1):.2f}x); "
-            f"{shrunk} channel groups shrunk")
+            f"MACs {before['macs']:,} -> {after['macs']:,} ({after['macs'] / max(before['macs'], 1):.2f}x)"
+            f"{_latency(before, after)}; {shrunk} channel groups shrunk")
 
 
 TECHNIQUE = register(Technique(

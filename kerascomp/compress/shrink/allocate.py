@@ -24,9 +24,10 @@ from kerascomp.compress.shrink.graph import WEIGHT_AXES, Graph, Group, Space
 from kerascomp.compress.shrink.surgery import MASKED, weight_role
 from kerascomp.errors import ModelError
 
-__all__ = ["TARGETS", "IMPORTANCES", "magnitude", "taylor", "cost", "allocate"]
+__all__ = ["TARGETS", "COUNTS", "IMPORTANCES", "magnitude", "taylor", "cost", "allocate"]
 
-TARGETS = ("params", "macs")  # what a shrink target counts
+COUNTS = ("params", "macs")  # what cost() counts and allocate() cuts to
+TARGETS = (*COUNTS, "latency")  # what a shrink target can be: latency is measured (see .latency)
 IMPORTANCES = ("magnitude", "taylor")
 _DEPTHWISE = ("depthwise_kernel",)
 
@@ -158,8 +159,8 @@ def allocate(graph: Graph, groups: list[Group], scores: dict[int, np.ndarray], t
     smallest allowed model (``round_to`` channels per group, one head per
     attention layer) is over the target, saying what the smallest is.
     """
-    if target not in TARGETS:
-        raise ModelError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
+    if target not in COUNTS:
+        raise ModelError(f"unknown target {target!r}; use one of {', '.join(COUNTS)}")
     base = cost(graph)[target]
     limit = keep * base
     order = {root: np.argsort(values, kind="stable") for root, values in scores.items()}

@@ -203,16 +203,22 @@ def test_the_latency_search_keeps_the_largest_cut_within_the_goal():
 def test_a_latency_target_times_cuts_in_litert_and_records_them():
     """--target latency, measured: the plan records the input's p50 and the kept cut's, within the goal."""
     from kerascomp import models
+    from kerascomp.bench import latency_ms
 
-    planned = plan(models.build("cnn", (32, 32, 3), 10, width=32, depth=3), ShrinkConfig(keep=0.5, target="latency"))
+    planned = plan(models.build("cnn", (32, 32, 3), 10, width=32, depth=3), ShrinkConfig(keep=0.5, target="latency"),
+                   measure=latency_ms)
     assert planned.after["latency_ms"] <= planned.latency["goal"] == pytest.approx(0.5 * planned.before["latency_ms"])
     assert planned.after["macs"] < planned.before["macs"]
     assert "p50" in format_plan(planned)
 
 
-def test_a_latency_target_no_cut_reaches_is_refused_with_the_fastest_measured(digits_model):
-    with pytest.raises(ModelError, match="no cut reaches 1% of the input's"):
-        plan(load_model(digits_model[0]), ShrinkConfig(keep=0.01, target="latency"))
+def test_a_latency_target_no_cut_reaches_is_refused_with_the_fastest_measured(capsys, digits_model):
+    """From the CLI (which passes the LiteRT measurement in): one Error line; in Python without a measurement: why."""
+    assert main(["shrink", str(digits_model[0]), "--keep", "0.01", "--target", "latency", "--plan"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: no cut reaches 1% of the input's") and "fastest measured" in err
+    with pytest.raises(ConfigError, match="measure=kerascomp.bench.latency_ms"):
+        plan(load_model(digits_model[0]), ShrinkConfig(keep=0.5, target="latency"))
 
 
 def test_the_plan_lists_channels_kept_per_group_before_anything_trains(capsys, digits_model):

@@ -6,6 +6,6 @@ size, parameters, accuracy of the file itself, latency, kernel path);
 the files and keeps the fastest (or smallest) that holds the accuracy budget.
 """
 
-from kerascomp.bench.measure import FORMATS, bench, compare_deployed, machine_info, predict_test_split
+from kerascomp.bench.measure import FORMATS, bench, compare_deployed, latency_ms, machine_info, predict_test_split
 
-__all__ = ["bench", "compare_deployed", "predict_test_split", "machine_info", "FORMATS"]
+__all__ = ["bench", "compare_deployed", "latency_ms", "predict_test_split", "machine_info", "FORMATS"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import platform
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -22,12 +23,13 @@ from kerascomp.backend import tf
 from kerascomp.data import Dataset
 from kerascomp.errors import DataError, ModelError
 from kerascomp.export import export
+from kerascomp.export.tflite import to_tflite
 from kerascomp.files import scaling_of
 from kerascomp.runtime.footprint import footprint
 from kerascomp.runtime.timing import measure_latency
 from kerascomp.saving import load, load_meta, strip_wrappers
 
-__all__ = ["bench", "compare_deployed", "predict_test_split", "machine_info", "FORMATS"]
+__all__ = ["bench", "compare_deployed", "latency_ms", "predict_test_split", "machine_info", "FORMATS"]
 
 FORMATS = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 
@@ -79,6 +81,20 @@ def compare_deployed(original, compressed, data: Dataset, runs: int) -> dict:
         results = bench(paths, data, runs=runs, warmup=min(20, runs))["results"]
     keys = ("size_bytes", "gzip_bytes", "accuracy", "latency_ms")
     return {"before": {k: results[0][k] for k in keys}, "after": {k: results[1][k] for k in keys}}
+
+
+def latency_ms(model, runs: int = 200) -> float:
+    """Median milliseconds of one batch-1 call of a Keras ``model`` as a float32 LiteRT file, one thread, here.
+
+    What ``shrink --target latency`` compares its candidate cuts with: the
+    weights do not matter, so an untrained cut is timed as it is.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "candidate.tflite"
+        to_tflite(model, path, min_agreement=0.0)
+        runner = runtime.load(path, threads=1)
+        x = np.zeros((1, *model.input_shape[1:]), runner.input_dtype)
+        return measure_latency(runner.run, x, runs, warmup=runs // 10)["p50"]
 
 
 def machine_info(threads: int) -> dict:

@@ -15,7 +15,7 @@ from kerascomp.cli.common import data_options, json_option, load_data
 from kerascomp.cli.options import click_options
 from kerascomp.compress import registry
 from kerascomp.files import write_json
-from kerascomp.pipeline.runner import compress_file, config_from, default_out, planned_config
+from kerascomp.pipeline.runner import compress_file, config_from, default_out, measurement, planned_config
 from kerascomp.saving import check_output_path, load
 
 __all__ = ["TechniqueCommands", "technique_command"]
@@ -79,7 +79,8 @@ def technique_command(technique) -> click.Command:
 def _run(technique, model_path, data, seed, out, save_format, json_path, plots_dir, plan_only, fields) -> None:
     config = config_from(technique.name, {**fields, "seed": seed})
     if plan_only:
-        click.echo(technique.plan(load(model_path, data)[0], planned_config(technique, config)))
+        click.echo(technique.plan(load(model_path, data)[0], planned_config(technique, config),
+                                  **measurement(technique)))
         return
     if save_format == "keras3" and technique.keeps_wrappers:
         raise click.UsageError(f"--save-format keras3: a {technique.name} model stays tf_keras (its wrappers are "

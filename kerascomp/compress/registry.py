@@ -120,8 +120,9 @@ class Technique:
             must leave ``model`` untouched.
         help: one paragraph for ``kerascomp NAME --help``.
         summary: ``summary(metrics) -> str``, the headline the CLI prints.
-        plan: ``plan(model, config) -> str``, the pre-flight table printed before
-            any work, or None.
+        plan: ``plan(model, config) -> str`` (with ``measure=`` where the
+            technique ``measures``), the pre-flight table printed before any
+            work, or None.
         layers: ``layers(model) -> {layer name: "yes" or "no: why"}`` at default
             settings, for ``kerascomp inspect``; or None.
         strip: removes training-only wrappers before export, or None.
@@ -133,9 +134,11 @@ class Technique:
         teacher: whether it can fine-tune with a teacher (``--distill-from``).
         keeps_wrappers: its result keeps tf_keras-only wrappers (QAT), so it
             cannot be saved as a Keras 3 file.
-        measures: ``apply`` takes ``measure(original, compressed, data, runs)``
-            to report the deployed files before and after (compress never
-            imports export or bench).
+        measures: what ``apply`` (and ``plan``) is given as ``measure`` by the
+            caller, since compress imports no export or bench: ``"deployed"``,
+            ``measure(original, compressed, data, runs)`` reporting the deployed
+            files before and after; ``"latency"``, ``measure(model) -> p50 ms``
+            of its float32 LiteRT file here. None: nothing.
         runs: the training runs its metrics hold, as ``(label, metrics key)``
             pairs; the report draws their curves and epoch times.
     """
@@ -154,7 +157,7 @@ class Technique:
     input_key: str = "input"
     teacher: bool = True
     keeps_wrappers: bool = False
-    measures: bool = False
+    measures: str | None = None
     runs: tuple[tuple[str, str], ...] = (("fine-tuned", "fine_tune"),)
 
     @property

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from kerascomp.bench import compare_deployed
+from kerascomp.bench import compare_deployed, latency_ms
 from kerascomp.budget import baseline_val_accuracy, check
 from kerascomp.compress import registry
 from kerascomp.compress.search import search
@@ -30,7 +30,7 @@ from kerascomp.saving import load, load_with_data, save_model
 from kerascomp.training import evaluate
 from kerascomp.training.distillation import FROM_INPUT
 
-__all__ = ["compress_file", "config_from", "default_out", "planned_config"]
+__all__ = ["compress_file", "config_from", "default_out", "planned_config", "measurement", "MEASUREMENTS"]
 
 
 def compress_file(
@@ -61,10 +61,9 @@ def compress_file(
     teacher_path = getattr(config, "distill_from", None) if technique.teacher else None
     # "input": the model as loaded here, so a search's warm restarts still learn from the uncompressed original
     kwargs = {"teacher": model if teacher_path == FROM_INPUT else load(teacher_path, data)[0]} if teacher_path else {}
-    if technique.measures:
-        kwargs["measure"] = compare_deployed
+    kwargs.update(measurement(technique))
     if technique.plan is not None and echo is not None:
-        echo(technique.plan(model, planned_config(technique, config)))
+        echo(technique.plan(model, planned_config(technique, config), **measurement(technique)))
     result, metrics, config = _apply(technique, model, meta, data, config, echo, kwargs, strict)
     metrics = {"source": str(model_path), "out": str(out), "params": int(result.count_params()), **metrics}
     side = {**meta, **(extra_meta or {}), **({"model": metrics["model"]} if "model" in metrics else {}),
@@ -121,6 +120,14 @@ def _apply(technique, model, meta: dict, data: Dataset, config, echo, kwargs: di
         raise ModelError(f"{technique.name} costs {metrics['budget']['drop_pp']:.2f} pp of validation accuracy, over "
                          f"--max-drop {max_drop} pp; nothing was saved{hint}")
     return result, metrics, config
+
+
+MEASUREMENTS = {"deployed": compare_deployed, "latency": latency_ms}  # a technique's ``measures`` -> the callable
+
+
+def measurement(technique: registry.Technique) -> dict:
+    """``{"measure": ...}`` for a technique that measures (compress imports no bench, so it is given one), else {}."""
+    return {"measure": MEASUREMENTS[technique.measures]} if technique.measures else {}
 
 
 def planned_config(technique: registry.Technique, config: object) -> object:

@@ -15,6 +15,7 @@ Keras 3 way back take the result as any model.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 
@@ -81,11 +82,14 @@ class ShrinkPlan:
         return dict(self.graph.unfollowed)
 
 
-def plan(model: keras.Model, config: ShrinkConfig, data: Dataset | None = None) -> ShrinkPlan:
+def plan(model: keras.Model, config: ShrinkConfig, data: Dataset | None = None, *,
+         measure: Callable[[keras.Model], float] | None = None) -> ShrinkPlan:
     """What shrinking will do, decided before any training: every group, its channels kept, and what stays whole.
 
     ``taylor`` importance reads ``data``'s training split; without data (the
-    pre-flight ``--plan``) channels are ranked by magnitude.
+    pre-flight ``--plan``) channels are ranked by magnitude. ``target``
+    latency times candidate cuts with ``measure(model) -> p50 ms``
+    (:func:`kerascomp.bench.latency_ms`; the CLI and the pipeline pass it).
     """
     finetune.check_model(model)
     graph = analyse(model)
@@ -98,7 +102,10 @@ def plan(model: keras.Model, config: ShrinkConfig, data: Dataset | None = None) 
         scores = magnitude(graph, groups)
     keep, measured = config.keep or 1.0, None
     if config.target == "latency":
-        kept, measured = fit_latency(graph, groups, scores, keep, config.round_to)
+        if measure is None:
+            raise ConfigError("target latency times candidate files: pass measure=kerascomp.bench.latency_ms "
+                              "(kerascomp.compress_file and the CLI do)")
+        kept, measured = fit_latency(graph, groups, scores, keep, config.round_to, measure)
     else:
         kept = allocate(graph, groups, scores, config.target, keep, config.round_to)
     sizes = {root: len(indices) for root, indices in kept.items()}
@@ -133,8 +140,8 @@ def _latency(before: dict, after: dict) -> str:
     return f", p50 {before['latency_ms']:.4f} -> {after['latency_ms']:.4f} ms (float32 LiteRT, 1 thread, here)"
 
 
-def apply(model: keras.Model, data: Dataset, config: ShrinkConfig, *, teacher: keras.Model | None = None
-          ) -> tuple[keras.Model, dict]:
+def apply(model: keras.Model, data: Dataset, config: ShrinkConfig, *, teacher: keras.Model | None = None,
+          measure: Callable[[keras.Model], float] | None = None) -> tuple[keras.Model, dict]:
     """Shrink ``model`` (left untouched) to ``config.keep`` of its ``config.target`` and fine-tune it.
 
     Metrics: ``params``/``macs`` ``before`` and ``after``, the ``groups``
@@ -143,7 +150,7 @@ def apply(model: keras.Model, data: Dataset, config: ShrinkConfig, *, teacher: k
     fine-tuning record.
     """
     data.check_fits(model.input_shape[1:], model.output_shape[-1])
-    planned = plan(model, config, data)
+    planned = plan(model, config, data, measure=measure)
     small = rebuild(planned.graph, planned.kept)
     tuned, fit = finetune.fine_tune(small, data, config, teacher=finetune.teacher_for(config, model, teacher))
     metrics = {
@@ -183,6 +190,7 @@ def summary(metrics: dict) -> str:
 
 TECHNIQUE = register(Technique(
     name="shrink", config=ShrinkConfig, apply=apply, summary=summary,
-    plan=lambda model, config: format_plan(plan(model, config)), layers=layers, suffix="shrunk",
+    plan=lambda model, config, measure=None: format_plan(plan(model, config, measure=measure)), layers=layers,
+    suffix="shrunk", measures="latency",
     strength=Strength("keep", (0.75, 0.5, 0.35, 0.25, 0.15, 0.1)),
     help="Remove whole filters, units and channels (a plain, smaller model the device runs faster), fine-tune."))

@@ -361,6 +361,6 @@ def summary(metrics: dict) -> str:
 
 
 TECHNIQUE = register(Technique(
-    name="swap", config=SwapConfig, apply=apply, summary=summary, teacher=False, suffix="swapped", measures=True,
-    plan=lambda model, config: format_plan(plan(model, config)), strength=Strength("tolerance", (0.25, 0.5, 1.0, 2.0)),
+    name="swap", config=SwapConfig, apply=apply, summary=summary, teacher=False, suffix="swapped", measures="deployed",
+    plan=lambda model, config, measure=None: format_plan(plan(model, config)), strength=Strength("tolerance", (0.25, 0.5, 1.0, 2.0)),
     help="Swap a model's blocks for lighter ones, one at a time, keeping those that hold validation accuracy."))

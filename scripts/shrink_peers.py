@@ -191,6 +191,32 @@ def markdown(cases: list[dict], machine: dict, runs: int) -> str:
     return "\n".join(lines)
 
 
+def plot(cases: list[dict], path: Path) -> None:
+    """Per case, test accuracy against p50 latency: one marker per route, float32 hollow, int8 filled."""
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+    from kerascomp.report import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(cases), figsize=(3.6 * len(cases), 3.4), constrained_layout=True, squeeze=False)
+    markers = {"unpruned": "o", "shrink": "s", "prune": "^", "student": "D", "xnnpack-sparse": "v"}
+    for ax, c in zip(axes[0], cases):
+        for i, route in enumerate(markers):
+            for r in (r for r in c["rows"] if r["route"] == route):
+                ax.errorbar(r["p50_ms"], 100 * r["accuracy"], yerr=100 * (r["accuracy_sd"] or 0), color=f"C{i}",
+                            marker=markers[route], mfc=f"C{i}" if r["precision"] == "int8" else "white",
+                            capsize=2, label=f"{route} {r['precision']}")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(c["name"], fontsize=9)
+        ax.set_xlabel("p50 ms (LiteRT, 1 thread)")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy %")
+    axes[0][-1].legend(fontsize=6, loc="lower right")
+    save_figure(fig, path)
+
+
 # ---- the cases -------------------------------------------------------------------------------------------
 
 def cifar_case(args, work: Path, seeds: list[int]) -> dict:
@@ -324,6 +350,7 @@ def main() -> None:
     machine = machine_info(1)
     stem = "shrink_peers" if cases == ["cifar", "shapes"] else "shrink_peers_" + "_".join(cases)
     write_results(Path(args.out), stem, {"machine": machine, "cases": results}, markdown(results, machine, args.runs))
+    plot(results, Path(args.out) / f"{stem}.png")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from kerascomp.console import quiet_native_stderr
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__all__ = ["tf", "keras"]
+__all__ = ["tf", "keras", "import_keras3"]
 
 
 @functools.cache
@@ -31,6 +31,19 @@ def _import() -> dict[str, types.ModuleType]:
 
         tensorflow.config.list_physical_devices()  # device probing (CUDA's cuInit line) happens here, silenced
     return {"tf": tensorflow, "keras": tf_keras}
+
+
+@functools.cache
+def import_keras3() -> types.ModuleType:
+    """Keras 3 (the ``keras`` package), to read users' Keras 3 files and for keras-cv.
+
+    Imported after TensorFlow and as quietly: imported first, it loads
+    TensorFlow itself and its start-up lines reach the console.
+    """
+    _import()
+    with quiet_native_stderr():
+        import keras
+    return keras
 
 
 class _Deferred(types.ModuleType):

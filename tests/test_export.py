@@ -168,3 +168,13 @@ def test_a_file_litert_cannot_run_is_refused_not_written(tmp_path, digits):
     with pytest.raises(ExportError, match="int16x8 file.* (does not run in LiteRT .*SQUARED_DIFFERENCE|crashed)"):
         export(model, tmp_path / "m.tflite", quantize="int16x8", data=digits, calibration_size=20)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_int8_conversion_keeps_the_converters_chatter_off_the_console(capfd, tmp_path, digits, digits_model):
+    """The calibrator's C++ line and its UserWarning reached the console on every int8 conversion."""
+    from kerascomp.cli import main
+
+    assert main(["convert", str(digits_model[0]), "--data", "digits", "--quantize", "int8",
+                 "--out", str(tmp_path / "m.tflite")]) == 0
+    out, err = capfd.readouterr()
+    assert "int8 ->" in out and "fully_quantize" not in out + err and "UserWarning" not in err

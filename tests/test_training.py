@@ -85,3 +85,20 @@ def test_augmentation_changes_what_the_model_sees_and_mixup_trains_on_soft_label
     assert 0.0 <= mixed["val_accuracy"] <= 1.0 and len(mixed["history"]["val_accuracy"]) == 2
     with pytest.raises(ConfigError, match="unknown augmentation"):
         TrainConfig(augment="jitter")
+
+
+def test_training_says_one_short_line_per_epoch_to_the_console(digits):
+    """In place of Keras's progress bar (a fragment per batch, lines of 246 columns when distilling): one line per
+    epoch, at most 100 columns, through kerascomp's echo, and nothing when verbose is 0."""
+    from kerascomp.console import set_echo
+
+    lines = []
+    previous = set_echo(lines.append)
+    try:
+        teacher, _ = train("mlp", digits, TrainConfig(epochs=2, verbose=0))
+        assert lines == []
+        train("mlp", digits, TrainConfig(epochs=2, verbose=1), teacher=teacher)
+    finally:
+        set_echo(previous)
+    assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    assert all(len(line) <= 100 and "val_accuracy" in line for line in lines)

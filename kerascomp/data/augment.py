@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from typing import Callable, Sequence
 
-from kerascomp.backend import tf
+from kerascomp.backend import import_keras3, tf
 from kerascomp.errors import ConfigError
 
 __all__ = ["AUGMENTATIONS", "parse_augment", "augmenter", "augmented", "mixes_labels"]
@@ -103,7 +103,7 @@ def _keras_cv():
     path works, and on tensors in tf.data its layers need no model at all, so
     ``tf.keras`` is shown as Keras 3 only while keras-cv is imported.
     """
-    import keras as keras3
+    keras3 = import_keras3()
 
     saved = tf.__dict__.get("keras")
     tf.keras = keras3

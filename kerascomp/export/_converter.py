@@ -5,9 +5,13 @@ Shared by the in-process conversion and the child process of :mod:`kerascomp.exp
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import numpy as np
 
 from kerascomp.backend import tf
+from kerascomp.console import quiet_native_stderr
 from kerascomp.errors import first_line
 from kerascomp.export._verify import ExportError
 from kerascomp.export.modes import CALIBRATED_MODES
@@ -45,8 +49,16 @@ def _representative(calibration: np.ndarray):
 
 
 def convert(converter, quantize: str) -> bytes:
-    """``converter.convert()``, its failures as one :class:`ExportError`."""
+    """``converter.convert()``, its failures as one :class:`ExportError`, its chatter off the console.
+
+    The calibrator prints ``fully_quantize: 0, inference_type: 6 ...`` from C++
+    and a UserWarning about input statistics on every int8 conversion
+    (``KERASCOMP_DEBUG=1`` shows them).
+    """
     try:
-        return converter.convert()
+        with warnings.catch_warnings(), quiet_native_stderr():
+            if not os.environ.get("KERASCOMP_DEBUG"):
+                warnings.simplefilter("ignore", UserWarning)
+            return converter.convert()
     except Exception as exc:  # the converter raises ConverterError and plain exceptions alike
         raise ExportError(f"TFLite conversion ({quantize}) failed: {first_line(exc, prefer='error')}") from None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerascomp.backend import keras
+from kerascomp.backend import import_keras3, keras
 from kerascomp.errors import ModelError, first_line
 from kerascomp.files import atomic_path
 
@@ -25,7 +25,7 @@ __all__ = ["save_keras3"]
 def save_keras3(model: keras.Model, path: str | os.PathLike, *, output_activation: str = "logits",
                 sample: np.ndarray | None = None, tolerance: float = 1e-4) -> Path:
     """Write ``model`` as a Keras 3 ``.keras`` file at ``path``, checked against ``model`` (max |diff| <= tolerance)."""
-    import keras as keras3
+    keras3 = import_keras3()
 
     if any("quantize" in type(layer).__module__ for layer in model.layers):
         raise ModelError("a QAT model stays tf_keras (its fake-quant layers are tfmot's): ship its .tflite "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerascomp.backend import keras
+from kerascomp.backend import import_keras3, keras
 from kerascomp.errors import ModelError, first_line
 from kerascomp.interop._layers import DROPPED, MODEL_CLASSES, SUPPORTED, Untranslatable, translate
 
@@ -81,7 +81,7 @@ def read_config(path: Path) -> dict:
 
 def load_keras3(path: Path):
     """The Keras 3 model in safe mode, after refusing anything that cannot be rebuilt."""
-    import keras as keras3
+    keras3 = import_keras3()
 
     bad = unsupported_layers(read_config(path)) if path.suffix == ".keras" else []
     if bad:
@@ -242,7 +242,7 @@ def check_parity(model3, built, sample: np.ndarray) -> float:
 
 def _intermediates(model3, layers3: list, sample: np.ndarray) -> list:
     """Each top-level Keras 3 layer's output on ``sample`` (a Sequential is stepped through by hand)."""
-    import keras as keras3
+    keras3 = import_keras3()
 
     if type(model3).__name__ != "Sequential":
         return keras3.Model(model3.inputs, [layer.output for layer in layers3])(sample, training=False)

@@ -6,8 +6,11 @@ import math
 import time
 
 from kerascomp.backend import keras
+from kerascomp.console import echo
 
-__all__ = ["EpochTimer", "KeepBest"]
+__all__ = ["EpochTimer", "EpochLog", "KeepBest"]
+
+SHOWN = ("loss", "accuracy", "val_loss", "val_accuracy")  # what an epoch line reports, in this order
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -21,6 +24,29 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One short line per epoch through :func:`kerascomp.console.echo`, in place of Keras's progress bar.
+
+    Keras's bar writes a fragment per batch (a piped log of the main job was
+    165 KB) and, with distillation's extra losses, lines of 246 columns. This
+    line holds the epoch, its seconds and the four numbers a person reads:
+    ``epoch  3/20   4.1 s  loss 0.4123  accuracy 0.8710  val_loss 0.5200  val_accuracy 0.8600``.
+    """
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        width = len(str(self.epochs))
+        numbers = "  ".join(f"{key} {logs[key]:.4f}" for key in SHOWN if key in logs)
+        echo(f"epoch {epoch + 1:>{width}}/{self.epochs} {time.perf_counter() - self._start:6.1f} s  {numbers}")
 
 
 class KeepBest(keras.callbacks.Callback):

@@ -122,16 +122,17 @@ def train(
                                                           distill, config, teacher_outputs)
             fitted.compile(optimizer=optimizer)
     # defines Keras classes, so importing it imports TensorFlow: on use
-    from kerascomp.training.callbacks import EpochTimer
+    from kerascomp.training.callbacks import EpochLog, EpochTimer
 
     timer = EpochTimer()
+    progress = [EpochLog(config.epochs)] if config.verbose else []
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience or config.epochs, restore_best_weights=True)
     history = fitted.fit(
         train_data,
         validation_data=val_data,
         epochs=config.epochs,
-        callbacks=[timer, stop, *(callbacks or [])],
-        verbose=config.verbose,
+        callbacks=[timer, stop, *progress, *(callbacks or [])],
+        verbose=0,  # EpochLog writes one short line per epoch instead of Keras's bar
     )
     if config.mixed_precision:
         net = to_float32(net)

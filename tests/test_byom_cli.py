@@ -1,6 +1,7 @@
 """Keras 3 models through every command, end to end from the CLI, and bad data refused before training."""
 
 import json
+import re
 
 import keras as keras3
 import numpy as np
@@ -138,6 +139,10 @@ summary: {{baseline: teacher_fp32, final: prune_fp32}}
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     results = {r["name"]: r["accuracy"] for r in report["results"]}
     assert results["teacher_fp32"] > 0.9  # fed raw pixels, as the Keras 3 model expects
+    # the last lines: the direction of every ratio, and the file to ship
+    assert re.search(r"prune_fp32 vs teacher_fp32: [\d.]+x smaller \(gzip\), [\d.]+x (faster|slower) \(p50\)", out)
+    shipped = tmp_path / "run" / report["summary"]["path"]
+    assert out.splitlines()[-2] == f"ship: {shipped}" and shipped.is_file()
     assert results["prune_fp32"] > 0.85  # measured 0.92 after one pruning epoch
 
 

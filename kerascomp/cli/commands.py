@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+from pathlib import Path
+
 import click
 
 from kerascomp import __version__, models, runtime, training
@@ -187,8 +189,11 @@ def run(config_path, out, resume, overrides, strict):
     document = run_pipeline(load_config(config_path, overrides), out, resume=resume)
     summary = document["summary"]
     if "gzip_ratio" in summary:
+        ratio = summary["latency_ratio"]
+        speed = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
         click.echo(f"{summary['final']} vs {summary['baseline']}: {summary['gzip_ratio']:.1f}x smaller (gzip), "
-                   f"{summary['latency_ratio']:.2f}x latency ratio, {summary['accuracy_drop_pp']:+.2f} pp accuracy drop")
+                   f"{speed} (p50), {summary['accuracy_drop_pp']:+.2f} pp test accuracy drop")
+        click.echo(f"ship: {Path(out) / summary['path']}")  # report paths are the run folder's
     click.echo(f"report -> {out}/report.md")
     if strict and document.get("choice") and document["choice"]["chosen"] is None:
         raise click.ClickException(document["choice"]["message"])

@@ -161,5 +161,6 @@ def _summary(baseline: str, final: str, results: list[dict]) -> dict:
             accuracy_drop_pp=100 * (base["accuracy"] - final["accuracy"]),
             latency_ratio=base["latency_ms"]["p50"] / final["latency_ms"]["p50"],
             params_ratio=base["params"] / max(final["params"], 1),
+            path=final["path"],
         )
     return summary

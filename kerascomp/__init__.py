@@ -6,8 +6,9 @@ Every registered technique is exported too: ``kerascomp.prune`` is its
 ``apply`` and ``kerascomp.PruneConfig`` its config (see :mod:`kerascomp.compress.registry`).
 """
 
-from importlib import import_module
-from importlib.util import find_spec
+import functools as _functools
+from importlib import import_module as _import_module
+from importlib.util import find_spec as _find_spec
 
 __version__ = "0.1.0"
 
@@ -51,11 +52,11 @@ __all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):
-    if name.startswith("_") or name not in _LAZY and find_spec(f"{__name__}.{name}") is not None:
+    if name.startswith("_") or name not in _LAZY and _find_spec(f"{__name__}.{name}") is not None:
         raise AttributeError(f"module 'kerascomp' has no attribute {name!r}")  # a submodule being imported
-    import_module("kerascomp.compress.registry")  # installs the techniques' load and strip hooks into saving
+    _import_module("kerascomp.compress.registry")  # installs the techniques' load and strip hooks into saving
     if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), _ALIASES.get(name, name))
+        value = getattr(_import_module(_LAZY[name]), _ALIASES.get(name, name))
     else:
         value = _technique_exports().get(name)
         if value is None:
@@ -67,9 +68,19 @@ def __getattr__(name: str):
 def _technique_exports() -> dict:
     """Each registered technique's ``apply`` under its name and its config class under the class's name."""
     exports = {}
-    for name, technique in import_module("kerascomp.compress.registry").techniques().items():
-        exports[name], exports[technique.config.__name__] = technique.apply, technique.config
+    for name, technique in _import_module("kerascomp.compress.registry").techniques().items():
+        exports[name], exports[technique.config.__name__] = _named(technique.apply, name), technique.config
     return exports
+
+
+def _named(function, name: str):
+    """``function`` under the technique's name, so ``help(kerascomp.prune)`` says ``prune``, not ``apply``."""
+    @_functools.wraps(function)
+    def named(*args, **kwargs):
+        return function(*args, **kwargs)
+
+    named.__name__ = named.__qualname__ = name
+    return named
 
 
 def __dir__():

@@ -121,3 +121,13 @@ def test_the_library_says_its_lines_through_one_echo_a_caller_can_redirect(capsy
     finally:
         console.set_echo(previous)
     assert lines == ["to the caller"] and capsys.readouterr().out == "to stdout\n"
+
+
+def test_the_package_face_names_each_technique_function_after_itself():
+    """``help(kerascomp.prune)`` said "apply"; the face holds no import helpers."""
+    import pydoc
+
+    import kerascomp
+
+    assert kerascomp.prune.__name__ == "prune" and "prune(model" in pydoc.render_doc(kerascomp.prune, renderer=pydoc.plaintext)
+    assert not {"find_spec", "import_module"} & set(vars(kerascomp))

@@ -103,13 +103,16 @@ def test_keras3_models_inspect_cluster_and_distill(capsys, tmp_path, keras3_mode
     assert float(out.split("teacher ")[1].split()[0]) > 0.85  # the teacher saw raw pixels, as it was trained
 
 
-def test_save_format_keras3_gives_a_file_keras3_loads_with_the_same_predictions(capsys, tmp_path, keras3_models):
+@pytest.mark.parametrize("command, options", [("prune", ("--sparsity", "0.5")), ("cluster", ("--clusters", "8"))])
+def test_a_keras3_file_in_gives_a_keras3_file_out_with_the_same_predictions(capsys, tmp_path, keras3_models, command,
+                                                                              options):
+    """The output format follows the input's: Keras 3 loads the result (softmax back) and predicts what kerascomp's
+    tf_keras model of the same file predicts."""
     from kerascomp.saving import load
 
     paths, raw = keras3_models
-    out = tmp_path / "pruned3.keras"
-    code, _, err = run(capsys, "prune", paths["sequential"], "--sparsity", "0.5", "--epochs", "1",
-                       "--save-format", "keras3", "--out", out)
+    out = tmp_path / "out3.keras"
+    code, _, err = run(capsys, command, paths["sequential"], *options, "--epochs", "1", "--out", out)
     assert code == 0, err
     back = keras3.models.load_model(out, safe_mode=True)
     assert type(back.layers[-1]).__name__ == "Softmax"  # the split-off softmax is back
@@ -117,9 +120,18 @@ def test_save_format_keras3_gives_a_file_keras3_loads_with_the_same_predictions(
     logits = model.predict(raw.x_test, verbose=0)
     probs = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(np.asarray(back.predict(raw.x_test, verbose=0)), probs / probs.sum(1, keepdims=True),
-                               atol=1e-4)
-    code, _, err = run(capsys, "qat", paths["sequential"], "--save-format", "keras3", "--out", tmp_path / "q.keras")
-    assert code == 2 and "stays tf_keras" in err and not (tmp_path / "q.keras").exists()
+                               atol=1e-5)
+
+
+def test_qat_of_a_keras3_file_stays_tf_keras_and_says_so_once(capsys, tmp_path, keras3_models):
+    paths, _ = keras3_models
+    code, out, err = run(capsys, "qat", paths["sequential"], "--epochs", "1", "--out", tmp_path / "q.keras")
+    assert code == 0, err
+    assert (out + err).count("stays a tf_keras file") == 1 and "kerascomp convert" in out + err
+    with pytest.raises((TypeError, ValueError)):  # not a Keras 3 file
+        keras3.models.load_model(tmp_path / "q.keras", safe_mode=True)
+    code, _, err = run(capsys, "qat", paths["sequential"], "--save-format", "keras3", "--out", tmp_path / "q3.keras")
+    assert code == 2 and "stays tf_keras" in err and not (tmp_path / "q3.keras").exists()
 
 
 def test_pipeline_starts_from_a_keras3_teacher(capsys, tmp_path, keras3_models):

@@ -15,7 +15,7 @@ from kerascomp.cli.common import data_options, json_option, load_data
 from kerascomp.cli.options import click_options
 from kerascomp.compress import registry
 from kerascomp.files import write_json
-from kerascomp.pipeline.runner import compress_file, config_from, default_out, measurement, planned_config
+from kerascomp.pipeline.runner import SAVE_FORMATS, compress_file, config_from, default_out, measurement, planned_config
 from kerascomp.saving import check_output_path, load
 
 __all__ = ["TechniqueCommands", "technique_command"]
@@ -55,9 +55,9 @@ def technique_command(technique) -> click.Command:
                                    type=click.Path(dir_okay=False), help=f"The trained {technique.input_key} model.")
     extras = [click.option("--out", type=click.Path(dir_okay=False),
                            help=f"Output FILE.keras [default: MODEL_{technique.suffix or technique.name}.keras]."),
-              click.option("--save-format", default="keras", show_default=True, type=click.Choice(["keras", "keras3"]),
-                           help="keras: tf_keras .keras (what every kerascomp command reads); keras3: a Keras 3 "
-                                ".keras."),
+              click.option("--save-format", default="auto", show_default=True, type=click.Choice(SAVE_FORMATS),
+                           help="auto: the input's format (a Keras 3 file in, a Keras 3 file out, where Keras 3 can "
+                                "hold the result); keras: a tf_keras .keras; keras3: a Keras 3 .keras."),
               json_option(),
               click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
                            help="Write training-curve, epoch-time and confusion-matrix PNGs (and the technique's "

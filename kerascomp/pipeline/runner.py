@@ -21,7 +21,7 @@ from kerascomp.budget import baseline_val_accuracy, check
 from kerascomp.compress import registry
 from kerascomp.compress.search import search
 from kerascomp.data import Dataset
-from kerascomp.errors import ModelError
+from kerascomp.errors import ConfigError, ModelError
 from kerascomp.files import sidecar_path, write_json
 from kerascomp.interop import save_keras3
 from kerascomp.options import option_fields
@@ -30,7 +30,8 @@ from kerascomp.saving import load, load_with_data, save_model
 from kerascomp.training import evaluate
 from kerascomp.training.distillation import FROM_INPUT
 
-__all__ = ["compress_file", "config_from", "default_out", "planned_config", "measurement", "MEASUREMENTS"]
+__all__ = ["compress_file", "config_from", "default_out", "planned_config", "measurement", "MEASUREMENTS",
+           "SAVE_FORMATS", "output_format"]
 
 
 def compress_file(
@@ -40,7 +41,7 @@ def compress_file(
     config: object,
     out: str | os.PathLike,
     *,
-    save_format: str = "keras",
+    save_format: str = "auto",
     echo: Callable[[str], None] | None = None,
     extra_meta: dict | None = None,
     plots_dir: str | os.PathLike | None = None,
@@ -49,7 +50,9 @@ def compress_file(
     """Apply technique ``name`` with ``config`` to the model at ``model_path`` and save it to ``out``.
 
     Returns the technique's metrics plus ``source``, ``out`` and ``summary``
-    (the headline text). ``save_format="keras3"`` writes a Keras 3 file;
+    (the headline text). ``save_format``: ``"auto"`` follows the input (a Keras 3
+    file in gives a Keras 3 file out, with its softmax back; a QAT result stays
+    tf_keras, said once), ``"keras"`` (tf_keras) or ``"keras3"``;
     ``plots_dir`` receives the run's figures (see :func:`kerascomp.report.technique_plots`).
     With ``config.max_drop`` set, a result over the budget is an error unless ``strict`` is False (the
     pipeline's way): then the result is saved with ``budget.met`` False, and a search that found nothing
@@ -58,6 +61,7 @@ def compress_file(
     technique = registry.get(name)
     model, meta, data = load_with_data(model_path, data)
     _warn_on_other_split(meta, data)
+    save_format = output_format(save_format, meta, technique, echo)
     teacher_path = getattr(config, "distill_from", None) if technique.teacher else None
     # "input": the model as loaded here, so a search's warm restarts still learn from the uncompressed original
     kwargs = {"teacher": model if teacher_path == FROM_INPUT else load(teacher_path, data)[0]} if teacher_path else {}
@@ -122,6 +126,7 @@ def _apply(technique, model, meta: dict, data: Dataset, config, echo, kwargs: di
     return result, metrics, config
 
 
+SAVE_FORMATS = ("auto", "keras", "keras3")  # auto: the input's
 MEASUREMENTS = {"deployed": compare_deployed, "latency": latency_ms}  # a technique's ``measures`` -> the callable
 
 
@@ -147,6 +152,21 @@ def _history_entry(name: str, config: object, metrics: dict) -> dict:
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (bool, int, float, str)) and "seconds" not in k}
     return {"stage": name, **scalars, "config": options, "baseline": metrics.get("baseline"),
             **({"budget": metrics["budget"]} if "budget" in metrics else {})}
+
+
+def output_format(requested: str, meta: dict, technique: registry.Technique, echo) -> str:
+    """``requested``, or for ``"auto"`` the input's format: Keras 3 in, Keras 3 out, where Keras 3 can hold it."""
+    if requested not in SAVE_FORMATS:
+        raise ConfigError(f"unknown save format {requested!r}; use one of {', '.join(SAVE_FORMATS)}")
+    if requested != "auto":
+        return requested
+    if not meta.get("import", {}).get("keras_version", "").startswith("3"):
+        return "keras"
+    if technique.keeps_wrappers:
+        _warn(echo, f"{technique.name}: the result stays a tf_keras file (tfmot's wrappers have no Keras 3 form); "
+                    "its deployable form is the .tflite of `kerascomp convert`")
+        return "keras"
+    return "keras3"
 
 
 def _save_keras3(model, out, side: dict, meta: dict, data: Dataset) -> None:

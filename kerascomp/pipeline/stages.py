@@ -219,6 +219,7 @@ def _run_technique(stage: StageSpec, ctx: Context) -> StageResult:
     relative = f"models/{stage.name}.keras"
     metrics = compress_file(stage.kind, ctx.model_path(source), ctx.data, config, ctx.path(relative),
                             extra_meta={"source_stage": source}, echo=echo if ctx.verbose else None,
+                            save_format="keras",  # the run's own models: tf_keras, read by the next stage as is
                             strict=False)  # over the budget is the final choice's to weigh
     tuned = metrics.get("fine_tune") or {}  # lifted so every stage's curves and epoch times read alike
     metrics = {"history": tuned.get("history"), "seconds_per_epoch": tuned.get("seconds_per_epoch"), **metrics}

@@ -61,7 +61,7 @@ def compress_file(
     technique = registry.get(name)
     model, meta, data = load_with_data(model_path, data)
     _warn_on_other_split(meta, data)
-    save_format = output_format(save_format, meta, technique, echo)
+    fmt = output_format(save_format, meta, technique, echo)
     teacher_path = getattr(config, "distill_from", None) if technique.teacher else None
     # "input": the model as loaded here, so a search's warm restarts still learn from the uncompressed original
     kwargs = {"teacher": model if teacher_path == FROM_INPUT else load(teacher_path, data)[0]} if teacher_path else {}
@@ -72,10 +72,7 @@ def compress_file(
     metrics = {"source": str(model_path), "out": str(out), "params": int(result.count_params()), **metrics}
     side = {**meta, **(extra_meta or {}), **({"model": metrics["model"]} if "model" in metrics else {}),
             "data": data.describe(), "compression": [*meta.get("compression", []), _history_entry(name, config, metrics)]}
-    if save_format == "keras3":
-        _save_keras3(result, out, side, meta, data)
-    else:
-        save_model(result, out, meta=side)
+    _save(result, out, side, meta, data, fmt, fallback=save_format == "auto", echo=echo)
     metrics["summary"] = ("input passed on unchanged: no setting held the budget" if metrics.get("unchanged")
                           else technique.summary(metrics))
     if plots_dir is not None:
@@ -169,10 +166,20 @@ def output_format(requested: str, meta: dict, technique: registry.Technique, ech
     return "keras3"
 
 
-def _save_keras3(model, out, side: dict, meta: dict, data: Dataset) -> None:
-    save_keras3(model, out, output_activation=meta.get("import", {}).get("output_activation", "logits"),
-                sample=data.x_val)
-    write_json(sidecar_path(out), side)
+def _save(model, out, side: dict, meta: dict, data: Dataset, fmt: str, *, fallback: bool, echo) -> None:
+    """Write ``model`` as ``fmt``; a Keras 3 file that Keras 3 cannot hold (e.g. kerascomp's own swap blocks)
+    becomes a tf_keras file where the format was only the input's (``fallback``), with a warning."""
+    if fmt == "keras3":
+        try:
+            save_keras3(model, out, output_activation=meta.get("import", {}).get("output_activation", "logits"),
+                        sample=data.x_val)
+            write_json(sidecar_path(out), side)
+            return
+        except ModelError as exc:
+            if not fallback:
+                raise
+            _warn(echo, f"the result cannot be a Keras 3 file ({exc}); wrote a tf_keras file")
+    save_model(model, out, meta=side)
 
 
 def _warn_on_other_split(meta: dict, data: Dataset) -> None:

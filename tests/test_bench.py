@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -71,12 +72,13 @@ def test_cli_convert_then_bench_writes_json_and_plot(capsys, tmp_path, digits_mo
     assert "| name |" in printed and "Where the nodes run:" in printed and "| m_int8 | 2 |" in printed
 
 
-def test_convert_defaults_to_tflite_models_folder(capsys, tmp_path, monkeypatch, digits_model):
-    source, _ = digits_model
-    monkeypatch.chdir(tmp_path)
+def test_convert_writes_beside_its_input_by_default(capsys, tmp_path, monkeypatch, digits_model):
+    """As every technique does (it wrote into ./tflite_models/ while prune wrote beside its input)."""
+    source = shutil.copy(digits_model[0], tmp_path / "cnn.keras")
+    shutil.copy(f"{digits_model[0]}.json", tmp_path / "cnn.keras.json")
+    monkeypatch.chdir(tmp_path.parent)
     assert main(["convert", str(source)]) == 0
-    assert (tmp_path / "tflite_models" / "cnn_fp32.tflite").is_file()
-    assert (tmp_path / "tflite_models" / "cnn_fp32.tflite.json").is_file()
+    assert (tmp_path / "cnn_fp32.tflite").is_file() and (tmp_path / "cnn_fp32.tflite.json").is_file()
 
 
 def test_tflite_without_sidecar_is_benchmarked_with_a_warning(tmp_path, digits, artifacts):

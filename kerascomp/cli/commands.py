@@ -52,7 +52,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("model_path", metavar="MODEL.keras", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False),
-              help="FILE.tflite or FILE.onnx [default: tflite_models/<model>_<mode>.tflite].")
+              help="FILE.tflite or FILE.onnx [default: <model>_<mode>.tflite beside the model].")
 @click.option("--quantize", default="none", show_default=True,
               type=click.Choice([*QUANTIZE_MODES, "auto"]),
               help="auto: convert with every mode and backend, measure each here, keep the best within --max-drop. "

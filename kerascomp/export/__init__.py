@@ -25,13 +25,13 @@ __all__ = ["export", "ExportError", "MIN_AGREEMENT", "QUANTIZE_MODES", "BACKENDS
            "file_sha256"]
 
 FORMATS = {".tflite": QUANTIZE_MODES, ".onnx": ("none", "int8")}
-DEFAULT_FOLDER = Path("tflite_models")
 VERIFY_SAMPLES = 256
 
 
 def default_output(source: str | os.PathLike, quantize: str, suffix: str = ".tflite") -> Path:
-    """``tflite_models/<model name>_<mode>.tflite``: where ``convert`` writes when not told."""
-    return DEFAULT_FOLDER / f"{Path(source).stem}_{LABELS.get(quantize, quantize)}{suffix}"
+    """``<model name>_<mode>.tflite`` beside the model: where ``convert`` writes when not told, as every
+    technique writes ``<model name>_<technique>.keras`` beside its input."""
+    return Path(source).with_name(f"{Path(source).stem}_{LABELS.get(quantize, quantize)}{suffix}")
 
 
 def export(

@@ -17,7 +17,7 @@ from typing import Callable
 from kerascomp.data import Dataset
 from kerascomp.training import evaluate
 
-__all__ = ["Objective", "OBJECTIVES", "DEFAULT_OBJECTIVE", "check", "choose_within", "baseline_val_accuracy"]
+__all__ = ["Objective", "OBJECTIVES", "DEFAULT_OBJECTIVE", "check", "choose_within", "tie_words", "baseline_val_accuracy"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +50,9 @@ def choose_within(rows: dict[str, dict], baseline_val: float, max_drop: float, o
 
     Returns ``chosen`` (None when nothing holds) and every ``candidate`` with
     its validation drop, gzip size, p50 latency and whether it is ``within``.
+    For ``latency``, p50s closer than the timings' spread (p90 - p50) are a tie
+    (``tied``), broken by the smaller gzip size: measured timing noise does not
+    decide (every candidate of a small model ran at 0.002 ms, and float16 won).
     """
     key = OBJECTIVES[objective].key
     candidates = []
@@ -59,7 +62,25 @@ def choose_within(rows: dict[str, dict], baseline_val: float, max_drop: float, o
                            "gzip_bytes": row["gzip_bytes"], "size_bytes": row.get("size_bytes"), "macs": row.get("macs"),
                            "p50_ms": row["latency_ms"]["p50"], "within": budget["met"]})
     passing = [c["name"] for c in candidates if c["within"]]
-    return {"chosen": min(passing, key=lambda name: key(rows[name])) if passing else None, "candidates": candidates}
+    if not passing:
+        return {"chosen": None, "candidates": candidates}
+    best = min(passing, key=lambda name: key(rows[name]))
+    if objective == "latency":  # a difference within the timing noise is no difference: the smaller file wins
+        tied = [name for name in passing if key(rows[name]) <= key(rows[best]) + _noise(rows[name], rows[best])]
+        best = min(tied, key=lambda name: (rows[name]["gzip_bytes"], key(rows[name])))
+        return {"chosen": best, "candidates": candidates, "tied": sorted(tied) if len(tied) > 1 else []}
+    return {"chosen": best, "candidates": candidates}
+
+
+def tie_words(choice: dict) -> str:
+    """What a person reads when timing noise tied the fastest candidates (empty otherwise)."""
+    others = [name for name in choice.get("tied", []) if name != choice["chosen"]]
+    return f" (its p50 ties with {', '.join(others)} within the timing noise; the smaller file wins)" if others else ""
+
+
+def _noise(a: dict, b: dict) -> float:
+    """How far apart two p50 latencies may be by chance: the larger spread (p90 - p50) of their timings."""
+    return max(row["latency_ms"]["p90"] - row["latency_ms"]["p50"] for row in (a, b))
 
 
 def baseline_val_accuracy(meta: dict, model, data: Dataset) -> float:

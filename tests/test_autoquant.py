@@ -9,9 +9,9 @@ from kerascomp.cli import main
 from kerascomp.runtime import load
 
 
-def _row(val, gzip, p50, size=None, macs=None):
+def _row(val, gzip, p50, size=None, macs=None, p90=None):
     return {"val_accuracy": val, "gzip_bytes": gzip, "size_bytes": size or 2 * gzip, "macs": macs,
-            "latency_ms": {"p50": p50}}
+            "latency_ms": {"p50": p50, "p90": p90 or p50 * 1.01}}
 
 
 def test_choose_within_takes_the_fastest_or_smallest_that_holds_the_budget():
@@ -23,6 +23,17 @@ def test_choose_within_takes_the_fastest_or_smallest_that_holds_the_budget():
     assert choose_within(rows, 0.99, 0.0, "size")["chosen"] == "float16"
     none = choose_within(rows, 1.0, 0.5, "size")
     assert none["chosen"] is None and not any(c["within"] for c in none["candidates"])
+
+
+def test_latencies_within_the_timing_noise_tie_and_the_smaller_file_wins():
+    """Every candidate of a small model ran at 0.002 ms and float16 was 'fastest': noise decided."""
+    rows = {"float16": _row(0.99, 500, 0.0020, p90=0.0023), "int8": _row(0.99, 250, 0.0021, p90=0.0022),
+            "none": _row(0.99, 1000, 0.0031, p90=0.0032)}
+    choice = choose_within(rows, 0.99, 1.0, "latency")
+    assert choice["chosen"] == "int8" and choice["tied"] == ["float16", "int8"]
+    rows["int8"] = _row(0.99, 250, 0.0030, p90=0.0031)  # clearly slower than float16: no tie
+    assert choose_within(rows, 0.99, 1.0, "latency") == {**choose_within(rows, 0.99, 1.0, "latency"),
+                                                         "chosen": "float16", "tied": []}
 
 
 def test_the_device_footprint_objectives_choose_by_file_bytes_or_macs():

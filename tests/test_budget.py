@@ -90,7 +90,7 @@ def test_strength_reads_and_sets_nested_fields_and_knows_its_direction():
 
 def _row(name, val, gzip, p50, test=0.9):
     return {"name": name, "threads": 1, "val_accuracy": val, "accuracy": test, "gzip_bytes": gzip,
-            "latency_ms": {"p50": p50}}
+            "latency_ms": {"p50": p50, "p90": 1.01 * p50}, "path": f"tflite_models/{name}.tflite"}
 
 
 def test_choice_is_the_smallest_or_fastest_artifact_within_the_budget_and_never_the_baseline():
@@ -98,6 +98,7 @@ def test_choice_is_the_smallest_or_fastest_artifact_within_the_budget_and_never_
             _row("c", 0.982, 200, 0.9)]
     by_size = choose(rows, "teacher_fp32", 1.0, "size")
     assert by_size["chosen"] == "c" and [c["within"] for c in by_size["candidates"]] == [True, False, True]
+    assert by_size["path"] == "tflite_models/c.tflite"  # the file to ship, named
     assert choose(rows, "teacher_fp32", 1.0, "latency")["chosen"] == "a"
     assert choose(rows, "teacher_fp32", 2.0, "size")["chosen"] == "b"
     none = choose(rows, "teacher_fp32", 0.1, "size")

@@ -113,7 +113,8 @@ def convert_auto(
         chosen = files[choice["chosen"]]
         shutil.move(sidecar_path(chosen), sidecar_path(out))  # same folder as out: a rename, never a half file
         os.replace(chosen, out)
-    return {"chosen": choice["chosen"], "met": met, "candidates": choice["candidates"], "skipped": skipped,
+    return {"chosen": choice["chosen"], "tied": choice.get("tied", []), "met": met,
+            "candidates": choice["candidates"], "skipped": skipped,
             "bench": document, "objective": objective, "max_drop_pp": max_drop, "baseline_val_accuracy": baseline_val,
             "threads": threads}
 

@@ -18,7 +18,7 @@ from kerascomp import __version__, models, runtime, training
 from kerascomp import bench as benchmark
 from kerascomp.analysis.inspect import format_inspection, inspect_model
 from kerascomp.bench.auto import convert_auto, table
-from kerascomp.budget import OBJECTIVES
+from kerascomp.budget import OBJECTIVES, tie_words
 from kerascomp.cli.common import data_options, json_option, load_data, model_and_data, numbers, parse_key_values
 from kerascomp.cli.options import click_options
 from kerascomp.cli.techniques import TechniqueCommands
@@ -130,7 +130,7 @@ def _convert_auto(model, meta, data, model_path, out, calibration_size, batch_si
                           batch_size=batch_size, echo=click.echo, **options)
     click.echo(table(result))
     click.echo(f"auto: {result['chosen']} is the {OBJECTIVES[result['objective']].words} "
-               f"within {result['max_drop_pp']} pp of validation accuracy -> {out}")
+               f"within {result['max_drop_pp']} pp of validation accuracy{tie_words(result)} -> {out}")
     return result
 
 

@@ -69,7 +69,8 @@ def _choice_section(choice: dict | None) -> str:
     """The budget's verdict first: which artifact ships, or plainly that none may."""
     if not choice:
         return ""
-    lines = ["## Choice within the budget", "", f"**{choice['message']}**", "",
+    ship = [f"The file to ship: `{choice['path']}`", ""] if choice.get("path") else []
+    lines = ["## Choice within the budget", "", f"**{choice['message']}**", "", *ship,
              f"Validation accuracy of each deployed file, drop below {choice['baseline']} "
              f"(budget {choice['max_drop_pp']} pp; objective: {choice['objective']}):", "",
              "| artifact | val accuracy | val drop (pp) | gzip (bytes) | p50 (ms) | within |", "|---|---|---|---|---|---|"]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from kerascomp import __version__
-from kerascomp.budget import OBJECTIVES, choose_within
+from kerascomp.budget import OBJECTIVES, choose_within, tie_words
 from kerascomp.console import echo
 from kerascomp.data import load_data
 from kerascomp.errors import ConfigError
@@ -139,9 +139,9 @@ def choose(results: list[dict], baseline: str, max_drop: float, objective: str) 
         message = (f"Within the {max_drop} pp budget, the {measure} artifact is {chosen}: {row['gzip_bytes']:,} bytes gzip, "
                    f"p50 {row['latency_ms']['p50']:.3f} ms, validation drop "
                    f"{best['val_drop_pp']:.2f} pp, "
-                   f"test accuracy {100 * row['accuracy']:.2f}%.")
+                   f"test accuracy {100 * row['accuracy']:.2f}%{tie_words(choice)}.")
     return {"objective": objective, "max_drop_pp": max_drop, "baseline": baseline, "chosen": chosen,
-            "candidates": candidates, "message": message}
+            "path": rows[chosen]["path"] if chosen else None, "candidates": candidates, "message": message}
 
 
 def _first_threads(results: list[dict]) -> dict[str, dict]:

@@ -196,6 +196,20 @@ def test_model_that_cannot_take_the_data_is_refused(capsys, tmp_path, image_npz,
     assert code == 1 and err.startswith("Error:") and not (tmp_path / "p.keras").exists()
 
 
+def test_grayscale_images_loaded_as_rgb_are_refused_before_any_work_with_the_fix(capsys, tmp_path, keras3_models):
+    """It printed the plan, then 'Error: unexpected ValueError: in user code:'."""
+    from PIL import Image
+
+    paths, _ = keras3_models
+    for label in range(10):
+        (tmp_path / "pngs" / str(label)).mkdir(parents=True)
+        Image.new("L", (8, 8), color=label * 20).save(tmp_path / "pngs" / str(label) / "a.png")
+    code, out, err = run(capsys, "prune", paths["sequential"], "--sparsity", "0.5", "--data", tmp_path / "pngs",
+                         "--out", tmp_path / "p.keras")
+    assert code == 1 and err.count("\n") == 1 and "--color-mode grayscale" in err and "pre-flight" not in out
+    assert not (tmp_path / "p.keras").exists()
+
+
 def test_predict_warns_once_when_it_resizes(capsys, tmp_path, digits_model):
     from PIL import Image
 

@@ -86,7 +86,8 @@ class Dataset:
         """DataError unless these examples fit ``what``'s input shape (and class count): the one check of it."""
         shape = tuple(int(d) for d in input_shape)
         if shape != self.input_shape:
-            raise DataError(f"data {self.name!r} has inputs {self.input_shape} but {what} expects inputs {shape}")
+            raise DataError(f"data {self.name!r} has inputs {self.input_shape} but {what} expects inputs {shape}"
+                            f"{_shape_hint(self.input_shape, shape)}")
         if num_classes is not None and int(num_classes) != self.num_classes:
             raise DataError(f"data {self.name!r} has {self.num_classes} classes but {what} outputs {num_classes}")
 
@@ -113,6 +114,19 @@ class Dataset:
             "n_test": len(self.y_test),
             "seed": self.seed,
         }
+
+
+def _shape_hint(have: tuple, want: tuple) -> str:
+    """The loading option that makes image data fit a model, where one does."""
+    if len(have) != 3 or len(want) != 3:
+        return ""
+    if have[:2] == want[:2] and {have[2], want[2]} == {1, 3}:
+        mode = "grayscale" if want[2] == 1 else "rgb"
+        return f"; load the images as {mode} (--color-mode {mode}, or color_mode={mode!r})"
+    if have[2] == want[2]:
+        return (f"; resize the images to {want[0]}x{want[1]} (--image-size {want[0]}x{want[1]} for an image folder, "
+                f"or image_size=({want[0]}, {want[1]}))")
+    return ""
 
 
 def load_data(

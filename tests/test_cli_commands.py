@@ -63,6 +63,19 @@ def test_predict_npz_classifies_each_raw_image_like_the_keras_model(capsys, tmp_
         assert first == str(label) and 1.0 >= float(p1) >= float(p2) >= 0.0
 
 
+def test_predict_takes_a_folder_of_images_in_sorted_order(capsys, tmp_path, tflite):
+    """A folder stands for the images in it (it said 'input pngs not found' for an existing folder)."""
+    from PIL import Image
+
+    for name in ("b.png", "a.png", "sub/c.png"):
+        (tmp_path / "pngs" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8), color=90).save(tmp_path / "pngs" / name)
+    code, out, err = run(capsys, "predict", tflite, tmp_path / "pngs")
+    assert code == 0, err
+    assert [line.split(": ")[0] for line in out.strip().splitlines()] == [
+        str(tmp_path / "pngs" / n) for n in ("a.png", "b.png", "sub/c.png")]
+
+
 def test_predict_runs_on_the_edge_path_without_tensorflow(tmp_path, digits, tflite):
     """``predict`` is what a device without TensorFlow runs: the command never imports TensorFlow."""
     np.savez(tmp_path / "raw.npz", x_test=digits.x_test[:3, ..., 0].astype(np.float32))
@@ -94,6 +107,7 @@ def test_qat_fine_tunes_saves_a_loadable_model_and_reports(capsys, tmp_path, dig
 def _inputs(folder):
     """Bad input files, written before each case so that anything a failing command adds shows up."""
     folder.joinpath("garbage.keras").write_text("not a model")
+    folder.joinpath("garbage.tflite").write_text("not a model")
     folder.joinpath("bad.png").write_bytes(b"not a png")
     folder.joinpath("afile").write_text("a file where a folder is needed")
     folder.joinpath("bad.yaml").write_text("stages: [\n")
@@ -119,10 +133,12 @@ BAD_INPUT = [
     (["convert", "MODEL", "--quantize", "int8", "--data", "digits", "--calibration-size", "-5", "--out", "m.tflite"],
      1, "--calibration-size must be at least 1, got -5"),
     (["convert", "MODEL", "--out", "afile/m.tflite"], 1, "afile: File exists"),
-    (["predict", "TFLITE"], 2, "Missing argument 'IMAGE_OR_NPZ...'"),
+    (["predict", "TFLITE"], 2, "Missing argument 'IMAGE_FOLDER_OR_NPZ...'"),
     (["predict", "TFLITE", "imgs.npz", "--top-k", "0"], 2, "0 is not in the range x>=1"),
     (["predict", "missing.tflite", "imgs.npz"], 1, "no such TFLite file: missing.tflite"),
-    (["predict", "garbage.keras", "imgs.npz"], 1, "garbage.keras is not a usable TFLite model"),
+    (["predict", "garbage.tflite", "imgs.npz"], 1, "garbage.tflite is not a usable TFLite model"),
+    (["predict", "MODEL", "imgs.npz"], 2, "convert"),
+    (["predict", "TFLITE", "badrun"], 1, "input folder badrun holds no images"),
     (["predict", "TFLITE", "missing.png"], 1, "input missing.png not found"),
     (["predict", "TFLITE", "bad.png"], 1, "cannot read image bad.png"),
     (["predict", "TFLITE", "noimages.npz"], 1, "noimages.npz has no x_test or x array"),

@@ -136,13 +136,16 @@ def _convert_auto(model, meta, data, model_path, out, calibration_size, batch_si
 
 @cli.command()
 @click.argument("artifact", metavar="FILE.tflite", type=click.Path(dir_okay=False))
-@click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_OR_NPZ...")
+@click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_FOLDER_OR_NPZ...")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", default=1, show_default=True, type=int)
 def predict(artifact, inputs, top_k, threads):
-    """Classify image files (PNG/JPG) or the x_test/x array of an .npz with the edge runtime."""
+    """Classify image files (PNG/JPG), folders of them, or the x_test/x array of an .npz with the edge runtime."""
     import numpy as np
 
+    if Path(artifact).suffix != ".tflite":
+        raise click.UsageError(f"predict runs a .tflite file on the edge runtime; convert {artifact} first: "
+                               f"kerascomp convert {artifact} --out {Path(artifact).stem}.tflite")
     model = runtime.load(artifact, threads=threads)
     for name, raw in read_inputs(inputs, model.input_shape, warn=lambda m: click.echo(f"warning: {m}", err=True)):
         if not np.isfinite(raw).all():

@@ -8,6 +8,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from kerascomp.data.datasets import IMAGE_SUFFIXES
 from kerascomp.errors import DataError
 
 
@@ -21,10 +22,7 @@ def read_inputs(paths: Sequence[str], input_shape: Sequence[int],
     image of its ``x_test`` (or ``x``) array.
     """
     warned: set[tuple[int, int]] = set()
-    for text in paths:
-        path = Path(text)
-        if not path.is_file():
-            raise DataError(f"input {path} not found")
+    for path in _files(paths):
         if path.suffix.lower() == ".npz":
             yield from _npz_images(path, input_shape)
         else:
@@ -33,6 +31,21 @@ def read_inputs(paths: Sequence[str], input_shape: Sequence[int],
                 warned.add(size)
                 warn(f"{path} is {size[0]}x{size[1]}; resized to the model's {input_shape[0]}x{input_shape[1]}")
             yield str(path), pixels
+
+
+def _files(paths: Sequence[str]) -> Iterator[Path]:
+    """Every file named, a folder standing for the images (and ``.npz`` files) in it, walked in sorted order."""
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in (*IMAGE_SUFFIXES, ".npz"))
+            if not found:
+                raise DataError(f"input folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)}) or .npz files")
+            yield from found
+        elif path.is_file():
+            yield path
+        else:
+            raise DataError(f"input {path} not found")
 
 
 def _image(path: Path, input_shape: Sequence[int]) -> tuple[np.ndarray, tuple[int, int]]:

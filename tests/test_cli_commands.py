@@ -133,6 +133,8 @@ BAD_INPUT = [
     (["convert", "MODEL", "--quantize", "int8", "--data", "digits", "--calibration-size", "-5", "--out", "m.tflite"],
      1, "--calibration-size must be at least 1, got -5"),
     (["convert", "MODEL", "--out", "afile/m.tflite"], 1, "afile: File exists"),
+    (["convert", "MODEL", "--quantize", "int8", "--out", "m.tflite"], 2, "--quantize int8 needs --data"),
+    (["convert", "MODEL", "--quantize", "auto"], 2, "--quantize auto needs --data"),
     (["predict", "TFLITE"], 2, "Missing argument 'IMAGE_FOLDER_OR_NPZ...'"),
     (["predict", "TFLITE", "imgs.npz", "--top-k", "0"], 2, "0 is not in the range x>=1"),
     (["predict", "missing.tflite", "imgs.npz"], 1, "no such TFLite file: missing.tflite"),

@@ -25,7 +25,7 @@ from kerascomp.cli.techniques import TechniqueCommands
 from kerascomp.data.images import read_inputs
 from kerascomp.errors import DataError, KerascompError, first_line
 from kerascomp.export import default_output, export
-from kerascomp.export.modes import BACKENDS, DEFAULT_BACKEND, KEEP_FLOAT_AUTO, QUANTIZE_MODES
+from kerascomp.export.modes import BACKENDS, CALIBRATED_MODES, DEFAULT_BACKEND, KEEP_FLOAT_AUTO, QUANTIZE_MODES
 from kerascomp.files import write_json
 from kerascomp.pipeline import run_pipeline
 from kerascomp.pipeline.config import load_config
@@ -93,6 +93,10 @@ def convert(model_path, out, quantize, backend, keep_float, layer_errors, data_s
         raise click.UsageError("--quantize auto tries both backends: leave --backend out")
     if (keep_float or layer_errors) and backend != "litert-quantizer":
         raise click.UsageError("--keep-float and --layer-errors apply to --backend litert-quantizer")
+    if data_spec is None and (quantize in CALIBRATED_MODES or quantize == "auto"):  # before TensorFlow loads
+        raise click.UsageError(f"--quantize {quantize} needs --data: "
+                               + ("it measures every candidate's accuracy" if quantize == "auto" else
+                                  "the activation ranges are calibrated on training images"))
     model, meta, data = model_and_data(model_path, data_spec, val_fraction, image_size, color_mode, seed)
     out = out or default_output(model_path, quantize)
     if quantize == "auto":

@@ -117,6 +117,8 @@ def _inputs(folder):
     np.savez(folder / "noimages.npz", labels=np.zeros(3))
     np.savez(folder / "wrong.npz", x=np.zeros((3, 5, 5)))
     np.savez(folder / "nan.npz", x=np.full((3, 8, 8), np.nan))
+    rng = np.random.default_rng(0)
+    np.savez(folder / "tiny.npz", x=rng.integers(0, 255, (30, 12, 12), dtype=np.uint8), y=np.arange(30) % 3)
 
 
 # (command line, exit code, part of the one Error: line); MODEL is the trained digits cnn, TFLITE its fp32
@@ -184,6 +186,7 @@ BAD_INPUT = [
     (["inspect", "missing.keras"], 1, "model file missing.keras not found"),
     (["inspect", "garbage.keras"], 1, "cannot load garbage.keras"),
     (["inspect", "MODEL", "--json", "i.txt"], 1, "must end in .json"),
+    (["inspect", "MODEL", "--data", "tiny.npz"], 1, "has inputs (12, 12, 1) but"),
     (["models", "extra"], 2, "unexpected extra argument (extra)"),
 ]
 COMMANDS = {case[0][0] for case in BAD_INPUT}

@@ -69,13 +69,18 @@ def converted(model: Path, data: str, *extra) -> list[Path]:
     return paths
 
 
-def compressed(technique: str, model: Path, data: str, seed: int, *extra) -> tuple[Path, dict]:
-    """``kerascomp TECHNIQUE model --max-drop 1.0``: the file and its metrics (with the search record)."""
+def compressed(technique: str, model: Path, data: str, seed: int, *extra) -> tuple[Path | None, dict]:
+    """``kerascomp TECHNIQUE model --max-drop 1.0``: the file and its metrics (with the search record), or no file
+    and the refusal when no strength holds the budget (recorded, so a rerun does not search again)."""
     out = model.with_name(f"{model.stem}_{technique}_s{seed}.keras")
     record = out.with_suffix(".json")
-    if not out.exists():
-        cli(technique, model, "--data", data, "--max-drop", MAX_DROP, "--seed", seed, *extra,
-            "--out", out, "--json", record)
+    refused = out.with_suffix(".refused")
+    if refused.exists():
+        return None, {"refused": refused.read_text()}
+    if not out.exists() and run(*map(str, (technique, model, "--data", data, "--max-drop", MAX_DROP, "--seed", seed,
+                                             *extra, "--out", out, "--json", record))):
+        refused.write_text(f"no {technique} setting held --max-drop {MAX_DROP} pp on seed {seed}'s validation split")
+        return None, {"refused": refused.read_text()}
     return out, json.loads(record.read_text())
 
 
@@ -116,7 +121,8 @@ def case(name: str, model: Path, data: str, seeds: list[int], runs: int, student
     for technique, extra, route_seeds in (("shrink", ("--target", "macs"), seeds), ("prune", (), seeds[:1])):
         for seed in route_seeds:
             out, metrics = compressed(technique, model, data, seed, *extra)
-            routes.setdefault(technique, []).append((seed, converted(out, data)))
+            if out is not None:
+                routes.setdefault(technique, []).append((seed, converted(out, data)))
             searches.setdefault(technique, []).append({"seed": seed, **_search_record(metrics)})
     if student:
         # an untrained stand-in of the student's shape: its bytes and latency, not its predictions, are read
@@ -139,7 +145,7 @@ def case(name: str, model: Path, data: str, seeds: list[int], runs: int, student
 
 def _search_record(metrics: dict) -> dict:
     search = metrics.get("search", {})
-    return {"chosen": search.get("chosen"), "tries": [(t["strength"], round(t["drop_pp"], 2), t["passed"])
+    return {"chosen": search.get("chosen"), "refused": metrics.get("refused"), "tries": [(t["strength"], round(t["drop_pp"], 2), t["passed"])
                                                       for t in search.get("tries", [])],
             "groups": [g for g in metrics.get("groups", []) if g["kept"] < g["channels"]],
             "unfollowed": metrics.get("unfollowed", {})}
@@ -180,7 +186,8 @@ def markdown(cases: list[dict], machine: dict, runs: int) -> str:
         for technique, records in c["searches"].items():
             for s in records:
                 tries = ", ".join(f"{v}: {d:+.2f} pp {'pass' if ok else 'fail'}" for v, d, ok in s["tries"])
-                lines.append(f"- {technique} seed {s['seed']}: chose {s['chosen']} ({tries})")
+                outcome = s["refused"] or f"chose {s['chosen']} ({tries})"
+                lines.append(f"- {technique} seed {s['seed']}: {outcome}")
         shrunk = c["searches"].get("shrink", [{}])[0]
         if shrunk.get("groups"):
             lines.append("- groups cut (seed " f"{shrunk['seed']}): " + "; ".join(

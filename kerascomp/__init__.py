@@ -29,6 +29,9 @@ _LAZY = {
     "import_model": "kerascomp.interop",
     "save_keras3": "kerascomp.interop",
     "inspect_model": "kerascomp.analysis.inspect",
+    "inspect": "kerascomp.analysis.inspect",
+    "convert": "kerascomp.export",
+    "run": "kerascomp.pipeline",
     "distill": "kerascomp.compress.distill",
     "sweep": "kerascomp.analysis.sweep",
     "swap_plan": "kerascomp.compress.swap",
@@ -46,17 +49,22 @@ _LAZY = {
     "ModelError": "kerascomp.errors",
     "ConfigError": "kerascomp.errors",
 }
-_ALIASES = {"build_model": "build", "swap_plan": "plan", "distill": "apply", "sensitivity": "apply"}
+_ALIASES = {"build_model": "build", "swap_plan": "plan", "distill": "apply", "sensitivity": "apply",
+            "inspect": "inspect_model", "convert": "export", "run": "run_pipeline"}
+_CALLABLE_PACKAGES = ("bench",)  # a subpackage that is also the call of its command: kerascomp.bench(paths, data)
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY, *_CALLABLE_PACKAGES]
 
 
 def __getattr__(name: str):
+    if name in _CALLABLE_PACKAGES:
+        return _import_module(f"{__name__}.{name}")
     if name.startswith("_") or name not in _LAZY and _find_spec(f"{__name__}.{name}") is not None:
         raise AttributeError(f"module 'kerascomp' has no attribute {name!r}")  # a submodule being imported
     _import_module("kerascomp.compress.registry")  # installs the techniques' load and strip hooks into saving
     if name in _LAZY:
         value = getattr(_import_module(_LAZY[name]), _ALIASES.get(name, name))
+        value = _named(value, name) if name in _ALIASES and callable(value) and not isinstance(value, type) else value
     else:
         value = _technique_exports().get(name)
         if value is None:

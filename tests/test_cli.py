@@ -131,3 +131,16 @@ def test_the_package_face_names_each_technique_function_after_itself():
 
     assert kerascomp.prune.__name__ == "prune" and "prune(model" in pydoc.render_doc(kerascomp.prune, renderer=pydoc.plaintext)
     assert not {"find_spec", "import_module"} & set(vars(kerascomp))
+
+
+def test_every_command_has_its_python_call_at_the_package_face(tmp_path, digits, digits_model):
+    """convert, bench, inspect and run were only in submodules: a notebook user found none of them."""
+    import kerascomp
+
+    model = kerascomp.load_model(digits_model[0])
+    report = kerascomp.convert(model, tmp_path / "m.tflite", quantize="int8", data=digits)
+    assert report["verification"]["top1_agreement"] >= 0.9
+    document = kerascomp.bench([tmp_path / "m.tflite"], digits, runs=5)
+    assert document["results"][0]["accuracy"] > 0.9 and callable(kerascomp.bench.bench)
+    assert kerascomp.inspect(digits_model[0])["params"] == model.count_params()
+    assert [f.__name__ for f in (kerascomp.convert, kerascomp.inspect, kerascomp.run)] == ["convert", "inspect", "run"]

@@ -22,7 +22,7 @@ from kerascomp.console import echo
 from kerascomp.data import load_data
 from kerascomp.errors import ConfigError
 from kerascomp.files import write_json
-from kerascomp.pipeline.config import PipelineConfig, StageSpec, TeacherSpec
+from kerascomp.pipeline.config import PipelineConfig, StageSpec, TeacherSpec, load_config
 from kerascomp.pipeline.fingerprint import changes, data_digest, key, stage_inputs
 from kerascomp.pipeline.report import write_pipeline_report
 from kerascomp.pipeline.stages import Context, StageResult, handler, reads
@@ -45,8 +45,12 @@ def validate(config: PipelineConfig) -> None:
                               f"(artifacts: {', '.join(artifacts) or 'none'})")
 
 
-def run_pipeline(config: PipelineConfig, out: str | os.PathLike, *, resume: bool = False, verbose: int = 1) -> dict:
-    """Run ``config`` into ``out`` and return the report document (also written as ``report.json``)."""
+def run_pipeline(config: PipelineConfig | str | os.PathLike, out: str | os.PathLike, *, overrides: tuple[str, ...] = (),
+                 resume: bool = False, verbose: int = 1) -> dict:
+    """Run ``config`` (a loaded config, or a YAML file with ``KEY.PATH=VALUE`` ``overrides``) into ``out`` and
+    return the report document (also written as ``report.json``): ``kerascomp run`` in Python."""
+    if not isinstance(config, PipelineConfig):
+        config = load_config(config, tuple(overrides))
     validate(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,9 +5,9 @@ one ``kerascomp bench`` call (LiteRT, 1 thread, batch 1), so every latency of a 
 one run on one machine:
 
 - ``unpruned``: the model itself;
-- ``shrink``: ``kerascomp shrink --max-drop 1.0 --target macs`` (channels, units and heads cut, then
-  fine-tuned with the input as teacher), once per seed;
-- ``prune``: unstructured ``kerascomp prune --max-drop 1.0`` (zeros that gzip removes), seed 0;
+- ``shrink``: ``shrink --max-drop 1.0 --target macs`` (channels, units and heads cut, then fine-tuned with
+  the input as teacher), once per seed, on the model's own data split;
+- ``prune``: unstructured ``prune --max-drop 1.0`` (zeros that gzip removes), seed 0;
 - ``student``: (CIFAR only) the zoo student of the student-size table whose parameter count is nearest
   the shrunk models'; its accuracy is that table's distilled mean over 3 seeds, its bytes and latency
   are measured here on a file of the same architecture;
@@ -19,9 +19,10 @@ the embedded digits as ``bench_peers.py`` does, the keras.io ``mnist_convnet``, 
 96x96 (depthwise + residual), the seed ViT (heads + MLP units) and a Keras 3 Functional model with
 BatchNormalization and a residual Add built outside kerascomp (``shapes``).
 
-The ``--seed`` of a CLI call also draws the validation split: for seeds other than the one a model
-was trained with, its baseline validation accuracy includes images it trained on, which makes the
-budget stricter, not looser. The test split is fixed and never read by a search.
+Techniques run through :func:`kerascomp.compress_file` (what the commands call) on the split each
+model was trained on (seed 0), the technique seeded 0-2: the CLI's ``--seed`` would also redraw the
+validation split, and a split the model trained on makes its baseline a training accuracy. The test
+split is fixed and never read by a search.
 
 Development benchmark only: the CIFAR data is ``../shared/data/cifar10_subset.npz``, which users do
 not have.
@@ -35,6 +36,7 @@ Writes shrink_peers.json and shrink_peers.md into --out (models under --out/shri
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 from pathlib import Path
@@ -46,10 +48,14 @@ from kerascomp import data as datasets
 from kerascomp import models, training
 from kerascomp.backend import tf
 from kerascomp.bench import machine_info
+from kerascomp.errors import KerascompError
+from kerascomp.files import write_json
+from kerascomp.pipeline import compress_file
+from kerascomp.pipeline.runner import config_from
 from kerascomp.saving import save_model
 
 TEACHER = ("--model", "cnn", "--model-arg", "width=64", "--model-arg", "depth=3")
-MAX_DROP = "1.0"
+MAX_DROP = 1.0
 PRECISIONS = ("none", "int8")
 
 
@@ -69,19 +75,33 @@ def converted(model: Path, data: str, *extra) -> list[Path]:
     return paths
 
 
-def compressed(technique: str, model: Path, data: str, seed: int, *extra) -> tuple[Path | None, dict]:
-    """``kerascomp TECHNIQUE model --max-drop 1.0``: the file and its metrics (with the search record), or no file
-    and the refusal when no strength holds the budget (recorded, so a rerun does not search again)."""
+def compressed(technique: str, model: Path, data: str, seed: int, **options) -> tuple[Path | None, dict]:
+    """``TECHNIQUE --max-drop 1.0`` with ``seed`` on the data split as the model was trained (seed 0): the file and
+    its metrics (with the search record), or no file and the refusal when no strength holds the budget (recorded,
+    so a rerun does not search again).
+
+    The Python call, not the CLI: the CLI's ``--seed`` also draws the validation split, and a split the model
+    trained on makes its baseline a training accuracy.
+    """
     out = model.with_name(f"{model.stem}_{technique}_s{seed}.keras")
-    record = out.with_suffix(".json")
-    refused = out.with_suffix(".refused")
+    record, refused = out.with_suffix(".json"), out.with_suffix(".refused")
     if refused.exists():
         return None, {"refused": refused.read_text()}
-    if not out.exists() and run(*map(str, (technique, model, "--data", data, "--max-drop", MAX_DROP, "--seed", seed,
-                                             *extra, "--out", out, "--json", record))):
-        refused.write_text(f"no {technique} setting held --max-drop {MAX_DROP} pp on seed {seed}'s validation split")
-        return None, {"refused": refused.read_text()}
+    if not out.exists():
+        print(f"$ {technique} {model.name} --max-drop {MAX_DROP} seed={seed} {options}", flush=True)
+        config = config_from(technique, {"max_drop": MAX_DROP, "seed": seed, **options})
+        try:
+            metrics = compress_file(technique, model, _split(data), config, out, echo=print)
+        except KerascompError as error:
+            refused.write_text(str(error))
+            return None, {"refused": str(error)}
+        write_json(record, metrics)
     return out, json.loads(record.read_text())
+
+
+@functools.cache
+def _split(data: str):
+    return datasets.load_data(data)  # seed 0: the split every model here was trained on
 
 
 def xnnpack_sparse(model_path: Path, data: str) -> tuple[Path | None, str]:
@@ -118,9 +138,9 @@ def case(name: str, model: Path, data: str, seeds: list[int], runs: int, student
     """Every route for one model, then one bench call over all their files."""
     routes = {"unpruned": [(None, converted(model, data))]}
     searches = {}
-    for technique, extra, route_seeds in (("shrink", ("--target", "macs"), seeds), ("prune", (), seeds[:1])):
+    for technique, options, route_seeds in (("shrink", {"target": "macs"}, seeds), ("prune", {}, seeds[:1])):
         for seed in route_seeds:
-            out, metrics = compressed(technique, model, data, seed, *extra)
+            out, metrics = compressed(technique, model, data, seed, **options)
             if out is not None:
                 routes.setdefault(technique, []).append((seed, converted(out, data)))
             searches.setdefault(technique, []).append({"seed": seed, **_search_record(metrics)})
@@ -243,7 +263,7 @@ def _nearest_student(args, work: Path, teacher: Path, seeds: list[int]) -> dict 
         return None
     if not shrunk:  # the shrunk models come first; their size picks the student
         for seed in seeds:
-            compressed("shrink", teacher, args.data, seed, "--target", "macs")
+            compressed("shrink", teacher, args.data, seed, target="macs")
         shrunk = [json.loads(p.read_text()) for p in work.glob(f"{teacher.stem}_shrink_s*.json")]
     params = statistics.mean(m["after"]["params"] for m in shrunk)
     row = min(json.loads(sizes.read_text())["rows"], key=lambda r: abs(np.log(r["params"] / params)))

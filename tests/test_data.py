@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kerascomp.data import load_data
+from kerascomp.data import Dataset, Scaling, load_data
 from kerascomp.errors import DataError
 
 
@@ -152,3 +152,22 @@ def test_tfds_offline_fails_with_clear_message(monkeypatch):
 def test_as_tf_batches_the_requested_split(digits):
     batches = list(digits.as_tf("val", batch_size=64))
     assert [int(b[0].shape[0]) for b in batches] == [64, 64, 7]
+
+
+def test_a_dataset_from_numpy_arrays_or_tf_data_is_split_and_checked_as_a_file_is():
+    """Building a Dataset from arrays needed all three splits and a Scaling; tf.data was not accepted."""
+    from kerascomp.backend import tf
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (200, 8, 8), dtype=np.uint8), np.arange(200) % 4
+    data = Dataset.from_arrays(x, y, val_fraction=0.2, test=(x[:40], y[:40]))
+    assert (data.input_shape, data.num_classes, len(data.y_val), len(data.y_test)) == ((8, 8, 1), 4, 40, 40)
+    assert data.scaling == Scaling(1 / 255) and 0 <= data.x_train.min() and data.x_train.max() <= 1
+    for dataset in (tf.data.Dataset.from_tensor_slices((x / 255, y)).batch(32),
+                    tf.data.Dataset.from_tensor_slices((x / 255, y))):
+        from_tf = Dataset.from_tf_dataset(dataset, seed=1)
+        assert from_tf.input_shape == (8, 8, 1) and len(from_tf.y_train) + len(from_tf.y_val) + len(from_tf.y_test) == 200
+    with pytest.raises(DataError, match="x must be images"):
+        Dataset.from_arrays(np.zeros(5), np.zeros(5))
+    with pytest.raises(DataError, match="200 images but 3 labels"):
+        Dataset.from_arrays(x, y[:3])

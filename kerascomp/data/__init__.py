@@ -1,7 +1,8 @@
 """Data: datasets from one spec string, their splits and the input scaling they record.
 
 :func:`load_data` reads the embedded ``digits``, an ``.npz``, an image folder
-or ``tfds:NAME`` into a :class:`Dataset`; :mod:`kerascomp.data.images` reads raw
+or ``tfds:NAME`` into a :class:`Dataset` (:mod:`kerascomp.data.arrays`: from numpy
+arrays or a ``tf.data.Dataset``); :mod:`kerascomp.data.images` reads raw
 inputs for prediction on a device, :mod:`kerascomp.data.augment` the keras-cv
 augmentation of training batches. Nothing here imports TensorFlow at import time.
 """

@@ -56,6 +56,18 @@ class Dataset:
     scaling: Scaling
     seed: int = 0
 
+    @classmethod
+    def from_arrays(cls, x, y, **kwargs) -> "Dataset":
+        """From numpy arrays: see :func:`kerascomp.data.arrays.from_arrays` (``test=(x, y)``, ``val_fraction``...)."""
+        from kerascomp.data.arrays import from_arrays  # it builds on this module
+        return from_arrays(x, y, **kwargs)
+
+    @classmethod
+    def from_tf_dataset(cls, dataset, **kwargs) -> "Dataset":
+        """From a ``tf.data.Dataset`` of ``(x, y)``: see :func:`kerascomp.data.arrays.from_tf_dataset`."""
+        from kerascomp.data.arrays import from_tf_dataset  # it builds on this module
+        return from_tf_dataset(dataset, **kwargs)
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self.x_train.shape[1:])

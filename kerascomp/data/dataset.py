@@ -1,0 +1,290 @@
+"""A dataset in memory: three splits, the input scaling they record, and how arrays become one.
+
+:class:`Dataset` holds train/validation/test arrays (inputs already scaled,
+integer labels). :func:`from_arrays` and :func:`from_tf_dataset` build one
+from what a Python user holds, with the checks and the splits every file
+loader of :mod:`kerascomp.data.datasets` uses too (image shapes, finite
+values, integer or one-hot labels; stratified, seeded hold-outs), so a
+notebook's data and a file's give the same :class:`Dataset`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from kerascomp.errors import DataError
+
+__all__ = ["Dataset", "Scaling", "SPLITS", "from_arrays", "from_tf_dataset"]
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaling:
+    """How raw pixels become model inputs: ``model_input = raw * scale + offset``."""
+
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        return (np.asarray(raw, dtype=np.float32) * self.scale + self.offset).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"scale": self.scale, "offset": self.offset}
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Train/validation/test arrays (inputs already scaled, integer labels) plus metadata."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    scaling: Scaling
+    seed: int = 0
+
+    @classmethod
+    def from_arrays(cls, x, y, **kwargs) -> "Dataset":
+        """From numpy arrays: see :func:`from_arrays` (``test=(x, y)``, ``val_fraction``, ``class_names``...)."""
+        return from_arrays(x, y, **kwargs)
+
+    @classmethod
+    def from_tf_dataset(cls, dataset, **kwargs) -> "Dataset":
+        """From a ``tf.data.Dataset`` of ``(x, y)``, batched or not: see :func:`from_tf_dataset`."""
+        return from_tf_dataset(dataset, **kwargs)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(x, y)`` of the ``train``, ``val`` or ``test`` split."""
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}")
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+    def as_tf(self, split: str, batch_size: int, shuffle: bool = False, seed: int | None = None):
+        """A batched ``tf.data.Dataset`` of ``(x, y)``, sharded by data under ``tf.distribute``."""
+        from kerascomp.backend import tf  # see _image_size
+
+        x, y = self.split(split)
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=self.seed if seed is None else seed, reshuffle_each_iteration=True)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
+
+    def check_fits(self, input_shape, num_classes: int | None = None, what: str = "the model") -> None:
+        """DataError unless these examples fit ``what``'s input shape (and class count): the one check of it."""
+        shape = tuple(int(d) for d in input_shape)
+        if shape != self.input_shape:
+            raise DataError(f"data {self.name!r} has inputs {self.input_shape} but {what} expects inputs {shape}"
+                            f"{_shape_hint(self.input_shape, shape)}")
+        if num_classes is not None and int(num_classes) != self.num_classes:
+            raise DataError(f"data {self.name!r} has {self.num_classes} classes but {what} outputs {num_classes}")
+
+    def with_scaling(self, scaling: Scaling | dict) -> "Dataset":
+        """The same examples under another input scaling (e.g. raw pixels for a model that rescales itself)."""
+        scaling = scaling if isinstance(scaling, Scaling) else Scaling(**scaling)
+        if scaling == self.scaling:
+            return self
+        def convert(x: np.ndarray) -> np.ndarray:
+            return scaling.apply((x - self.scaling.offset) / self.scaling.scale)
+        return dataclasses.replace(self, x_train=convert(self.x_train), x_val=convert(self.x_val),
+                                   x_test=convert(self.x_test), scaling=scaling)
+
+    def describe(self) -> dict:
+        """The facts a report, a sidecar or a resumed run needs about this data."""
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "scaling": self.scaling.to_dict(),
+            "n_train": len(self.y_train),
+            "n_val": len(self.y_val),
+            "n_test": len(self.y_test),
+            "seed": self.seed,
+        }
+
+
+def _shape_hint(have: tuple, want: tuple) -> str:
+    """The loading option that makes image data fit a model, where one does."""
+    if len(have) != 3 or len(want) != 3:
+        return ""
+    if have[:2] == want[:2] and {have[2], want[2]} == {1, 3}:
+        mode = "grayscale" if want[2] == 1 else "rgb"
+        return f"; load the images as {mode} (--color-mode {mode}, or color_mode={mode!r})"
+    if have[2] == want[2]:
+        return (f"; resize the images to {want[0]}x{want[1]} (--image-size {want[0]}x{want[1]} for an image folder, "
+                f"or image_size=({want[0]}, {want[1]}))")
+    return ""
+
+
+def from_arrays(x, y, *, test: tuple | None = None, val_fraction: float = 0.1, test_fraction: float = 0.2,
+                class_names: Sequence[str] | None = None, scaling: Scaling | dict | None = None, seed: int = 0,
+                name: str = "arrays") -> Dataset:
+    """A :class:`Dataset` of images ``x`` (N, H, W[, C]) and labels ``y`` (integer or one-hot).
+
+    Validation (``val_fraction``) and, without ``test=(x_test, y_test)``, test
+    (``test_fraction``) splits are held out as :func:`load_data` does.
+    ``scaling`` maps the raw values to the model's inputs; by default 8-bit
+    pixels (integers, or floats up to 255) become ``[0, 1]`` and other floats
+    stay as they are.
+    """
+    x, y = _images(np.asarray(x), name, "x"), _labels(np.asarray(y), name, "y")
+    _check_pair(x, y, name, "x/y")
+    x_test = y_test = None
+    if test is not None:
+        if len(test) != 2:
+            raise DataError(f"{name}: test must be a pair (x_test, y_test)")
+        x_test, y_test = _images(np.asarray(test[0]), name, "x_test"), _labels(np.asarray(test[1]), name, "y_test")
+        _check_pair(x_test, y_test, name, "x_test/y_test")
+        if x.shape[1:] != x_test.shape[1:]:
+            raise DataError(f"{name}: x images are {x.shape[1:]} but x_test images are {x_test.shape[1:]}")
+    labels = y if y_test is None else np.concatenate([y, y_test])
+    names = _class_names(None if class_names is None else np.asarray(class_names), int(labels.max()) + 1, name)
+    if scaling is None:
+        scaling = _scaling_for(x)
+    elif isinstance(scaling, dict):
+        scaling = Scaling(**scaling)
+    return _assemble(name, _Source(x, y, names, scaling, x_test, y_test), val_fraction, test_fraction, seed)
+
+
+def from_tf_dataset(dataset, *, test=None, name: str = "tf.data", **kwargs) -> Dataset:
+    """A :class:`Dataset` from a ``tf.data.Dataset`` of ``(x, y)`` (batched or not), read into memory once.
+
+    ``test`` may be another such dataset or an ``(x, y)`` pair; the other
+    arguments are :func:`from_arrays`'s.
+    """
+    x, y = _materialize(dataset, name)
+    if test is not None and not isinstance(test, tuple):
+        test = _materialize(test, f"{name} test")
+    return from_arrays(x, y, test=test, name=name, **kwargs)
+
+
+def _materialize(dataset, name: str) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for element in dataset.as_numpy_iterator():
+        if not isinstance(element, tuple) or len(element) != 2:
+            raise DataError(f"{name}: elements must be (x, y) pairs")
+        xs.append(element[0])
+        ys.append(element[1])
+    if not xs:
+        raise DataError(f"{name} is empty")
+    spec = dataset.element_spec[0].shape  # .batch() leaves the batch axis unknown
+    batched = xs[0].ndim == 4 or (spec.rank is not None and spec.rank > 0 and spec[0] is None)
+    stack = np.concatenate if batched else np.stack
+    return stack(xs), stack(ys)
+
+
+@dataclasses.dataclass
+class _Source:
+    """What a loader found: raw arrays, and a test split only if the source has one."""
+
+    x: np.ndarray
+    y: np.ndarray
+    class_names: tuple[str, ...]
+    scaling: Scaling
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+
+def _assemble(name: str, source: _Source, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
+    x, y = source.x, source.y
+    if len(np.unique(y)) < 2:
+        raise DataError(f"{name}: every training label is {y[0]}; a classifier needs at least two classes")
+    if source.x_test is None:
+        x, x_test, y, y_test = _stratified_split(x, y, test_fraction, seed, "test")
+    else:
+        x_test, y_test = source.x_test, source.y_test
+    x_train, x_val, y_train, y_val = _stratified_split(x, y, val_fraction, seed, "validation")
+    return Dataset(
+        name=name,
+        x_train=source.scaling.apply(x_train),
+        y_train=y_train,
+        x_val=source.scaling.apply(x_val),
+        y_val=y_val,
+        x_test=source.scaling.apply(x_test),
+        y_test=y_test,
+        class_names=source.class_names,
+        scaling=source.scaling,
+        seed=seed,
+    )
+
+
+def _stratified_split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str):
+    """Split off ``fraction`` of the data, stratified by class where every class allows it."""
+    from sklearn.model_selection import train_test_split
+
+    n_held = int(np.ceil(len(y) * fraction))
+    if n_held < 1 or len(y) - n_held < 1:
+        raise DataError(f"too few examples ({len(y)}) to hold out a {what} split")
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 and n_held >= np.count_nonzero(counts) else None
+    if stratify is None:
+        warnings.warn(f"some classes are too rare for a stratified {what} split; splitting at random", stacklevel=3)
+    return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
+
+
+def _images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise DataError(f"{path}: {key} must be images shaped (N, H, W) or (N, H, W, C), got {x.shape}")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"{path}: {key} has non-numeric dtype {x.dtype}")
+    bad = int(x.size - np.isfinite(x).sum()) if np.issubdtype(x.dtype, np.floating) else 0
+    if bad:
+        raise DataError(f"{path}: {key} holds {bad:,} NaN or Inf values; clean or impute them before training")
+    return x
+
+
+def _labels(y: np.ndarray, path: Path, key: str) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] > 1:
+        y = y.argmax(axis=1)  # one-hot
+    y = y.reshape(-1) if y.ndim == 2 else y
+    if y.ndim != 1 or y.size == 0:
+        raise DataError(f"{path}: {key} must be integer labels (N,) or one-hot (N, K), got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0):
+            raise DataError(f"{path}: {key} must hold integer class labels, got {y.dtype}")
+    if y.min() < 0:
+        raise DataError(f"{path}: {key} has negative labels")
+    return y.astype(np.int64)
+
+
+def _check_pair(x: np.ndarray, y: np.ndarray, path: Path, split: str) -> None:
+    if len(x) != len(y):
+        raise DataError(f"{path}: {len(x)} images but {len(y)} labels ({split})")
+
+
+def _class_names(names: np.ndarray | None, num_classes: int, path: Path) -> tuple[str, ...]:
+    if names is None:
+        return tuple(str(i) for i in range(num_classes))
+    names = tuple(str(n) for n in np.asarray(names).reshape(-1))
+    if len(names) < num_classes:
+        raise DataError(f"{path}: 'classes' names {len(names)} classes but labels go up to {num_classes - 1}")
+    return names
+
+
+def _scaling_for(x: np.ndarray) -> Scaling:
+    """Map 8-bit pixels (integer, or float in 0..255) to [0, 1]; leave already-scaled floats alone."""
+    if np.issubdtype(x.dtype, np.integer) or 1.0 < float(x.max()) <= 255.0:
+        return Scaling(1.0 / 255.0)
+    return Scaling()

@@ -77,8 +77,22 @@ def _technique_exports() -> dict:
     """Each registered technique's ``apply`` under its name and its config class under the class's name."""
     exports = {}
     for name, technique in _import_module("kerascomp.compress.registry").techniques().items():
-        exports[name], exports[technique.config.__name__] = _named(technique.apply, name), technique.config
+        exports[name], exports[technique.config.__name__] = _technique_call(technique.apply, name), technique.config
     return exports
+
+
+def _technique_call(apply, name: str):
+    """A technique's ``apply`` as the Python API offers it: under its own name, taking a Keras 3 model in memory
+    (imported as its file would be) and feeding the model the input scaling it was loaded with."""
+    saving = _import_module("kerascomp.saving")
+
+    def call(model, data, *args, **kwargs):
+        model = saving.as_tf_keras(model, data)
+        result, metrics = apply(model, saving.fit_data(model, data), *args, **kwargs)
+        saving.carry_scaling(result, model)
+        return result, metrics
+
+    return _named(_functools.wraps(apply)(call), name)
 
 
 def _named(function, name: str):

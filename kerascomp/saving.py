@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
+import weakref
 import zipfile
 from pathlib import Path
 from typing import Callable, ContextManager
@@ -28,9 +30,10 @@ from kerascomp.errors import ModelError, first_line
 from kerascomp.files import atomic_path, scaling_of, sidecar_path, write_json
 
 __all__ = ["save_model", "load", "load_with_data", "load_model", "load_meta", "sidecar_path", "check_output_path",
-           "install_technique_hooks", "technique_scope", "strip_wrappers"]
+           "install_technique_hooks", "technique_scope", "strip_wrappers", "as_tf_keras", "fit_data", "carry_scaling"]
 
 _HOOKS: dict[str, Callable] = {}  # "scope", "strip": installed by kerascomp.compress.registry
+_EXPECTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> the input scaling it was loaded with
 
 
 def install_technique_hooks(*, scope: Callable[[], ContextManager], strip: Callable) -> None:
@@ -90,8 +93,40 @@ def load(path: str | os.PathLike, data: Dataset | None = None) -> tuple[keras.Mo
     fmt, _ = interop.detect_format(path)  # also says when the file does not exist
     meta = load_meta(path)
     if fmt == "tf_keras" and meta is not None:
-        return _load_tf_keras(path), meta
-    return interop.import_model(path, data, loaded=_load_tf_keras(path) if fmt == "tf_keras" else None)
+        model = _load_tf_keras(path)
+    else:
+        model, meta = interop.import_model(path, data, loaded=_load_tf_keras(path) if fmt == "tf_keras" else None)
+    if scaling_of(meta):
+        _EXPECTS[model] = scaling_of(meta)
+    return model, meta
+
+
+def fit_data(model: keras.Model, data: Dataset | None) -> Dataset | None:
+    """``data`` in the input scaling ``model`` was loaded with (raw pixels for a model that rescales itself).
+
+    The scaling travels with a model :func:`load` returned (and with what a
+    technique made of it, :func:`carry_scaling`), so the Python API cannot feed
+    a raw-pixel model scaled data: it once measured such a model at 28.9 %
+    against the CLI's 88 %.
+    """
+    scaling = _EXPECTS.get(model)
+    return data.with_scaling(scaling) if data is not None and scaling else data
+
+
+def carry_scaling(result: keras.Model, source: keras.Model) -> None:
+    """``result`` (made from ``source``) expects the inputs ``source`` expects."""
+    if source in _EXPECTS and result is not source:
+        _EXPECTS[result] = _EXPECTS[source]
+
+
+def as_tf_keras(model, data: Dataset | None = None) -> keras.Model:
+    """A Keras 3 model in memory imported as a file is (rebuilt in tf_keras, parity-checked); others as they are."""
+    if not type(model).__module__.startswith("keras."):
+        return model
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.keras"
+        model.save(path)
+        return load(path, data)[0]
 
 
 def load_with_data(path: str | os.PathLike, data: Dataset | None) -> tuple[keras.Model, dict, Dataset | None]:
@@ -103,8 +138,7 @@ def load_with_data(path: str | os.PathLike, data: Dataset | None) -> tuple[keras
     goes through here.
     """
     model, meta = load(path, data)
-    scaling = scaling_of(meta)
-    return model, meta, (data.with_scaling(scaling) if data is not None and scaling else data)
+    return model, meta, fit_data(model, data)
 
 
 def load_model(path: str | os.PathLike) -> keras.Model:

@@ -196,6 +196,9 @@ def _open_artifact(path: Path, kind: str, threads: int, op_resolver: str):
         model = runtime.load(path, threads=threads, op_resolver=op_resolver)
         if not model.has_sidecar:
             warnings.warn(f"{path} has no sidecar ({path.name}.json): input scaling is taken from --data", stacklevel=2)
+        elif scaling_of(model.meta) is None:
+            warnings.warn(f"{path}: the input scaling it expects is unknown (converted without --data): taken from "
+                          "--data; convert it with --data to record it", stacklevel=2)
         return _TFLiteRunner(model)
 
     from kerascomp.export.onnx import OnnxModel  # onnx and onnxruntime take most of a second to import: on use

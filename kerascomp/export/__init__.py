@@ -19,7 +19,8 @@ from kerascomp.data import Dataset
 from kerascomp.export._verify import MIN_AGREEMENT, ExportError
 from kerascomp.export.modes import BACKENDS, CALIBRATED_MODES, DEFAULT_BACKEND, KEEP_FLOAT_AUTO, LABELS, QUANTIZE_MODES
 from kerascomp.export.tflite import to_tflite
-from kerascomp.files import file_sha256, sidecar_path, write_json
+from kerascomp.files import file_sha256, scaling_of, sidecar_path, write_json
+from kerascomp.saving import as_tf_keras, fit_data
 
 __all__ = ["export", "ExportError", "MIN_AGREEMENT", "QUANTIZE_MODES", "BACKENDS", "DEFAULT_BACKEND", "FORMATS", "default_output",
            "file_sha256"]
@@ -89,6 +90,8 @@ def export(
                           "use --backend litert-quantizer with a quantized mode")
     if layer_errors and data is None:
         raise ExportError("per-layer errors are measured on validation data: give --data")
+    model = as_tf_keras(model, data)
+    data = fit_data(model, data)  # a model loaded with its own input scaling (raw pixels) is calibrated on that
     input_shape = tuple(int(d) for d in model.input_shape[1:])
     if data is not None:
         data.check_fits(input_shape)
@@ -135,6 +138,7 @@ def _sidecar(out: Path, quantize: str, int8_io: bool, input_shape, data: Dataset
              source, report: dict) -> dict:
     described = data.describe() if data is not None else (meta or {}).get("data", {})
     num_classes = described.get("num_classes")
+    scaling = described.get("scaling") or scaling_of(meta)  # None: unknown, said so by bench, never guessed
     return {
         "kerascomp_version": __version__,
         "format": out.suffix[1:],
@@ -145,7 +149,7 @@ def _sidecar(out: Path, quantize: str, int8_io: bool, input_shape, data: Dataset
         "input_shape": list(input_shape),
         "output": "logits",
         "class_names": described.get("class_names") or ([str(i) for i in range(num_classes)] if num_classes else None),
-        "scaling": described.get("scaling", {"scale": 1.0, "offset": 0.0}),
+        "scaling": scaling,
         "dataset": described.get("name"),
         "source_model": None if source is None else {"path": str(source), "sha256": file_sha256(source)},
         "verification": report.get("verification"),

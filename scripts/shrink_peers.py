@@ -138,7 +138,7 @@ def case(name: str, model: Path, data: str, seeds: list[int], runs: int, student
     """Every route for one model, then one bench call over all their files."""
     routes = {"unpruned": [(None, converted(model, data))]}
     searches = {}
-    for technique, options, route_seeds in (("shrink", {"target": "macs"}, seeds), ("prune", {}, seeds[:1])):
+    for technique, options, route_seeds in (("shrink", {"target": "macs"}, seeds), ("prune", {}, [0] if 0 in seeds else [])):
         for seed in route_seeds:
             out, metrics = compressed(technique, model, data, seed, **options)
             if out is not None:

@@ -145,7 +145,7 @@ def _decide(layer: keras.layers.Layer, unsupported: set[str]) -> tuple[int, str]
     )
 
     if type(layer).__name__ in PREPROCESSING:
-        return 0, "input preprocessing: kept in float"
+        return 0, "input preprocessing: no weights; its output range is learned"
     if layer.name in unsupported:
         return 0, f"{type(layer).__name__} is not supported by tfmot's 8-bit QAT scheme"
     activation = getattr(layer, "activation", None)

@@ -43,10 +43,10 @@ DROPPED = frozenset({
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 # input preprocessing kept inside the model: how kerascomp's techniques treat each
 PREPROCESSING = {
-    "Rescaling": "kept in float: pruning and clustering skip it (no weights), QAT leaves it unquantized",
-    "Normalization": "kept in float: its mean/variance are not pruned or clustered, QAT leaves it unquantized",
-    "Resizing": "kept in float: no weights; QAT leaves it unquantized",
-    "CenterCrop": "kept: no weights; QAT leaves it unquantized",
+    "Rescaling": "pruning and clustering skip it (no weights); QAT learns its output range, so int8 keeps its scale",
+    "Normalization": "its mean/variance are not pruned or clustered; QAT learns its output range",
+    "Resizing": "no weights; QAT learns its output range",
+    "CenterCrop": "no weights; QAT learns its output range",
 }
 
 _RENAMED = {"LeakyReLU": {"negative_slope": "alpha"}}

@@ -149,11 +149,14 @@ def xnnpack_sparse(model_path: Path, data: str) -> tuple[Path | None, str]:
     return out, "applied"
 
 
-def case(name: str, model: Path, data: str, seeds: list[int], runs: int, student: dict | None = None) -> dict:
+def case(name: str, model: Path, data: str, seeds: list[int], runs: int, student: dict | None = None,
+         routes_wanted: tuple[str, ...] = ("shrink", "prune")) -> dict:
     """Every route for one model, then one bench call over all their files."""
     routes = {"unpruned": [(None, converted(model, data))]}
     searches = {}
     for technique, options, route_seeds in (("shrink", {"target": "macs"}, seeds), ("prune", {}, [0] if 0 in seeds else [])):
+        if technique not in routes_wanted:
+            continue
         for seed in route_seeds:
             out, metrics = compressed(technique, model, data, seed, **options)
             if out is not None:
@@ -267,7 +270,7 @@ def cifar_case(args, work: Path, seeds: list[int]) -> dict:
         cli("train", *TEACHER, "--data", args.data, "--augment", "crop,flip", "--epochs", 60, "--patience", 0,
             "--out", teacher)
     student = _nearest_student(args, work, teacher, seeds)
-    return case("cifar_cnn", teacher, args.data, seeds, args.runs, student)
+    return case("cifar_cnn", teacher, args.data, seeds, args.runs, student, tuple(args.routes.split(",")))
 
 
 def _nearest_student(args, work: Path, teacher: Path, seeds: list[int]) -> dict | None:
@@ -301,7 +304,7 @@ def shape_cases(args, work: Path, seeds: list[int], names: list[str]) -> list[di
         path = work / f"{name}.keras"
         if not path.exists():
             build(path, _split(str(npz)), epochs, lr)
-        results.append(case(name, path, str(npz), seeds, args.runs))
+        results.append(case(name, path, str(npz), seeds, args.runs, routes_wanted=tuple(args.routes.split(","))))
     return results
 
 
@@ -376,6 +379,7 @@ def main() -> None:
     parser.add_argument("--teacher", help="A trained CIFAR teacher .keras (default: train one, ~45 min on 2 cores)")
     parser.add_argument("--cases", default="cifar,shapes", help="cifar, shapes (all four), or shape names")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--routes", default="shrink,prune", help="The trained routes to run (a partial table: fewer)")
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--out", default="scripts/results")
     args = parser.parse_args()

@@ -83,12 +83,14 @@ def _technique_exports() -> dict:
 
 def _technique_call(apply, name: str):
     """A technique's ``apply`` as the Python API offers it: under its own name, taking a Keras 3 model in memory
-    (imported as its file would be) and feeding the model the input scaling it was loaded with."""
+    (imported as its file would be), feeding the model the input scaling it was loaded with, and passing
+    ``callbacks=[...]`` to every training run inside."""
     saving = _import_module("kerascomp.saving")
 
-    def call(model, data, *args, **kwargs):
+    def call(model, data, *args, callbacks=(), **kwargs):
         model = saving.as_tf_keras(model, data)
-        result, metrics = apply(model, saving.fit_data(model, data), *args, **kwargs)
+        with _import_module("kerascomp.training").user_callbacks(callbacks):  # every fit inside hears them
+            result, metrics = apply(model, saving.fit_data(model, data), *args, **kwargs)
         saving.carry_scaling(result, model)
         return result, metrics
 

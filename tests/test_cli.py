@@ -144,3 +144,15 @@ def test_every_command_has_its_python_call_at_the_package_face(tmp_path, digits,
     assert document["results"][0]["accuracy"] > 0.9 and callable(kerascomp.bench.bench)
     assert kerascomp.inspect(digits_model[0])["params"] == model.count_params()
     assert [f.__name__ for f in (kerascomp.convert, kerascomp.inspect, kerascomp.run)] == ["convert", "inspect", "run"]
+
+
+def test_a_techniques_python_call_passes_the_users_callbacks_to_its_fine_tuning(digits, digits_model):
+    """tfmot's users bring their own model.fit callbacks; kerascomp.prune(..., callbacks=[...]) reaches the fit."""
+    import kerascomp
+    from kerascomp.backend import keras
+
+    seen = []
+    hook = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(logs["val_accuracy"]))
+    kerascomp.prune(kerascomp.load_model(digits_model[0]), digits,
+                    kerascomp.PruneConfig(sparsity=0.5, epochs=2, verbose=0), callbacks=[hook])
+    assert len(seen) == 2 and all(0 <= v <= 1 for v in seen)

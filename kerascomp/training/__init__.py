@@ -8,7 +8,7 @@ the ``tf.distribute`` strategies; :mod:`~kerascomp.training.callbacks` the callb
 """
 
 from kerascomp.training.distillation import FROM_INPUT, NO_TEACHER, DistillConfig, check_compatible
-from kerascomp.training.trainer import ModelSpec, TrainConfig, evaluate, train
+from kerascomp.training.trainer import ModelSpec, TrainConfig, evaluate, train, user_callbacks
 
-__all__ = ["TrainConfig", "train", "evaluate", "ModelSpec", "DistillConfig", "check_compatible", "FROM_INPUT",
+__all__ = ["TrainConfig", "train", "evaluate", "user_callbacks", "ModelSpec", "DistillConfig", "check_compatible", "FROM_INPUT",
            "NO_TEACHER"]

@@ -7,9 +7,11 @@ the best weights, and per-epoch wall time recorded for the reports.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
-from typing import Callable, Union
+from typing import Callable, Iterator, Sequence, Union
 
 from kerascomp import models
 from kerascomp.backend import keras, tf
@@ -20,7 +22,23 @@ from kerascomp.options import at_least, option
 from kerascomp.training import distillation
 from kerascomp.training.distribute import STRATEGIES, get_strategy, precision, to_float32
 
-__all__ = ["TrainConfig", "train", "evaluate"]
+__all__ = ["TrainConfig", "train", "evaluate", "user_callbacks"]
+
+_USER_CALLBACKS: contextvars.ContextVar[tuple] = contextvars.ContextVar("user_callbacks", default=())
+
+
+@contextlib.contextmanager
+def user_callbacks(callbacks: Sequence) -> Iterator[None]:
+    """Every training run inside this block also calls ``callbacks`` (a technique's fine-tuning included).
+
+    How ``kerascomp.prune(..., callbacks=[...])`` reaches the ``fit`` deep
+    inside a technique without each technique passing it along.
+    """
+    token = _USER_CALLBACKS.set(tuple(callbacks))
+    try:
+        yield
+    finally:
+        _USER_CALLBACKS.reset(token)
 
 
 @dataclasses.dataclass
@@ -131,7 +149,7 @@ def train(
         train_data,
         validation_data=val_data,
         epochs=config.epochs,
-        callbacks=[timer, stop, *progress, *(callbacks or [])],
+        callbacks=[timer, stop, *progress, *(callbacks or []), *_USER_CALLBACKS.get()],
         verbose=0,  # EpochLog writes one short line per epoch instead of Keras's bar
     )
     if config.mixed_precision:

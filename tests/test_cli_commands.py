@@ -76,6 +76,16 @@ def test_predict_takes_a_folder_of_images_in_sorted_order(capsys, tmp_path, tfli
         str(tmp_path / "pngs" / n) for n in ("a.png", "b.png", "sub/c.png")]
 
 
+def test_predict_warns_once_when_inputs_look_like_another_pixel_range(capsys, tmp_path, tflite):
+    """0..255 images for a model trained on 0..16 digits ran silently with other confidences."""
+    np.savez(tmp_path / "bright.npz", x=np.full((3, 8, 8), 200, np.uint8))
+    code, out, err = run(capsys, "predict", tflite, tmp_path / "bright.npz")
+    assert code == 0 and err.count("warning:") == 1 and "trained on 0..16" in err and len(out.splitlines()) == 3
+    np.savez(tmp_path / "digits.npz", x=np.full((3, 8, 8), 12, np.uint8))
+    code, out, err = run(capsys, "predict", tflite, tmp_path / "digits.npz")
+    assert code == 0 and "warning" not in err
+
+
 def test_predict_runs_on_the_edge_path_without_tensorflow(tmp_path, digits, tflite):
     """``predict`` is what a device without TensorFlow runs: the command never imports TensorFlow."""
     np.savez(tmp_path / "raw.npz", x_test=digits.x_test[:3, ..., 0].astype(np.float32))

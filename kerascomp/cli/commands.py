@@ -22,7 +22,7 @@ from kerascomp.budget import OBJECTIVES, tie_words
 from kerascomp.cli.common import data_options, json_option, load_data, model_and_data, numbers, parse_key_values
 from kerascomp.cli.options import click_options
 from kerascomp.cli.techniques import TechniqueCommands
-from kerascomp.data.images import read_inputs
+from kerascomp.data.images import far_off, read_inputs
 from kerascomp.errors import DataError, KerascompError, first_line
 from kerascomp.export import default_output, export
 from kerascomp.export.modes import BACKENDS, CALIBRATED_MODES, DEFAULT_BACKEND, KEEP_FLOAT_AUTO, QUANTIZE_MODES
@@ -151,9 +151,15 @@ def predict(artifact, inputs, top_k, threads):
         raise click.UsageError(f"predict runs a .tflite file on the edge runtime; convert {artifact} first: "
                                f"kerascomp convert {artifact} --out {Path(artifact).stem}.tflite")
     model = runtime.load(artifact, threads=threads)
+    trained = (model.meta or {}).get("input_range")
+    warned = False
     for name, raw in read_inputs(inputs, model.input_shape, warn=lambda m: click.echo(f"warning: {m}", err=True)):
         if not np.isfinite(raw).all():
             raise DataError(f"{name} holds NaN or Inf values")
+        if trained and not warned and far_off(float(raw.max()), trained[1]):
+            warned = True
+            click.echo(f"warning: {name} holds values up to {raw.max():g}; the model trained on {trained[0]:g}.."
+                       f"{trained[1]:g} (check the pixel range: 0..255 images for a 0..16 model?)", err=True)
         labels = model.classify(raw[None], top_k=top_k)[0]
         click.echo(f"{name}: " + ", ".join(f"{label} {p:.3f}" for label, p in labels))
 

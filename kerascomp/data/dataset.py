@@ -120,7 +120,13 @@ class Dataset:
             "n_val": len(self.y_val),
             "n_test": len(self.y_test),
             "seed": self.seed,
+            "input_range": self.raw_range(),
         }
+
+    def raw_range(self) -> list[float]:
+        """``[min, max]`` of the training inputs before scaling: what a deployed model expects to be fed."""
+        lo, hi = (float(v - self.scaling.offset) / self.scaling.scale for v in (self.x_train.min(), self.x_train.max()))
+        return [round(lo, 4), round(hi, 4)]
 
 
 def _shape_hint(have: tuple, want: tuple) -> str:

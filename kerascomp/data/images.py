@@ -33,6 +33,15 @@ def read_inputs(paths: Sequence[str], input_shape: Sequence[int],
             yield str(path), pixels
 
 
+def far_off(peak: float, trained_peak: float, factor: float = 4.0) -> bool:
+    """Whether inputs peaking at ``peak`` look like another pixel range than the training inputs' (``trained_peak``).
+
+    0..255 images fed to a model trained on 0..16 digits (or the reverse) run
+    without error and answer with other confidences: worth one warning.
+    """
+    return trained_peak > 0 and peak > 0 and not trained_peak / factor <= peak <= factor * trained_peak
+
+
 def _files(paths: Sequence[str]) -> Iterator[Path]:
     """Every file named, a folder standing for the images (and ``.npz`` files) in it, walked in sorted order."""
     for text in paths:

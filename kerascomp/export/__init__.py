@@ -150,6 +150,7 @@ def _sidecar(out: Path, quantize: str, int8_io: bool, input_shape, data: Dataset
         "output": "logits",
         "class_names": described.get("class_names") or ([str(i) for i in range(num_classes)] if num_classes else None),
         "scaling": scaling,
+        "input_range": described.get("input_range"),  # raw values the model trained on: predict warns far off
         "dataset": described.get("name"),
         "source_model": None if source is None else {"path": str(source), "sha256": file_sha256(source)},
         "verification": report.get("verification"),

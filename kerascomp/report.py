@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 from kerascomp.files import atomic_path
 
-__all__ = ["pyplot", "save_figure", "results_table", "kernel_table", "plot_tradeoff", "plot_search",
+__all__ = ["pyplot", "save_figure", "results_table", "kernel_table", "plot_tradeoff", "label_lifts", "plot_search",
            "classification_details", "pareto_front", "plot_training_curves", "plot_epoch_times", "plot_confusion_matrix",
            "plot_sweep", "plot_swap", "sensitivity_table", "plot_sensitivity", "technique_plots"]
 
@@ -53,28 +53,61 @@ def kernel_table(results: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_tradeoff(results: Sequence[dict], path: str | os.PathLike, title: str = "") -> None:
-    """Accuracy vs gzip size and accuracy vs p50 latency, one labelled point per artifact."""
+def plot_tradeoff(results: Sequence[dict], path: str | os.PathLike, title: str = "", chosen: str | None = None) -> None:
+    """Accuracy vs gzip size and accuracy vs p50 latency, one labelled point per artifact, ``chosen`` starred.
+
+    Labels that would sit on each other (``qat_int8`` on ``prune_int8``) are
+    stacked upwards instead.
+    """
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     panels = ((axes[0], lambda r: r["gzip_bytes"] / 1024, "gzip size (KB, log)"),
               (axes[1], lambda r: r["latency_ms"]["p50"], "latency p50, batch 1 (ms, log)"))
     for ax, x_of, label in panels:
-        for r in results:
-            name = r["name"] if r["threads"] == 1 else f"{r['name']} ({r['threads']}t)"
-            ax.scatter(x_of(r), 100 * r["accuracy"], s=40)
-            ax.annotate(name, (x_of(r), 100 * r["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
         points = [(x_of(r), 100 * r["accuracy"]) for r in results]
+        first_chosen = next((r for r in results if r["name"] == chosen), None)
+        names = [(r["name"] if r["threads"] == 1 else f"{r['name']} ({r['threads']}t)")
+                 + (" (chosen)" if r is first_chosen else "") for r in results]
+        for r, point, name, lift in zip(results, points, names, label_lifts(points, names)):
+            mine = r is first_chosen
+            ax.scatter(*point, s=160 if mine else 40, marker="*" if mine else "o", color="tab:red" if mine else None,
+                       zorder=3)
+            ax.annotate(name, point, textcoords="offset points", xytext=(5, 4 + 9 * lift), fontsize=8,
+                        fontweight="bold" if mine else "normal")
         front = sorted(points[i] for i in pareto_front(points))
         if len(front) > 1:
             ax.step(*zip(*front), where="post", color="tab:red", alpha=0.6, lw=1, label="Pareto front")
             ax.legend(loc="lower right", fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy of the artifact (%)")
+        ax.set_ylabel("test accuracy of the file (%)")
         ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle(title or "accuracy vs size and latency (up and left is better)")
+    fig.suptitle(title or "accuracy vs size and latency (up and left is better; the choice reads validation accuracy)")
     save_figure(fig, path)
+
+
+def label_lifts(points: Sequence[tuple[float, float]], names: Sequence[str], near: float = 0.05,
+                 char: float = 0.013) -> list[int]:
+    """How many label heights each label goes up so that it overlaps no label placed before it.
+
+    Positions are fractions of the axes as drawn (log x, linear y); a label
+    spans about ``char`` of the width per character to the right of its point.
+    """
+    import math
+
+    xs = [math.log10(max(x, 1e-12)) for x, _ in points]
+    ys = [y for _, y in points]
+    spread_x, spread_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    placed: list[tuple[float, float, float, int]] = []  # left, right, height, lift
+    lifts = []
+    for x, y, name in zip(xs, ys, names):
+        left, v = 0.85 * (x - min(xs)) / spread_x, 0.85 * (y - min(ys)) / spread_y  # the axes' margins
+        right = left + char * len(name)
+        taken = {lift for pl, pr, pv, lift in placed if pl < right and left < pr and abs(pv - v) < near}
+        lift = next(k for k in range(len(points) + 1) if k not in taken)
+        placed.append((left, right, v, lift))
+        lifts.append(lift)
+    return lifts
 
 
 def classification_details(y_true, y_pred, class_names: Sequence[str]) -> dict:

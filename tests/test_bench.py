@@ -135,3 +135,12 @@ def test_predict_classifies_a_png_with_sidecar_labels(capsys, tmp_path, digits, 
     line = capsys.readouterr().out.strip()
     label, probability = line.split(": ")[1].split(", ")[0].split()
     assert label == "3" and 0.5 < float(probability) <= 1.0
+
+
+def test_labels_of_nearby_points_are_stacked_and_far_ones_stay_put():
+    """qat_int8 sat on prune_int8 and teacher_fp32 on teacher_float16 in the trade-off plot."""
+    from kerascomp.report import label_lifts
+
+    points = [(6.5, 98.9), (6.7, 98.9), (200.0, 98.9), (6.6, 99.6)]
+    names = ["prune_int8", "qat_int8", "teacher_fp32", "student_int8"]
+    assert label_lifts(points, names) == [0, 1, 0, 0]

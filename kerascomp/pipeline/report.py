@@ -52,7 +52,7 @@ def _render(document: dict, out: Path) -> Path:
                 _summary_section(document)]
     results = document.get("results") or []
     if results:
-        plot_tradeoff(results, plots / "tradeoff.png")
+        plot_tradeoff(results, plots / "tradeoff.png", chosen=(document.get("choice") or {}).get("chosen"))
         sections += ["![accuracy vs size and latency](plots/tradeoff.png)", "## Every artifact", results_table(results)]
         kernels = kernel_table(results)
         if kernels:

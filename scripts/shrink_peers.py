@@ -276,13 +276,13 @@ def cifar_case(args, work: Path, seeds: list[int]) -> dict:
 def _nearest_student(args, work: Path, teacher: Path, seeds: list[int]) -> dict | None:
     """The student-size table's row nearest the shrunk models' parameters, as an untrained file of that shape."""
     sizes = Path(args.out) / "student_sizes_cifar10.json"
-    shrunk = [json.loads(p.read_text()) for p in work.glob(f"{teacher.stem}_shrink_s*.json")]
+    shrunk = _shrink_records(work, teacher)
     if not sizes.exists():
         return None
     if not shrunk:  # the shrunk models come first; their size picks the student
         for seed in seeds:
             compressed("shrink", teacher, args.data, seed, target="macs")
-        shrunk = [json.loads(p.read_text()) for p in work.glob(f"{teacher.stem}_shrink_s*.json")]
+        shrunk = _shrink_records(work, teacher)
     params = statistics.mean(m["after"]["params"] for m in shrunk)
     row = min(json.loads(sizes.read_text())["rows"], key=lambda r: abs(np.log(r["params"] / params)))
     path = work / f"student_w{row['width']}.keras"
@@ -291,6 +291,12 @@ def _nearest_student(args, work: Path, teacher: Path, seeds: list[int]) -> dict 
         save_model(models.build("cnn", input_shape=data.input_shape, num_classes=data.num_classes,
                                 width=row["width"], depth=3), path)
     return {"path": path, "accuracy": row["distilled"], "accuracy_sd": row["distilled_sd"]}
+
+
+def _shrink_records(work: Path, teacher: Path) -> list[dict]:
+    """The metrics of every shrink seed done (not the models' sidecars, ``*.keras.json``)."""
+    return [json.loads(p.read_text()) for p in work.glob(f"{teacher.stem}_shrink_s*.json")
+            if not p.name.endswith(".keras.json")]
 
 
 def shape_cases(args, work: Path, seeds: list[int], names: list[str]) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -54,11 +55,8 @@ def kernel_table(results: Sequence[dict]) -> str:
 
 
 def plot_tradeoff(results: Sequence[dict], path: str | os.PathLike, title: str = "", chosen: str | None = None) -> None:
-    """Accuracy vs gzip size and accuracy vs p50 latency, one labelled point per artifact, ``chosen`` starred.
-
-    Labels that would sit on each other (``qat_int8`` on ``prune_int8``) are
-    stacked upwards instead.
-    """
+    """Accuracy vs gzip size and vs p50 latency, one labelled point per artifact (labels that would sit on each
+    other stacked, see :func:`label_lifts`), ``chosen`` starred."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     panels = ((axes[0], lambda r: r["gzip_bytes"] / 1024, "gzip size (KB, log)"),
@@ -70,8 +68,7 @@ def plot_tradeoff(results: Sequence[dict], path: str | os.PathLike, title: str =
                  + (" (chosen)" if r is first_chosen else "") for r in results]
         for r, point, name, lift in zip(results, points, names, label_lifts(points, names)):
             mine = r is first_chosen
-            ax.scatter(*point, s=160 if mine else 40, marker="*" if mine else "o", color="tab:red" if mine else None,
-                       zorder=3)
+            ax.scatter(*point, s=160 if mine else 40, marker="*" if mine else "o", c="tab:red" if mine else None)
             ax.annotate(name, point, textcoords="offset points", xytext=(5, 4 + 9 * lift), fontsize=8,
                         fontweight="bold" if mine else "normal")
         front = sorted(points[i] for i in pareto_front(points))
@@ -87,27 +84,20 @@ def plot_tradeoff(results: Sequence[dict], path: str | os.PathLike, title: str =
 
 
 def label_lifts(points: Sequence[tuple[float, float]], names: Sequence[str], near: float = 0.05,
-                 char: float = 0.013) -> list[int]:
+                char: float = 0.013) -> list[int]:
     """How many label heights each label goes up so that it overlaps no label placed before it.
 
-    Positions are fractions of the axes as drawn (log x, linear y); a label
-    spans about ``char`` of the width per character to the right of its point.
+    Positions are fractions of the axes as drawn (log x, linear y, 0.85 of the
+    span for the margins); a label spans ``char`` of the width per character.
     """
-    import math
-
-    xs = [math.log10(max(x, 1e-12)) for x, _ in points]
-    ys = [y for _, y in points]
-    spread_x, spread_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    xs, ys = [math.log10(max(x, 1e-12)) for x, _ in points], [y for _, y in points]
+    dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
     placed: list[tuple[float, float, float, int]] = []  # left, right, height, lift
-    lifts = []
     for x, y, name in zip(xs, ys, names):
-        left, v = 0.85 * (x - min(xs)) / spread_x, 0.85 * (y - min(ys)) / spread_y  # the axes' margins
-        right = left + char * len(name)
-        taken = {lift for pl, pr, pv, lift in placed if pl < right and left < pr and abs(pv - v) < near}
-        lift = next(k for k in range(len(points) + 1) if k not in taken)
-        placed.append((left, right, v, lift))
-        lifts.append(lift)
-    return lifts
+        left, v = 0.85 * (x - min(xs)) / dx, 0.85 * (y - min(ys)) / dy
+        taken = {k for pl, pr, pv, k in placed if pl < left + char * len(name) and left < pr and abs(pv - v) < near}
+        placed.append((left, left + char * len(name), v, next(k for k in range(len(points) + 1) if k not in taken)))
+    return [k for *_, k in placed]
 
 
 def classification_details(y_true, y_pred, class_names: Sequence[str]) -> dict:

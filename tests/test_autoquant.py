@@ -68,14 +68,12 @@ def test_cli_auto_keeps_the_fastest_mode_within_the_budget_with_its_sidecar(caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.json", "m_auto.tflite", "m_auto.tflite.json"]
 
 
-@pytest.mark.parametrize("args, with_data, code, message", [
-    (["--quantize", "auto", "--max-drop", "-100"], True, 1, "no candidate holds --max-drop -100"),
-    (["--quantize", "int8", "--objective", "size"], True, 2, "apply to --quantize auto"),
-    (["--quantize", "auto"], False, 1, "give --data"),
-])
-def test_auto_refusals_write_nothing(capsys, tmp_path, digits_model, args, with_data, code, message):
+@pytest.mark.parametrize("args, code, message", [
+    (["--quantize", "auto", "--max-drop", "-100"], 1, "no candidate holds --max-drop -100"),
+    (["--quantize", "int8", "--objective", "size"], 2, "apply to --quantize auto"),
+])  # auto without --data: refused before TensorFlow loads (test_cli_commands.BAD_INPUT)
+def test_auto_refusals_write_nothing(capsys, tmp_path, digits_model, args, code, message):
     source, _ = digits_model
-    data = ["--data", "digits"] if with_data else []
-    assert main(["convert", str(source), *args, *data, "--out", str(tmp_path / "m.tflite")]) == code
+    assert main(["convert", str(source), *args, "--data", "digits", "--out", str(tmp_path / "m.tflite")]) == code
     error = capsys.readouterr().err
     assert message in error and list(tmp_path.iterdir()) == []

@@ -110,13 +110,6 @@ def test_bench_shape_mismatch_is_an_error(capsys, tmp_path, artifacts, image_npz
     assert "expects inputs (8, 8, 1)" in capsys.readouterr().err
 
 
-def test_convert_int8_without_data_is_an_error_and_writes_nothing(capsys, tmp_path, digits_model):
-    out = tmp_path / "m.tflite"
-    assert main(["convert", str(digits_model[0]), "--quantize", "int8", "--out", str(out)]) == 1
-    assert "needs --data" in capsys.readouterr().err
-    assert not list(tmp_path.iterdir())
-
-
 def test_convert_of_a_non_model_file_is_an_error(capsys, tmp_path):
     bad = tmp_path / "m.keras"
     bad.write_bytes(b"not a zip")

@@ -187,7 +187,8 @@ def test_cli_prunes_and_reports_then_refuses_bad_input_writing_nothing(capsys, t
     garbage = tmp_path / "garbage.keras"
     garbage.write_text("not a model")
     inputs = keras.Input((8, 8, 1))
-    no_prunable = save_model(keras.Model(inputs, keras.layers.DepthwiseConv2D(3)(inputs)), tmp_path / "dw.keras")
+    depthwise = keras.layers.GlobalAveragePooling2D()(keras.layers.DepthwiseConv2D(3, depth_multiplier=10)(inputs))
+    no_prunable = save_model(keras.Model(inputs, depthwise), tmp_path / "dw.keras")  # fits digits, nothing to prune
     cases = [(source, "1.0", 1, "sparsity must be in [0, 1)"), (source, "lots", 2, "'--sparsity': a number in [0, 1) or 'auto'"),
              (no_prunable, "0.5", 1, "no layer can be pruned"), (garbage, "0.5", 1, "cannot load")]
     for model, sparsity, expected, message in cases:

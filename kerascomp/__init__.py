@@ -94,7 +94,9 @@ def _technique_call(apply, name: str):
         saving.carry_scaling(result, model)
         return result, metrics
 
-    return _named(_functools.wraps(apply)(call), name)
+    call = _functools.wraps(apply)(call)
+    call.__name__ = call.__qualname__ = name
+    return call
 
 
 def _named(function, name: str):

@@ -66,9 +66,10 @@ def compress_file(
     teacher_path = getattr(config, "distill_from", None) if technique.teacher else None
     # "input": the model as loaded here, so a search's warm restarts still learn from the uncompressed original
     kwargs = {"teacher": model if teacher_path == FROM_INPUT else load(teacher_path, data)[0]} if teacher_path else {}
-    kwargs.update(measurement(technique))
+    measured = measurement(technique)
+    kwargs.update(measured)
     if technique.plan is not None and echo is not None:
-        echo(technique.plan(model, planned_config(technique, config), **measurement(technique)))
+        echo(technique.plan(model, planned_config(technique, config), **measured))
     result, metrics, config = _apply(technique, model, meta, data, config, echo, kwargs, strict)
     metrics = {"source": str(model_path), "out": str(out), "params": int(result.count_params()), **metrics}
     side = {**meta, **(extra_meta or {}), **({"model": metrics["model"]} if "model" in metrics else {}),

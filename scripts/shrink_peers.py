@@ -294,9 +294,9 @@ def _nearest_student(args, work: Path, teacher: Path, seeds: list[int]) -> dict 
 
 
 def _shrink_records(work: Path, teacher: Path) -> list[dict]:
-    """The metrics of every shrink seed done (not the models' sidecars, ``*.keras.json``)."""
+    """The metrics of every shrink seed done (``…_shrink_s<seed>.json``, not the sidecars of its files)."""
     return [json.loads(p.read_text()) for p in work.glob(f"{teacher.stem}_shrink_s*.json")
-            if not p.name.endswith(".keras.json")]
+            if p.stem.rpartition("_s")[2].isdigit()]
 
 
 def shape_cases(args, work: Path, seeds: list[int], names: list[str]) -> list[dict]:

@@ -4,7 +4,7 @@ The CLI turns every :class:`KerascompError` into one ``Error:`` line and a
 non-zero exit; anything else is a bug and keeps its traceback for debugging.
 """
 
-__all__ = ["KerascompError", "DataError", "ModelError", "ConfigError", "first_line"]
+__all__ = ["KerascompError", "DataError", "ModelError", "Unreachable", "ConfigError", "first_line"]
 
 
 class KerascompError(Exception):
@@ -17,6 +17,13 @@ class DataError(KerascompError, ValueError):
 
 class ModelError(KerascompError, ValueError):
     """An unknown model, a bad model argument, or a model file that cannot be used."""
+
+
+class Unreachable(ModelError):
+    """A compression setting beyond what the model allows (e.g. fewer channels than its smallest form).
+
+    A strength search takes it as the end of its ladder, not as a failure of the run.
+    """
 
 
 class ConfigError(KerascompError, ValueError):

@@ -10,7 +10,7 @@ from kerascomp.backend import keras
 from kerascomp.cli import main
 from kerascomp.compress import registry
 from kerascomp.compress.search import search
-from kerascomp.errors import ConfigError
+from kerascomp.errors import ConfigError, Unreachable
 from kerascomp.pipeline.run import choose
 from kerascomp.pipeline.config import parse_config
 from kerascomp.saving import load_meta
@@ -69,6 +69,26 @@ def test_a_marginal_failure_between_passes_does_not_end_the_climb_but_two_in_a_r
     technique, _ = _technique({1: 0.9, 2: 0.894, 4: 0.894, 8: 0.9}.get)
     _, _, record = search(technique, _model(), None, _Config(), max_drop=0.5, baseline=0.9)
     assert [t["strength"] for t in record["tries"]] == [1, 2, 4] and record["chosen"] == 1
+
+
+def _unreachable_above(limit):
+    """Validation accuracy that never drops, from a model that cannot go past ``limit``."""
+    def accuracy_at(level):
+        if level > limit:
+            raise Unreachable(f"cannot reach {level}")
+        return 0.9
+    return accuracy_at
+
+
+def test_a_step_the_model_cannot_reach_ends_the_ladder_and_the_bisection_looks_below_it():
+    technique, _ = _technique(_unreachable_above(6), warm_start=False)
+    model, _, record = search(technique, _model(), None, _Config(), max_drop=0.5, baseline=0.9)
+    assert [t["strength"] for t in record["tries"]] == [1, 2, 4, 6]  # 8 is not a try: 6 is half-way to it
+    assert record["unreachable"] == {"strength": 8, "why": "cannot reach 8"}
+    assert record["chosen"] == 6 and model.level == 6
+    technique, _ = _technique(_unreachable_above(0))
+    with pytest.raises(Unreachable):  # not even the weakest step: the model cannot be searched at all
+        search(technique, _model(), None, _Config(), max_drop=0.5, baseline=0.9)
 
 
 def test_search_returns_nothing_when_the_weakest_step_fails():

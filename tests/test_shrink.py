@@ -212,6 +212,27 @@ def test_a_latency_target_times_cuts_in_litert_and_records_them():
     assert "p50" in format_plan(planned)
 
 
+def test_one_compression_times_each_architecture_once_so_the_plan_printed_is_the_plan_applied(
+        monkeypatch, digits, digits_model, tmp_path):
+    """compress_file prints the pre-flight plan, then cuts: both read one set of timings (and the input is timed
+    once), so a noisy clock cannot make the printed plan differ from the applied one."""
+    from kerascomp.pipeline import runner
+
+    timed = []
+
+    def latency(candidate):  # a clock that never repeats itself: a second timing of a model would show
+        timed.append(cost(analyse(candidate))["macs"])
+        return 0.01 + 1e-6 * timed[-1] + 1e-4 * len(timed)
+
+    monkeypatch.setitem(runner.MEASUREMENTS, "latency", latency)
+    lines = []
+    metrics = runner.compress_file("shrink", digits_model[0], digits, ShrinkConfig(keep=0.7, target="latency",
+                                   epochs=1, verbose=0), tmp_path / "s.keras", echo=lines.append)
+    assert len(timed) == len(set(timed)) and len(timed) > 2
+    after = metrics["after"]["latency_ms"]
+    assert f"p50 {metrics['before']['latency_ms']:.4f} -> {after:.4f} ms" in lines[0]
+
+
 def test_a_latency_target_no_cut_reaches_is_refused_with_the_fastest_measured(capsys, digits_model):
     """From the CLI (which passes the LiteRT measurement in): one Error line; in Python without a measurement: why."""
     assert main(["shrink", str(digits_model[0]), "--keep", "0.01", "--target", "latency", "--plan"]) == 1

@@ -12,8 +12,9 @@ A failure alone does not end the climb. On a validation split of a few
 hundred images one or two images decide a sub-point budget, and measured on
 the digits teacher such a fluke stopped the climb at 50-62.5% sparsity where
 the next steps passed (``scripts/prune_qat_digits.py``). The climb stops at
-two failures in a row, or at one clearly over the budget (more than twice
-it). One bisection step between the strongest pass and the failed step above
+two failures in a row, at one clearly over the budget (more than twice
+it), or at a step the model cannot reach (:class:`~kerascomp.errors.Unreachable`:
+a shrink below its smallest form), which ends the ladder. One bisection step between the strongest pass and the failed step above
 it refines the answer. Every try is recorded and the strongest passing model
 is kept.
 
@@ -32,6 +33,7 @@ import numpy as np
 from kerascomp.budget import check
 from kerascomp.compress.registry import Technique
 from kerascomp.data import Dataset
+from kerascomp.errors import Unreachable
 
 __all__ = ["search", "weights_gzip_bytes"]
 
@@ -49,17 +51,28 @@ def search(technique: Technique, model, data: Dataset, config, *, max_drop: floa
     Returns the strongest passing model (None when no step passes), its
     metrics, and the search record: ``field``, ``tries`` (each with
     ``strength``, ``val_accuracy``, ``drop_pp``, ``passed``, ``params``,
-    ``weights_gzip_bytes``, ``seconds``, ``warm_start``) and ``chosen``.
+    ``weights_gzip_bytes``, ``seconds``, ``warm_start``), ``chosen`` and
+    ``unreachable`` (the first step the model cannot reach, with why, or None).
+    A first step the model cannot reach raises.
     """
     strength = technique.strength
     echo = echo or (lambda text: None)
     tries, best = [], (None, None, None)  # (strength, model, metrics)
-    first_fail, inputs = None, {}
+    first_fail, inputs, unreachable = None, {}, {}
 
     def attempt(value, start, warm):
+        """One try: (model, metrics, passed), or passed None for a step the model cannot reach."""
         begun = time.perf_counter()
         echo(f"{technique.name}: trying {strength.field}={value}" + (" (from the last passing model)" if warm else ""))
-        result, metrics = technique.apply(start, data, strength.set(config, value), **kwargs)
+        try:
+            result, metrics = technique.apply(start, data, strength.set(config, value), **kwargs)
+        except Unreachable as error:
+            if not tries:  # not even the weakest step: nothing to search
+                raise
+            echo(f"{technique.name}: {strength.field}={value} cannot be reached: {error}")
+            unreachable.setdefault("strength", value)
+            unreachable.setdefault("why", str(error))
+            return None, None, None
         inputs.setdefault("baseline", metrics.get("baseline"))  # the first try starts from the input
         budget = check(metrics, baseline, max_drop)  # its baseline and budget are the search record's, not per try
         record = {"strength": value, "val_accuracy": budget["val_accuracy"], "drop_pp": budget["drop_pp"],
@@ -77,7 +90,8 @@ def search(technique: Technique, model, data: Dataset, config, *, max_drop: floa
         if passed:
             best, first_fail = (value, result, metrics), None
             continue
-        stop = first_fail is not None or tries[-1]["drop_pp"] > 2 * max_drop  # two fails in a row, or clearly over
+        # two fails in a row, one clearly over, or the end of what the model can reach
+        stop = passed is None or first_fail is not None or tries[-1]["drop_pp"] > 2 * max_drop
         first_fail = value if first_fail is None else first_fail
         if stop:
             break
@@ -89,6 +103,6 @@ def search(technique: Technique, model, data: Dataset, config, *, max_drop: floa
             if passed:
                 best = (middle, result, metrics)
     record = {"field": strength.field, "max_drop_pp": max_drop, "baseline_val_accuracy": baseline, "tries": tries,
-              "chosen": best[0]}
+              "chosen": best[0], "unreachable": unreachable or None}
     metrics = {**best[2], "baseline": inputs["baseline"]} if best[2] is not None else {}
     return best[1], metrics, record

@@ -66,7 +66,7 @@ def compress_file(
     teacher_path = getattr(config, "distill_from", None) if technique.teacher else None
     # "input": the model as loaded here, so a search's warm restarts still learn from the uncompressed original
     kwargs = {"teacher": model if teacher_path == FROM_INPUT else load(teacher_path, data)[0]} if teacher_path else {}
-    measured = measurement(technique)
+    measured = measurement(technique)  # one per file: the plan printed and the search share its timings
     kwargs.update(measured)
     if technique.plan is not None and echo is not None:
         echo(technique.plan(model, planned_config(technique, config), **measured))
@@ -130,8 +130,30 @@ MEASUREMENTS = {"deployed": compare_deployed, "latency": latency_ms}  # a techni
 
 
 def measurement(technique: registry.Technique) -> dict:
-    """``{"measure": ...}`` for a technique that measures (compress imports no bench, so it is given one), else {}."""
-    return {"measure": MEASUREMENTS[technique.measures]} if technique.measures else {}
+    """``{"measure": ...}`` for a technique that measures (compress imports no bench, so it is given one), else {}.
+
+    Latency depends on the architecture, not the weights: one compression
+    (its pre-flight plan, the cut, every try of a search) times each
+    architecture once, so the plan printed is the plan applied and the input is
+    not re-timed at every try.
+    """
+    if not technique.measures:
+        return {}
+    measure = MEASUREMENTS[technique.measures]
+    return {"measure": _per_architecture(measure) if technique.measures == "latency" else measure}
+
+
+def _per_architecture(measure: Callable) -> Callable:
+    """``measure`` remembered per architecture: layer types and weight shapes (input shape included)."""
+    seen: dict = {}
+
+    def remembered(model) -> float:
+        key = (tuple(model.input_shape), tuple((type(layer).__name__, tuple(tuple(w.shape) for w in layer.weights))
+                                               for layer in model.layers))
+        if key not in seen:
+            seen[key] = measure(model)
+        return seen[key]
+    return remembered
 
 
 def planned_config(technique: registry.Technique, config: object) -> object:

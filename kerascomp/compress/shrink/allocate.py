@@ -22,7 +22,7 @@ import numpy as np
 
 from kerascomp.compress.shrink.graph import WEIGHT_AXES, Graph, Group, Space
 from kerascomp.compress.shrink.surgery import MASKED, weight_role
-from kerascomp.errors import ModelError
+from kerascomp.errors import ModelError, Unreachable
 
 __all__ = ["TARGETS", "COUNTS", "IMPORTANCES", "magnitude", "taylor", "cost", "allocate"]
 
@@ -155,9 +155,9 @@ def allocate(graph: Graph, groups: list[Group], scores: dict[int, np.ndarray], t
              round_to: int) -> dict[int, np.ndarray]:
     """The kept channel indices of every group that shrinks, so that ``target`` is at most ``keep`` of the original.
 
-    Attention heads leave one at a time. Raises ModelError when even the
-    smallest allowed model (``round_to`` channels per group, one head per
-    attention layer) is over the target, saying what the smallest is.
+    Attention heads leave one at a time. Raises :class:`~kerascomp.errors.Unreachable`
+    when even the smallest allowed model (``round_to`` channels per group, one
+    head per attention layer) is over the target, saying what the smallest is.
     """
     if target not in COUNTS:
         raise ModelError(f"unknown target {target!r}; use one of {', '.join(COUNTS)}")
@@ -172,7 +172,7 @@ def allocate(graph: Graph, groups: list[Group], scores: dict[int, np.ndarray], t
     while cost(graph, sizes)[target] > limit:
         if not heap:
             smallest = cost(graph, sizes)[target] / base
-            raise ModelError(f"cannot shrink {target} to {keep:.0%}: with {round_to} channels left in every group it "
+            raise Unreachable(f"cannot shrink {target} to {keep:.0%}: with {round_to} channels left in every group it "
                              f"is still {smallest:.0%} of the original (layers outside every group stay whole)")
         _, root, size = heapq.heappop(heap)
         sizes[root] = size

@@ -20,7 +20,7 @@ import numpy as np
 from kerascomp.compress.shrink.allocate import allocate
 from kerascomp.compress.shrink.graph import Graph, Group
 from kerascomp.compress.shrink.surgery import rebuild
-from kerascomp.errors import ModelError
+from kerascomp.errors import Unreachable
 
 __all__ = ["fit_latency"]
 
@@ -36,7 +36,7 @@ def fit_latency(graph: Graph, groups: list[Group], scores: dict[int, np.ndarray]
     export or bench: the measurement is passed in).
 
     Returns the kept channels and the measurement: ``before``, ``after``, the
-    ``goal`` and every ``tries`` (MAC share, p50). Raises ModelError when even
+    ``goal`` and every ``tries`` (MAC share, p50). Raises :class:`~kerascomp.errors.Unreachable` when even
     the smallest allowed cut is too slow, saying how fast it is.
     """
     base = measure(graph.model)
@@ -45,7 +45,7 @@ def fit_latency(graph: Graph, groups: list[Group], scores: dict[int, np.ndarray]
     for _ in range(STEPS):
         try:
             kept = allocate(graph, groups, scores, "macs", share, round_to)
-        except ModelError:  # below the smallest allowed cut
+        except Unreachable:  # below the smallest allowed cut
             fast, share = share, (share + slow) / 2
             continue
         measured = measure(rebuild(graph, kept))
@@ -57,6 +57,6 @@ def fit_latency(graph: Graph, groups: list[Group], scores: dict[int, np.ndarray]
         share = (fast + slow) / 2
     if best is None:
         fastest = min(t["p50_ms"] for t in tries) if tries else base
-        raise ModelError(f"no cut reaches {keep:.0%} of the input's {base:.4f} ms on this machine; the fastest "
+        raise Unreachable(f"no cut reaches {keep:.0%} of the input's {base:.4f} ms on this machine; the fastest "
                          f"measured runs at {fastest:.4f} ms ({fastest / base:.0%})")
     return best[0], {"before": base, "after": best[1], "goal": goal, "tries": tries}

@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import keras as keras3
 import numpy as np
@@ -209,6 +210,22 @@ def test_grayscale_images_loaded_as_rgb_are_refused_before_any_work_with_the_fix
                          "--out", tmp_path / "p.keras")
     assert code == 1 and err.count("\n") == 1 and "--color-mode grayscale" in err and "pre-flight" not in out
     assert not (tmp_path / "p.keras").exists()
+
+
+def test_run_from_your_own_model_refuses_images_it_cannot_read_in_one_line_naming_both_fixes(capsys, tmp_path,
+                                                                                            keras3_models):
+    """configs/custom_model.yaml hard-coded 96x96 rgb: a model of another input met 'unexpected ValueError'."""
+    from PIL import Image
+
+    paths, _ = keras3_models
+    for label in range(10):
+        (tmp_path / "pngs" / str(label)).mkdir(parents=True)
+        Image.new("L", (16, 16), color=label * 20).save(tmp_path / "pngs" / str(label) / "a.png")
+    config = Path(__file__).resolve().parents[1] / "configs" / "custom_model.yaml"
+    code, out, err = run(capsys, "run", config, "--out", tmp_path / "run",
+                         "--set", f"teacher.path={paths['sequential']}", "--set", f"data.spec={tmp_path / 'pngs'}")
+    assert code == 1 and err.count("\n") == 1 and "[prune]" not in out
+    assert "expects inputs (8, 8, 1)" in err and "grayscale" in err and "resize them to 8x8" in err
 
 
 def test_predict_warns_once_when_it_resizes(capsys, tmp_path, digits_model):

@@ -130,16 +130,17 @@ class Dataset:
 
 
 def _shape_hint(have: tuple, want: tuple) -> str:
-    """The loading option that makes image data fit a model, where one does."""
-    if len(have) != 3 or len(want) != 3:
+    """The loading options that make image data fit a model, where they can: its colour mode, its size, or both."""
+    if len(have) != 3 or len(want) != 3 or (have[2] != want[2] and {have[2], want[2]} != {1, 3}):
         return ""
-    if have[:2] == want[:2] and {have[2], want[2]} == {1, 3}:
+    fixes = []
+    if have[2] != want[2]:
         mode = "grayscale" if want[2] == 1 else "rgb"
-        return f"; load the images as {mode} (--color-mode {mode}, or color_mode={mode!r})"
-    if have[2] == want[2]:
-        return (f"; resize the images to {want[0]}x{want[1]} (--image-size {want[0]}x{want[1]} for an image folder, "
-                f"or image_size=({want[0]}, {want[1]}))")
-    return ""
+        fixes.append(f"load the images as {mode} (--color-mode {mode}, or color_mode={mode!r})")
+    if have[:2] != want[:2]:
+        fixes.append(f"resize them to {want[0]}x{want[1]} (--image-size {want[0]}x{want[1]} for an image folder, "
+                     f"or image_size=({want[0]}, {want[1]}))")
+    return "; " + " and ".join(fixes)
 
 
 def from_arrays(x, y, *, test: tuple | None = None, val_fraction: float = 0.1, test_fraction: float = 0.2,

@@ -29,6 +29,9 @@ def write_config(folder, raw=SMALL):
     return path
 
 
+TRAINED_RUN = pytest.mark.xdist_group("trained_run")  # the tests of one module-scoped run share its worker
+
+
 @pytest.fixture(scope="module")
 def _trained_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("run")
@@ -44,6 +47,7 @@ def finished_run(_trained_run, tmp_path):
     return folder / "pipeline.yaml", folder / "out"
 
 
+@TRAINED_RUN
 def test_run_writes_the_report_contract(finished_run):
     _, out = finished_run
     document = json.loads((out / "report.json").read_text())
@@ -69,6 +73,7 @@ def test_run_writes_the_report_contract(finished_run):
     assert "| gzip size (KB) |" in markdown
 
 
+@TRAINED_RUN
 def test_resume_skips_unchanged_stages_and_keeps_the_final_artifact(finished_run, capsys):
     config, out = finished_run
     final = (out / "tflite_models" / "small_int8.tflite").read_bytes()
@@ -78,6 +83,7 @@ def test_resume_skips_unchanged_stages_and_keeps_the_final_artifact(finished_run
     assert (out / "tflite_models" / "small_int8.tflite").read_bytes() == final
 
 
+@TRAINED_RUN
 def test_a_changed_option_reruns_that_stage_and_the_ones_after(finished_run, capsys):
     config, out = finished_run
     assert main(["run", str(config), "--out", str(out), "--resume", "--set", "stages.1.convert.quantize=[fp32,int8,float16]",
@@ -90,6 +96,7 @@ def test_a_changed_option_reruns_that_stage_and_the_ones_after(finished_run, cap
     assert document["summary"]["final"] == "small_float16"
 
 
+@TRAINED_RUN
 def test_report_command_rerenders_from_json(finished_run):
     _, out = finished_run
     (out / "report.md").unlink()

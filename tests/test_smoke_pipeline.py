@@ -12,6 +12,7 @@ SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 RESULT_KEYS = {"name", "path", "format", "quantization", "params", "nonzero_params", "size_bytes", "gzip_bytes",
                "accuracy", "latency_ms", "batch_size", "threads", "kernel_path"}
 PLOTS = ("tradeoff", "curves", "epoch_seconds", "confusion", "per_class", "sparsity")
+pytestmark = pytest.mark.xdist_group("smoke_run")  # one worker builds the module's run (a minute), not each
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,22 @@ def test_every_builtin_technique_has_a_case():
     assert builtin == set(CASES)
 
 
-@pytest.fixture(params=["default", "mirrored"])
-def strategy(request):
-    """Every technique runs alone and under MirroredStrategy on the two logical CPUs conftest.py sets up."""
-    return request.param
+MIRRORED_EVERY_RUN = ("prune", "qat")  # tfmot's wrappers under MirroredStrategy (qat: its refusal); the rest: -m slow
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+def _cases():
+    """Every technique alone and under MirroredStrategy on the two logical CPUs conftest.py sets up.
+
+    The mirrored runs of the techniques whose training is the shared trainer's
+    are marked slow: each costs 20-25 s and the CI suite keeps to 8 minutes.
+    """
+    for name in sorted(CASES):
+        yield pytest.param(name, "default", id=f"default-{name}")
+        marks = () if name in MIRRORED_EVERY_RUN else pytest.mark.slow
+        yield pytest.param(name, "mirrored", id=f"mirrored-{name}", marks=marks)
+
+
+@pytest.mark.parametrize("name, strategy", _cases())
 def test_technique_keeps_the_contract(name, strategy, digits, digits_model, tmp_path):
     if name == "qat" and strategy != "default":
         with pytest.raises(ConfigError, match="QAT runs on one device only"):

@@ -1,4 +1,5 @@
-"""File output and identity: atomic writes (an interrupted step never leaves a half-written artifact), sidecars, hashes.
+"""File output and identity: atomic writes (an interrupted step never leaves a half-written artifact), one writer
+per output folder, sidecars, hashes.
 
 Every artifact kerascomp writes has a JSON sidecar beside it
 (``name.keras.json``, ``name.tflite.json``); :func:`scaling_of` is the one
@@ -13,7 +14,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "sidecar_path", "scaling_of", "write_json", "file_sha256"]
+from kerascomp.errors import KerascompError
+
+__all__ = ["atomic_path", "one_writer", "sidecar_path", "scaling_of", "write_json", "file_sha256", "LOCK_FILE"]
+
+LOCK_FILE = ".kerascomp.lock"
 
 
 @contextlib.contextmanager
@@ -36,6 +41,52 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def one_writer(folder: str | os.PathLike, what: str = "kerascomp run") -> Iterator[None]:
+    """Hold ``folder`` for this process: two runs writing one folder would interleave its state and artifacts.
+
+    The lock file holds the owner's pid, so a lock left by a process that died
+    (``kill -9``) is taken over instead of blocking the folder for ever.
+    """
+    lock = Path(folder) / LOCK_FILE
+    for _ in range(2):
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is not None and _alive(owner):
+                raise KerascompError(f"{folder} is being written by another {what} (pid {owner}); wait for it to "
+                                     "finish or choose another --out") from None
+            lock.unlink(missing_ok=True)  # its owner is gone: take the folder over
+            continue
+        with os.fdopen(handle, "w") as file:
+            file.write(str(os.getpid()))
+        break
+    else:  # taken over by another process between our two tries
+        raise KerascompError(f"{folder} is being written by another {what}; choose another --out")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _lock_owner(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):  # gone meanwhile, or written by no kerascomp
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:

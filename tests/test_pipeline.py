@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 
 import pytest
@@ -142,6 +143,30 @@ def test_config_mistakes_name_the_key_and_write_nothing(tmp_path, capsys, edit, 
     error = capsys.readouterr().err
     assert error.startswith("Error:") and message in error and len(error.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused_at_once_and_a_dead_owners_lock_is_taken_over(tmp_path, capsys):
+    """Two `kerascomp run` on one --out both ran to the end, writing the same state.json, models and report."""
+    import subprocess
+    import sys
+
+    from kerascomp.files import LOCK_FILE, one_writer
+
+    out = tmp_path / "out"
+    out.mkdir()
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (out / LOCK_FILE).write_text(str(owner.pid))
+        assert main(["run", str(write_config(tmp_path)), "--out", str(out)]) == 1
+        error = capsys.readouterr().err
+        assert error.startswith("Error:") and f"another kerascomp run (pid {owner.pid})" in error
+        assert error.count("\n") == 1 and sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+    finally:
+        owner.kill()
+        owner.wait()
+    with one_writer(out):  # its owner is dead now: the folder is taken over, held by this process, then let go
+        assert (out / LOCK_FILE).read_text() == str(os.getpid())
+    assert not (out / LOCK_FILE).exists()
 
 
 def test_set_rejects_a_path_through_a_scalar(tmp_path):

@@ -21,7 +21,7 @@ from kerascomp.budget import OBJECTIVES, choose_within, tie_words
 from kerascomp.console import echo
 from kerascomp.data import load_data
 from kerascomp.errors import ConfigError
-from kerascomp.files import write_json
+from kerascomp.files import one_writer, write_json
 from kerascomp.pipeline.config import PipelineConfig, StageSpec, TeacherSpec, load_config
 from kerascomp.pipeline.fingerprint import changes, data_digest, key, stage_inputs
 from kerascomp.pipeline.report import write_pipeline_report
@@ -54,6 +54,12 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, out: str | os.PathL
     validate(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with one_writer(out):
+        return _run(config, out, resume, verbose)
+
+
+def _run(config: PipelineConfig, out: Path, resume: bool, verbose: int) -> dict:
+    """The stages in order, each skipped on ``resume`` when its inputs are unchanged; then the report."""
     state = _read_state(out) if resume else {}
     spec = config.data
     data = load_data(spec.spec, val_fraction=spec.val_fraction, seed=config.seed, image_size=spec.image_size,

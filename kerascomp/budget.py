@@ -1,7 +1,9 @@
 """The accuracy budget: how far a result may fall below the original, and which artifact to ship within it.
 
 A budget is in percentage points of *validation* accuracy below the baseline,
-the model before any compression: the test split plays no part in any choice.
+the model before any compression (for a regressor: in the units of its
+validation MAE above the baseline's; see :mod:`kerascomp.tasks`): the test
+split plays no part in any choice.
 The strength search of a technique (:mod:`kerascomp.compress.search`), the
 choice of ``convert --quantize auto`` (:mod:`kerascomp.bench.auto`) and the
 pipeline's final choice all read it here.
@@ -15,9 +17,10 @@ import math
 from typing import Callable
 
 from kerascomp.data import Dataset
+from kerascomp.tasks import CLASSIFICATION, Task
 from kerascomp.training import evaluate
 
-__all__ = ["Objective", "OBJECTIVES", "DEFAULT_OBJECTIVE", "check", "choose_within", "tie_words", "baseline_val_accuracy"]
+__all__ = ["Objective", "OBJECTIVES", "DEFAULT_OBJECTIVE", "check", "choose_within", "tie_words", "baseline_val"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,11 +40,21 @@ OBJECTIVES = {  # the download (gzip), the file the device maps, the work per ca
 DEFAULT_OBJECTIVE = "size"
 
 
-def check(metrics: dict, baseline: float, max_drop: float) -> dict:
-    """The budget record of one result: its validation drop in pp below ``baseline`` and whether it holds."""
-    drop = 100 * (baseline - metrics["val_accuracy"])
-    return {"max_drop_pp": max_drop, "baseline_val_accuracy": baseline, "val_accuracy": metrics["val_accuracy"],
-            "drop_pp": drop, "met": drop <= max_drop + 1e-9}
+def check(metrics: dict, baseline: float, max_drop: float, task: Task = CLASSIFICATION) -> dict:
+    """The budget record of one result: how far its validation metric fell below ``baseline`` and whether it holds.
+
+    ``metric``, ``val``, ``baseline_val``, ``drop`` and ``max_drop`` are in
+    the task's terms (``unit``: ``pp``, or the metric's own units); a
+    classifier's record also carries the names report.json has always used
+    (``val_accuracy``, ``baseline_val_accuracy``, ``drop_pp``, ``max_drop_pp``).
+    """
+    value = metrics[task.keys[0]]
+    drop = task.drop(baseline, value)
+    record = {"metric": task.metric, "unit": task.unit, "max_drop": max_drop, "baseline_val": baseline, "val": value,
+              "drop": drop, "met": drop <= max_drop + 1e-9}
+    if task == CLASSIFICATION:
+        record.update(max_drop_pp=max_drop, baseline_val_accuracy=baseline, val_accuracy=value, drop_pp=drop)
+    return record
 
 
 def choose_within(rows: dict[str, dict], baseline_val: float, max_drop: float, objective: str) -> dict:
@@ -83,12 +96,14 @@ def _noise(a: dict, b: dict) -> float:
     return max(row["latency_ms"]["p90"] - row["latency_ms"]["p50"] for row in (a, b))
 
 
-def baseline_val_accuracy(meta: dict, model, data: Dataset) -> float:
-    """Validation accuracy of the model before any compression: the first step's input, as its sidecar recorded
-    it on these very splits, else ``model`` measured now (a budget is spent along the whole chain, not per step)."""
+def baseline_val(meta: dict, model, data: Dataset) -> float:
+    """The validation metric (the data's task's) of the model before any compression: the first step's input, as
+    its sidecar recorded it on these very splits, else ``model`` measured now (a budget is spent along the whole
+    chain, not per step)."""
+    key = data.task.keys[0]
     history = meta.get("compression") or []
-    recorded = (history[0].get("baseline") or {}).get("val_accuracy") if history else None
+    recorded = (history[0].get("baseline") or {}).get(key) if history else None
     same_splits = json.dumps(meta.get("data"), sort_keys=True) == json.dumps(data.describe(), sort_keys=True)
     if recorded is not None and same_splits:
         return recorded
-    return evaluate(model, data)["val_accuracy"]
+    return evaluate(model, data)[key]

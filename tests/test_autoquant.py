@@ -59,7 +59,12 @@ def test_cli_auto_keeps_the_fastest_mode_within_the_budget_with_its_sidecar(caps
     assert set(candidates) | set(result["skipped"]) == {"none", "float16", "dynamic", "int8",
                                                         "dynamic@litert-quantizer", "int8@litert-quantizer"}
     within = [c for c in candidates.values() if c["within"]]
-    assert result["chosen"] == min(within, key=lambda c: c["p50_ms"])["name"]
+    fastest = min(within, key=lambda c: c["p50_ms"])["name"]
+    if result["tied"]:  # p50s within the timing noise of the fastest: the smallest file of them wins
+        assert fastest in result["tied"] and result["chosen"] == min(
+            result["tied"], key=lambda name: (candidates[name]["gzip_bytes"], candidates[name]["p50_ms"]))
+    else:
+        assert result["chosen"] == fastest
     assert all(c["within"] == (c["val_drop_pp"] <= 1.0) for c in candidates.values())
     meta = load(out).meta  # the sidecar moved with the file
     assert "@".join([meta["quantization"]] + ([meta["backend"]] if meta["backend"] != "converter" else [])) \

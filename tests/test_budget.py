@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import types
 
 import numpy as np
 import pytest
@@ -13,7 +14,11 @@ from kerascomp.compress.search import search
 from kerascomp.errors import ConfigError, Unreachable
 from kerascomp.pipeline.run import choose
 from kerascomp.pipeline.config import parse_config
+from kerascomp.tasks import CLASSIFICATION
 from kerascomp.saving import load_meta
+
+
+DATA = types.SimpleNamespace(task=CLASSIFICATION)  # what the search reads of the data (the fake technique reads none)
 
 
 @dataclasses.dataclass
@@ -44,7 +49,7 @@ def _model():
 def test_search_climbs_warm_then_bisects_once_and_keeps_the_last_pass():
     technique, starts = _technique(lambda level: 0.9 - 0.001 * level)  # 1 pp drop at level 10: 8 passes, 16 would not
     technique = dataclasses.replace(technique, strength=registry.Strength("level", (2, 4, 8, 16), warm_start=True))
-    model, metrics, record = search(technique, _model(), None, _Config(), max_drop=1.0, baseline=0.9)
+    model, metrics, record = search(technique, _model(), DATA, _Config(), max_drop=1.0, baseline=0.9)
     assert [t["strength"] for t in record["tries"]] == [2, 4, 8, 16, 12]
     assert [t["passed"] for t in record["tries"]] == [True, True, True, False, False]
     assert starts == [None, 2, 4, 8, 8]  # each try after the first starts from the last model that passed
@@ -55,7 +60,7 @@ def test_search_climbs_warm_then_bisects_once_and_keeps_the_last_pass():
 
 def test_search_without_warm_start_starts_every_try_from_the_input_and_bisection_can_win():
     technique, starts = _technique(lambda level: 0.9 if level <= 6 else 0.5, warm_start=False)
-    model, _, record = search(technique, _model(), None, _Config(), max_drop=0.5, baseline=0.9)
+    model, _, record = search(technique, _model(), DATA, _Config(), max_drop=0.5, baseline=0.9)
     assert [t["strength"] for t in record["tries"]] == [1, 2, 4, 8, 6]
     assert starts == [None] * 5 and record["chosen"] == 6 and model.level == 6
 
@@ -63,11 +68,11 @@ def test_search_without_warm_start_starts_every_try_from_the_input_and_bisection
 def test_a_marginal_failure_between_passes_does_not_end_the_climb_but_two_in_a_row_do():
     noisy = {1: 0.9, 2: 0.894, 4: 0.9, 8: 0.5, 6: 0.9}  # 2 fails by 0.6 pp on a 0.5 pp budget: within twice it
     technique, starts = _technique(noisy.get)
-    model, _, record = search(technique, _model(), None, _Config(), max_drop=0.5, baseline=0.9)
+    model, _, record = search(technique, _model(), DATA, _Config(), max_drop=0.5, baseline=0.9)
     assert [t["strength"] for t in record["tries"]] == [1, 2, 4, 8, 6]  # 8 is clearly over: stop, bisect 4..8
     assert starts == [None, 1, 1, 4, 4] and record["chosen"] == 6 and model.level == 6
     technique, _ = _technique({1: 0.9, 2: 0.894, 4: 0.894, 8: 0.9}.get)
-    _, _, record = search(technique, _model(), None, _Config(), max_drop=0.5, baseline=0.9)
+    _, _, record = search(technique, _model(), DATA, _Config(), max_drop=0.5, baseline=0.9)
     assert [t["strength"] for t in record["tries"]] == [1, 2, 4] and record["chosen"] == 1
 
 
@@ -82,18 +87,18 @@ def _unreachable_above(limit):
 
 def test_a_step_the_model_cannot_reach_ends_the_ladder_and_the_bisection_looks_below_it():
     technique, _ = _technique(_unreachable_above(6), warm_start=False)
-    model, _, record = search(technique, _model(), None, _Config(), max_drop=0.5, baseline=0.9)
+    model, _, record = search(technique, _model(), DATA, _Config(), max_drop=0.5, baseline=0.9)
     assert [t["strength"] for t in record["tries"]] == [1, 2, 4, 6]  # 8 is not a try: 6 is half-way to it
     assert record["unreachable"] == {"strength": 8, "why": "cannot reach 8"}
     assert record["chosen"] == 6 and model.level == 6
     technique, _ = _technique(_unreachable_above(0))
     with pytest.raises(Unreachable):  # not even the weakest step: the model cannot be searched at all
-        search(technique, _model(), None, _Config(), max_drop=0.5, baseline=0.9)
+        search(technique, _model(), DATA, _Config(), max_drop=0.5, baseline=0.9)
 
 
 def test_search_returns_nothing_when_the_weakest_step_fails():
     technique, _ = _technique(lambda level: 0.1)
-    model, metrics, record = search(technique, _model(), None, _Config(), max_drop=5.0, baseline=0.9)
+    model, metrics, record = search(technique, _model(), DATA, _Config(), max_drop=5.0, baseline=0.9)
     assert model is None and metrics == {} and record["chosen"] is None and len(record["tries"]) == 1
 
 

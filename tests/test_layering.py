@@ -26,6 +26,7 @@ LAYERS = (
     ("errors",),
     ("console", "files", "options"),
     ("backend", "report"),
+    ("tasks",),
     ("data",),
     ("models", "runtime"),
     ("interop",),

@@ -24,6 +24,7 @@ from kerascomp.backend import keras
 from kerascomp.compress.distill import default_budget, gap_closed, summarise
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
+from kerascomp.tasks import classifiers_only
 from kerascomp.files import write_json
 from kerascomp.training import TrainConfig, evaluate, train
 from kerascomp.training.distillation import DistillConfig, check_compatible
@@ -87,11 +88,12 @@ def sweep(teacher: keras.Model, data: Dataset, grid: Mapping[str, object], state
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: use one of {', '.join(BACKENDS)}, got {backend!r}")
     grid = parse_grid(grid)
+    classifiers_only(data.task, "sweep")
     train_config, distill = train_config or default_budget(), distill or DistillConfig()
     runs = [_point(dict(zip(grid, values)), student, student_args or {}, distill)
             for values in itertools.product(*grid.values())]
     for _, args, _ in runs:
-        check_compatible(teacher, models.build(student, data.input_shape, data.num_classes, **args), data)
+        check_compatible(teacher, models.build(student, data.input_shape, data.num_outputs, **args), data)
     settings = {"kerascomp_version": __version__, "student": student, "student_args": student_args or {},
                 "data": data.describe(), "train": dataclasses.asdict(train_config),
                 "distill": dataclasses.asdict(distill), "teacher_params": int(teacher.count_params()),

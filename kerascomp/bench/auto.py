@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Callable
 
 from kerascomp.bench.measure import bench
-from kerascomp.budget import OBJECTIVES, baseline_val_accuracy, choose_within
+from kerascomp.budget import OBJECTIVES, baseline_val as original_val, choose_within
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, DataError, KerascompError, ModelError
+from kerascomp.tasks import classifiers_only
 from kerascomp.export import export
 from kerascomp.files import sidecar_path
 
@@ -62,7 +63,7 @@ def convert_auto(
     """Convert ``model`` to every (mode, backend) of ``candidates``, bench each, and write the chosen one to ``out``.
 
     ``baseline_val`` is the validation accuracy drops are measured against;
-    None: the original model's (:func:`kerascomp.budget.baseline_val_accuracy`,
+    None: the original model's (:func:`kerascomp.budget.baseline_val`,
     from ``meta``'s compression history or ``model`` itself).
     Returns ``chosen`` (a candidate name: the mode, with ``@litert-quantizer``
     for that backend), ``candidates`` (one per file, with ``within``),
@@ -73,6 +74,7 @@ def convert_auto(
     """
     if data is None:
         raise DataError("--quantize auto measures every mode on validation data: give --data")
+    classifiers_only(data.task, "--quantize auto")
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective: use one of {', '.join(OBJECTIVES)}, got {objective!r}")
     out, echo = Path(out), echo or (lambda text: None)
@@ -99,7 +101,7 @@ def convert_auto(
         document = bench(list(files.values()), data, threads=(threads,), runs=runs, warmup=max(1, runs // 10))
         rows = {row["name"]: row for row in document["results"]}
         if baseline_val is None:
-            baseline_val = baseline_val_accuracy(meta or {}, model, data)
+            baseline_val = original_val(meta or {}, model, data)
         choice = choose_within(rows, baseline_val, max_drop, objective)
         met = choice["chosen"] is not None
         if not met:

@@ -28,6 +28,7 @@ from kerascomp.files import scaling_of
 from kerascomp.runtime.footprint import footprint
 from kerascomp.runtime.timing import measure_latency
 from kerascomp.saving import load, load_meta, strip_wrappers
+from kerascomp.tasks import CLASSIFICATION
 
 __all__ = ["bench", "compare_deployed", "latency_ms", "predict_test_split", "machine_info", "FORMATS"]
 
@@ -147,8 +148,10 @@ def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, war
     if first.scaling:
         data = data.with_scaling(first.scaling)
     params = first.params()
-    accuracy = float((_logits(path, first, data).argmax(1) == data.y_test).mean())
-    val_accuracy = float((_logits(path, first, data, "val").argmax(1) == data.y_val).mean()) if len(data.y_val) else None
+    task = data.task
+    test = task.score(_logits(path, first, data), data.y_test)
+    val = task.score(_logits(path, first, data, "val"), data.y_val) if len(data.y_val) else None
+    classifier = task == CLASSIFICATION
     device = footprint(path) if common["format"] == "tflite" else {"macs": None, "peak_activation_bytes": None}
     rows = []
     for runner in runners:
@@ -159,8 +162,9 @@ def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, war
             "quantization": runner.quantization,
             "params": int(sum(p.size for p in params)),
             "nonzero_params": int(sum(np.count_nonzero(p) for p in params)),
-            "accuracy": accuracy,
-            "val_accuracy": val_accuracy,
+            "accuracy": test if classifier else None,
+            "val_accuracy": val if classifier else None,
+            "metric": {"name": task.metric, "value": test, "val": val, "higher_is_better": task.higher_is_better},
             "latency_ms": latency,
             **device,
             "macs_per_s": device["macs"] / (latency["p50"] / 1e3) if device["macs"] and latency["p50"] > 0 else None,
@@ -186,8 +190,9 @@ def _logits(path: Path, runner, data: Dataset, split: str = "test") -> np.ndarra
         data = data.with_scaling(runner.scaling)
     data.check_fits(runner.input_shape, what=str(path))
     logits = runner.predict(data.split(split)[0])
-    if logits.shape[1] != data.num_classes:
-        raise DataError(f"{path} outputs {logits.shape[1]} classes but data {data.name!r} has {data.num_classes}")
+    if logits.shape[1] != data.num_outputs:
+        counted = "classes" if data.task == CLASSIFICATION else "regression targets"
+        raise DataError(f"{path} outputs {logits.shape[1]} units but data {data.name!r} has {data.num_outputs} {counted}")
     return logits
 
 

@@ -19,6 +19,7 @@ from kerascomp import bench as benchmark
 from kerascomp.analysis.inspect import format_inspection, inspect_model
 from kerascomp.bench.auto import convert_auto, table
 from kerascomp.budget import OBJECTIVES, tie_words
+from kerascomp.tasks import CLASSIFICATION
 from kerascomp.cli.common import data_options, json_option, load_data, model_and_data, numbers, parse_key_values
 from kerascomp.cli.options import click_options
 from kerascomp.cli.techniques import TechniqueCommands
@@ -107,9 +108,11 @@ def convert(model_path, out, quantize, backend, keep_float, layer_errors, data_s
                         source=model_path, batch_size=batch_size, backend=backend,
                         layer_errors=layer_errors, **({"keep_float": keep_float} if keep_float else {}))
         check = report["verification"]
-        diffs = f", max |dlogit| {check['max_abs_diff']:.2g}, mean {check['mean_abs_diff']:.2g}"
-        click.echo(f"verified on {check['samples']} {'validation' if data else 'random'} inputs: top-1 agreement "
-                   f"{check['top1_agreement']:.1%}{diffs}")
+        judged = (f"mean |d| {check['mean_abs_diff']:.2g} ({check['mean_abs_diff'] / max(check['reference_std'], 1e-12):.1%}"
+                  f" of the outputs' spread), max {check['max_abs_diff']:.2g}" if check.get("judged_by") == "spread" else
+                  f"top-1 agreement {check['top1_agreement']:.1%}, max |dlogit| {check['max_abs_diff']:.2g}, "
+                  f"mean {check['mean_abs_diff']:.2g}")
+        click.echo(f"verified on {check['samples']} {'validation' if data else 'random'} inputs: {judged}")
         if report.get("keep_float"):
             click.echo(f"kept in float: {', '.join(report['keep_float'])}")
         if report.get("layer_errors"):
@@ -258,13 +261,15 @@ def train_command() -> click.Command:
         config = TrainConfig(**fields, seed=seed)
         data = load_data(data_spec, val_fraction, image_size, color_mode, seed)
         click.echo(f"data {data.name}: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
-                   f"input {data.input_shape}, {data.num_classes} classes")
+                   f"input {data.input_shape}, {data.num_outputs} "
+                   + ("classes" if data.task == CLASSIFICATION else f"{data.task.name} targets"))
         model, metrics = training.train(model_name, data, config, model_args=model_args)
         metrics = {"model": {"name": model_name, "args": model_args}, **metrics, "data": data.describe()}
         save_model(model, out, meta={"model": metrics["model"], "data": data.describe()})
         if json_path:
             write_json(json_path, metrics)
-        click.echo(f"test accuracy {metrics['test_accuracy']:.4f} (val {metrics['val_accuracy']:.4f}), "
+        val, test = data.task.keys
+        click.echo(f"test {data.task.metric} {metrics[test]:.4f} (val {metrics[val]:.4f}), "
                    f"{metrics['params']:,} params, {metrics['seconds_per_epoch']:.2f} s/epoch over "
                    f"{metrics['epochs']} epochs -> {out}")
 

@@ -92,8 +92,8 @@ def _run(technique, model_path, data, seed, out, save_format, json_path, plots_d
                             echo=click.echo, plots_dir=plots_dir)
     if json_path:
         write_json(json_path, metrics)
-    base = metrics["baseline"]
-    click.echo(f"val accuracy {base['val_accuracy']:.4f} -> {metrics['val_accuracy']:.4f}, "
-               f"test {base['test_accuracy']:.4f} -> {metrics['test_accuracy']:.4f}"
+    base, (val, test) = metrics["baseline"], data.task.keys
+    click.echo(f"val {data.task.metric} {base[val]:.4f} -> {metrics[val]:.4f}, "
+               f"test {base[test]:.4f} -> {metrics[test]:.4f}"
                f"{' (distilled)' if getattr(config, 'distill_from', None) else ''} -> {out}")
     click.echo(metrics["summary"])

@@ -92,7 +92,7 @@ def apply(
     metrics = {
         "clusters": config.clusters,
         "unique_values": unique_values(stripped, finetune.chosen(plans)),
-        **{k: fit[k] for k in ("val_accuracy", "test_accuracy")},
+        **{k: fit[k] for k in data.task.keys},
         "baseline": evaluate(model, data, config.batch_size),
         "preflight": [p.to_dict() for p in plans],
         "fine_tune": fit,

@@ -15,6 +15,7 @@ from kerascomp.backend import keras
 from kerascomp.compress.registry import Budgeted, Strength, Technique, register
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
+from kerascomp.tasks import classifiers_only
 from kerascomp.options import key_value, option
 from kerascomp.training import ModelSpec, TrainConfig, evaluate, train
 from kerascomp.training.distillation import DistillConfig, check_compatible
@@ -60,6 +61,7 @@ def apply(student: ModelSpec, data: Dataset, config: DistillConfig | None = None
     """
     config = config or DistillConfig()
     train_config = train_config or default_budget()
+    classifiers_only(data.task, "distill")  # its teacher and scratch comparison read accuracy
     if isinstance(student, keras.Model):
         check_compatible(teacher, student, data)
     teacher_metrics = evaluate(teacher, data, train_config.batch_size)
@@ -139,7 +141,7 @@ class StudentConfig(TrainConfig, DistillConfig, Budgeted):
 
 def distil(model: keras.Model, data: Dataset, config: StudentConfig, *, teacher: keras.Model | None = None):
     """The registered form of :func:`apply`: ``model`` is the trained teacher, the result the distilled student."""
-    check_compatible(model, models.build(config.student, data.input_shape, data.num_classes, **config.student_args),
+    check_compatible(model, models.build(config.student, data.input_shape, data.num_outputs, **config.student_args),
                      data)
     student, metrics = apply(config.student, data, config.settings(), teacher=model, train_config=config.budget(),
                              student_args=config.student_args, compare_scratch=config.compare_scratch)

@@ -226,7 +226,7 @@ def fine_tune(
 
     keep = KeepBest(keep_from_epoch)
     tuned, metrics = train(model, data, config.train_config(), callbacks=[*callbacks, keep], **extra)
-    summary = {k: metrics[k] for k in ("val_accuracy", "test_accuracy", "epochs", "seconds_per_epoch", "train_seconds",
+    summary = {k: metrics[k] for k in (*data.task.keys, "epochs", "seconds_per_epoch", "train_seconds",
                                        "epoch_seconds")}
     summary["kept_epoch"] = None if keep.best_epoch is None else keep.best_epoch + 1
     summary["distill"] = metrics.get("distill")  # the settings when distilled, else None

@@ -185,7 +185,7 @@ def apply(
     metrics = {
         **sparsity_of(stripped, finetune.chosen(candidates)),
         "target": targets,
-        **{k: fit[k] for k in ("val_accuracy", "test_accuracy")},
+        **{k: fit[k] for k in data.task.keys},
         "baseline": evaluate(model, data, config.batch_size),
         "schedule": {"kind": config.schedule, "begin_step": begin, "end_step": end, "frequency": frequency,
                      "steps_per_epoch": steps_per_epoch, "structure": config.structure},

@@ -100,7 +100,7 @@ def apply(
         tuned = _portable(tuned, annotated, quantization)
     metrics = {
         "scheme": config.preserve,
-        **{k: fit[k] for k in ("val_accuracy", "test_accuracy")},
+        **{k: fit[k] for k in data.task.keys},
         "baseline": evaluate(model, data, config.batch_size),
         "kernel_sparsity": {"before": before, "after": _sparsity(model, kernels, tuned)},
         "float_layers": sorted(skipped),

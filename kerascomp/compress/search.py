@@ -34,6 +34,7 @@ from kerascomp.budget import check
 from kerascomp.compress.registry import Technique
 from kerascomp.data import Dataset
 from kerascomp.errors import Unreachable
+from kerascomp.tasks import CLASSIFICATION
 
 __all__ = ["search", "weights_gzip_bytes"]
 
@@ -55,7 +56,7 @@ def search(technique: Technique, model, data: Dataset, config, *, max_drop: floa
     ``unreachable`` (the first step the model cannot reach, with why, or None).
     A first step the model cannot reach raises.
     """
-    strength = technique.strength
+    strength, task = technique.strength, data.task
     echo = echo or (lambda text: None)
     tries, best = [], (None, None, None)  # (strength, model, metrics)
     first_fail, inputs, unreachable = None, {}, {}
@@ -74,14 +75,15 @@ def search(technique: Technique, model, data: Dataset, config, *, max_drop: floa
             unreachable.setdefault("why", str(error))
             return None, None, None
         inputs.setdefault("baseline", metrics.get("baseline"))  # the first try starts from the input
-        budget = check(metrics, baseline, max_drop)  # its baseline and budget are the search record's, not per try
-        record = {"strength": value, "val_accuracy": budget["val_accuracy"], "drop_pp": budget["drop_pp"],
+        budget = check(metrics, baseline, max_drop, task)  # the search record holds baseline and budget
+        record = {"strength": value, **{k: budget[k] for k in ("val", "drop", "val_accuracy", "drop_pp") if k in budget},
                   "passed": budget["met"], "params": int(result.count_params()),
                   "weights_gzip_bytes": weights_gzip_bytes(result), "seconds": time.perf_counter() - begun,
                   "warm_start": warm}
         tries.append(record)
-        echo(f"{technique.name}: {strength.field}={value}: val accuracy {record['val_accuracy']:.4f}, drop "
-             f"{record['drop_pp']:.2f} pp (budget {max_drop}) -> " + ("pass" if record["passed"] else "fail"))
+        echo(f"{technique.name}: {strength.field}={value}: val {task.metric} {record['val']:.4f}, drop "
+             f"{task.amount(record['drop'])} (budget {task.budget(max_drop)}) -> "
+             + ("pass" if record["passed"] else "fail"))
         return result, metrics, record["passed"]
 
     for value in strength.steps:
@@ -91,7 +93,7 @@ def search(technique: Technique, model, data: Dataset, config, *, max_drop: floa
             best, first_fail = (value, result, metrics), None
             continue
         # two fails in a row, one clearly over, or the end of what the model can reach
-        stop = passed is None or first_fail is not None or tries[-1]["drop_pp"] > 2 * max_drop
+        stop = passed is None or first_fail is not None or tries[-1]["drop"] > 2 * max_drop
         first_fail = value if first_fail is None else first_fail
         if stop:
             break
@@ -102,7 +104,10 @@ def search(technique: Technique, model, data: Dataset, config, *, max_drop: floa
             result, metrics, passed = attempt(middle, best[1] if warm else model, warm)
             if passed:
                 best = (middle, result, metrics)
-    record = {"field": strength.field, "max_drop_pp": max_drop, "baseline_val_accuracy": baseline, "tries": tries,
-              "chosen": best[0], "unreachable": unreachable or None}
+    record = {"field": strength.field, "metric": task.metric, "max_drop": max_drop, "baseline_val": baseline,
+              "tries": tries, "chosen": best[0], "unreachable": unreachable or None}
+    if task == CLASSIFICATION:  # the names report.json has always used
+        record.update(max_drop_pp=max_drop, baseline_val_accuracy=baseline)
     metrics = {**best[2], "baseline": inputs["baseline"]} if best[2] is not None else {}
     return best[1], metrics, record
+

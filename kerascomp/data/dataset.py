@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from kerascomp.errors import DataError
+from kerascomp.tasks import CLASSIFICATION, Task, get_task, infer_task
 
 __all__ = ["Dataset", "Scaling", "SPLITS", "from_arrays", "from_tf_dataset"]
 
@@ -40,7 +41,11 @@ class Scaling:
 
 @dataclasses.dataclass
 class Dataset:
-    """Train/validation/test arrays (inputs already scaled, integer labels) plus metadata."""
+    """Train/validation/test arrays (inputs already scaled) plus metadata.
+
+    Targets are integer labels for ``task`` classification, float arrays
+    ``(N,)`` or ``(N, K)`` for regression (``class_names`` then empty).
+    """
 
     name: str
     x_train: np.ndarray
@@ -52,6 +57,7 @@ class Dataset:
     class_names: tuple[str, ...]
     scaling: Scaling
     seed: int = 0
+    task: Task = CLASSIFICATION
 
     @classmethod
     def from_arrays(cls, x, y, **kwargs) -> "Dataset":
@@ -71,6 +77,13 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def num_outputs(self) -> int:
+        """The units a model's output needs: one per class, or one per regression target."""
+        if self.task == CLASSIFICATION:
+            return self.num_classes
+        return 1 if self.y_train.ndim == 1 else int(self.y_train.shape[1])
+
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(x, y)`` of the ``train``, ``val`` or ``test`` split."""
         if name not in SPLITS:
@@ -89,14 +102,15 @@ class Dataset:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
-    def check_fits(self, input_shape, num_classes: int | None = None, what: str = "the model") -> None:
-        """DataError unless these examples fit ``what``'s input shape (and class count): the one check of it."""
+    def check_fits(self, input_shape, num_outputs: int | None = None, what: str = "the model") -> None:
+        """DataError unless these examples fit ``what``'s input shape (and output units): the one check of it."""
         shape = tuple(int(d) for d in input_shape)
         if shape != self.input_shape:
             raise DataError(f"data {self.name!r} has inputs {self.input_shape} but {what} expects inputs {shape}"
                             f"{_shape_hint(self.input_shape, shape)}")
-        if num_classes is not None and int(num_classes) != self.num_classes:
-            raise DataError(f"data {self.name!r} has {self.num_classes} classes but {what} outputs {num_classes}")
+        if num_outputs is not None and int(num_outputs) != self.num_outputs:
+            counted = "classes" if self.task == CLASSIFICATION else "regression targets"
+            raise DataError(f"data {self.name!r} has {self.num_outputs} {counted} but {what} outputs {num_outputs}")
 
     def with_scaling(self, scaling: Scaling | dict) -> "Dataset":
         """The same examples under another input scaling (e.g. raw pixels for a model that rescales itself)."""
@@ -116,6 +130,7 @@ class Dataset:
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
             "scaling": self.scaling.to_dict(),
+            **({} if self.task == CLASSIFICATION else {"task": self.task.name}),
             "n_train": len(self.y_train),
             "n_val": len(self.y_val),
             "n_test": len(self.y_test),
@@ -145,32 +160,59 @@ def _shape_hint(have: tuple, want: tuple) -> str:
 
 def from_arrays(x, y, *, test: tuple | None = None, val_fraction: float = 0.1, test_fraction: float = 0.2,
                 class_names: Sequence[str] | None = None, scaling: Scaling | dict | None = None, seed: int = 0,
-                name: str = "arrays") -> Dataset:
-    """A :class:`Dataset` of images ``x`` (N, H, W[, C]) and labels ``y`` (integer or one-hot).
+                name: str = "arrays", task: str | None = None) -> Dataset:
+    """A :class:`Dataset` of images ``x`` (N, H, W[, C]) and targets ``y``: integer or one-hot labels, or floats.
 
     Validation (``val_fraction``) and, without ``test=(x_test, y_test)``, test
     (``test_fraction``) splits are held out as :func:`load_data` does.
     ``scaling`` maps the raw values to the model's inputs; by default 8-bit
     pixels (integers, or floats up to 255) become ``[0, 1]`` and other floats
-    stay as they are.
+    stay as they are. ``task`` (``classification`` or ``regression``) is
+    inferred from ``y`` when not given (:func:`kerascomp.tasks.infer_task`):
+    float targets that are whole numbers read as class labels, so state
+    ``task="regression"`` for those.
     """
-    x, y = _images(np.asarray(x), name, "x"), _labels(np.asarray(y), name, "y")
-    _check_pair(x, y, name, "x/y")
-    x_test = y_test = None
-    if test is not None:
-        if len(test) != 2:
-            raise DataError(f"{name}: test must be a pair (x_test, y_test)")
-        x_test, y_test = _images(np.asarray(test[0]), name, "x_test"), _labels(np.asarray(test[1]), name, "y_test")
-        _check_pair(x_test, y_test, name, "x_test/y_test")
-        if x.shape[1:] != x_test.shape[1:]:
-            raise DataError(f"{name}: x images are {x.shape[1:]} but x_test images are {x_test.shape[1:]}")
-    labels = y if y_test is None else np.concatenate([y, y_test])
-    names = _class_names(None if class_names is None else np.asarray(class_names), int(labels.max()) + 1, name)
-    if scaling is None:
-        scaling = _scaling_for(x)
-    elif isinstance(scaling, dict):
+    if isinstance(scaling, dict):
         scaling = Scaling(**scaling)
-    return _assemble(name, _Source(x, y, names, scaling, x_test, y_test), val_fraction, test_fraction, seed)
+    arrays = {"x": x, "y": y} if test is None else {"x_train": x, "y_train": y, **_test_pair(test, name)}
+    if class_names is not None:
+        arrays["classes"] = np.asarray(class_names)
+    return _assemble(name, _source_of(arrays, name, task, scaling), val_fraction, test_fraction, seed)
+
+
+def _test_pair(test: tuple, name: str) -> dict:
+    if len(test) != 2:
+        raise DataError(f"{name}: test must be a pair (x_test, y_test)")
+    return {"x_test": test[0], "y_test": test[1]}
+
+
+def _source_of(arrays: dict, path, task: str | None = None, scaling: Scaling | None = None) -> "_Source":
+    """What an ``.npz`` (or the arrays of :func:`from_arrays`) holds: ``x_train, y_train, x_test, y_test`` or
+    ``x, y``, with ``classes`` names optional; checked, with the task stated or inferred from the targets."""
+    if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
+        keys = ("x_train", "y_train")
+    elif {"x", "y"} <= arrays.keys():
+        keys = ("x", "y")
+    else:
+        raise DataError(f"{path} must hold x_train, y_train, x_test, y_test (or x, y); found "
+                        f"{', '.join(sorted(arrays)) or 'nothing'}")
+    kind = get_task(task if task is not None else infer_task(np.asarray(arrays[keys[1]])))
+    x, y = _images(np.asarray(arrays[keys[0]]), path, keys[0]), _targets(np.asarray(arrays[keys[1]]), path, keys[1], kind)
+    _check_pair(x, y, path, "/".join(keys))
+    x_test = y_test = None
+    if keys[0] == "x_train":
+        x_test = _images(np.asarray(arrays["x_test"]), path, "x_test")
+        y_test = _targets(np.asarray(arrays["y_test"]), path, "y_test", kind)
+        _check_pair(x_test, y_test, path, "x_test/y_test")
+        if x.shape[1:] != x_test.shape[1:]:
+            raise DataError(f"{path}: x_train images are {x.shape[1:]} but x_test images are {x_test.shape[1:]}")
+        if y.shape[1:] != y_test.shape[1:]:
+            raise DataError(f"{path}: y_train targets are {y.shape[1:]} but y_test targets are {y_test.shape[1:]}")
+    names: tuple[str, ...] = ()
+    if kind == CLASSIFICATION:
+        labels = y if y_test is None else np.concatenate([y, y_test])
+        names = _class_names(arrays.get("classes"), int(labels.max()) + 1, path)
+    return _Source(x, y, names, scaling or _scaling_for(x), x_test, y_test, kind)
 
 
 def from_tf_dataset(dataset, *, test=None, name: str = "tf.data", **kwargs) -> Dataset:
@@ -210,17 +252,20 @@ class _Source:
     scaling: Scaling
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    task: Task = CLASSIFICATION
 
 
 def _assemble(name: str, source: _Source, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
     x, y = source.x, source.y
-    if len(np.unique(y)) < 2:
-        raise DataError(f"{name}: every training label is {y[0]}; a classifier needs at least two classes")
+    if len(np.unique(y, axis=0)) < 2:
+        if source.task == CLASSIFICATION:
+            raise DataError(f"{name}: every training label is {y[0]}; a classifier needs at least two classes")
+        raise DataError(f"{name}: every training target is {y[0]}; there is nothing to learn")
     if source.x_test is None:
-        x, x_test, y, y_test = _stratified_split(x, y, test_fraction, seed, "test")
+        x, x_test, y, y_test = _held_out(x, y, test_fraction, seed, "test", source.task)
     else:
         x_test, y_test = source.x_test, source.y_test
-    x_train, x_val, y_train, y_val = _stratified_split(x, y, val_fraction, seed, "validation")
+    x_train, x_val, y_train, y_val = _held_out(x, y, val_fraction, seed, "validation", source.task)
     return Dataset(
         name=name,
         x_train=source.scaling.apply(x_train),
@@ -232,16 +277,20 @@ def _assemble(name: str, source: _Source, val_fraction: float, test_fraction: fl
         class_names=source.class_names,
         scaling=source.scaling,
         seed=seed,
+        task=source.task,
     )
 
 
-def _stratified_split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str):
-    """Split off ``fraction`` of the data, stratified by class where every class allows it."""
+def _held_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str, task: Task):
+    """Split off ``fraction`` of the data: stratified by class where every class allows it, at random for
+    regression targets."""
     from sklearn.model_selection import train_test_split
 
     n_held = int(np.ceil(len(y) * fraction))
     if n_held < 1 or len(y) - n_held < 1:
         raise DataError(f"too few examples ({len(y)}) to hold out a {what} split")
+    if task != CLASSIFICATION:
+        return train_test_split(x, y, test_size=fraction, random_state=seed)
     counts = np.bincount(y)
     stratify = y if counts[counts > 0].min() >= 2 and n_held >= np.count_nonzero(counts) else None
     if stratify is None:
@@ -274,6 +323,21 @@ def _labels(y: np.ndarray, path: Path, key: str) -> np.ndarray:
     if y.min() < 0:
         raise DataError(f"{path}: {key} has negative labels")
     return y.astype(np.int64)
+
+
+def _targets(y: np.ndarray, path, key: str, task: Task) -> np.ndarray:
+    """Class labels as :func:`_labels` reads them, or finite float32 regression targets ``(N,)``/``(N, K)``."""
+    if task == CLASSIFICATION:
+        return _labels(y, path, key)
+    y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+    if y.ndim not in (1, 2) or y.size == 0:
+        raise DataError(f"{path}: {key} must be regression targets (N,) or (N, K), got shape {y.shape}")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise DataError(f"{path}: {key} has non-numeric dtype {y.dtype}")
+    y = y.astype(np.float32)
+    if not np.isfinite(y).all():
+        raise DataError(f"{path}: {key} holds NaN or Inf targets; clean or impute them before training")
+    return y
 
 
 def _check_pair(x: np.ndarray, y: np.ndarray, path: Path, split: str) -> None:

@@ -16,8 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from kerascomp.data.dataset import (SPLITS, Dataset, Scaling, _assemble, _check_pair, _class_names, _images, _labels,
-                                    _scaling_for, _Source)
+from kerascomp.data.dataset import (SPLITS, Dataset, Scaling, _assemble, _images, _labels, _scaling_for, _Source,
+                                    _source_of)
 from kerascomp.errors import DataError, first_line
 
 __all__ = ["Dataset", "Scaling", "load_data", "SPLITS", "IMAGE_SUFFIXES"]
@@ -34,6 +34,7 @@ def load_data(
     seed: int = 0,
     image_size: Sequence[int] | None = None,
     color_mode: str = "rgb",
+    task: str | None = None,
 ) -> Dataset:
     """Load the dataset named by ``spec``.
 
@@ -49,11 +50,17 @@ def load_data(
         image_size: ``(height, width)`` to resize folder images to; by default
             the size of the first image.
         color_mode: ``rgb`` or ``grayscale`` for folder images.
+        task: ``classification`` or ``regression`` (an ``.npz`` of float
+            targets); inferred from an ``.npz``'s targets when None. Digits,
+            image folders and tfds are classification.
     """
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if task not in (None, "classification") and (spec == "digits" or spec.startswith("tfds:")
+                                                  or Path(spec).expanduser().is_dir()):
+        raise DataError(f"dataset {spec!r} holds class labels: task {task!r} needs an .npz of its targets")
     if spec == "digits":
         source = _digits()
         test_fraction = DIGITS_TEST_FRACTION
@@ -66,7 +73,7 @@ def load_data(
         if path.is_dir():
             source = _folder(path, image_size, color_mode)
         else:
-            source = _npz(path)
+            source = _npz(path, task)
     return _assemble(spec, source, val_fraction, test_fraction, seed)
 
 
@@ -78,7 +85,7 @@ def _digits() -> _Source:
     return _Source(images, digits.target.astype(np.int64), tuple(str(c) for c in digits.target_names), Scaling(1.0 / 16.0))
 
 
-def _npz(path: Path) -> _Source:
+def _npz(path: Path, task: str | None) -> _Source:
     if not zipfile.is_zipfile(path):
         raise DataError(f"cannot read {path} as .npz: not a NumPy .npz archive")
     try:
@@ -86,24 +93,7 @@ def _npz(path: Path) -> _Source:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"cannot read {path} as .npz: {first_line(exc)}") from None
-    if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
-        x, y = _images(arrays["x_train"], path, "x_train"), _labels(arrays["y_train"], path, "y_train")
-        x_test, y_test = _images(arrays["x_test"], path, "x_test"), _labels(arrays["y_test"], path, "y_test")
-        _check_pair(x, y, path, "x_train/y_train")
-        _check_pair(x_test, y_test, path, "x_test/y_test")
-        if x.shape[1:] != x_test.shape[1:]:
-            raise DataError(f"{path}: x_train images are {x.shape[1:]} but x_test images are {x_test.shape[1:]}")
-    elif {"x", "y"} <= arrays.keys():
-        x, y = _images(arrays["x"], path, "x"), _labels(arrays["y"], path, "y")
-        _check_pair(x, y, path, "x/y")
-        x_test = y_test = None
-    else:
-        raise DataError(f"{path} must hold x_train, y_train, x_test, y_test (or x, y); found {', '.join(sorted(arrays)) or 'nothing'}")
-    all_labels = y if y_test is None else np.concatenate([y, y_test])
-    class_names = _class_names(arrays.get("classes"), int(all_labels.max()) + 1, path)
-    if all_labels.max() >= len(class_names):
-        raise DataError(f"{path}: label {all_labels.max()} but only {len(class_names)} class names")
-    return _Source(x, y, class_names, _scaling_for(x), x_test, y_test)
+    return _source_of(arrays, path, task)
 
 
 def _folder(path: Path, image_size: Sequence[int] | None, color_mode: str) -> _Source:

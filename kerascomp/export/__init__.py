@@ -21,6 +21,7 @@ from kerascomp.export.modes import BACKENDS, CALIBRATED_MODES, DEFAULT_BACKEND, 
 from kerascomp.export.tflite import to_tflite
 from kerascomp.files import file_sha256, scaling_of, sidecar_path, write_json
 from kerascomp.saving import as_tf_keras, fit_data
+from kerascomp.tasks import CLASSIFICATION
 
 __all__ = ["export", "ExportError", "MIN_AGREEMENT", "QUANTIZE_MODES", "BACKENDS", "DEFAULT_BACKEND", "FORMATS", "default_output",
            "file_sha256"]
@@ -102,13 +103,14 @@ def export(
         raise ExportError(f"--calibration-size must be at least 1, got {calibration_size}")
     calibration = _calibration(data, calibration_size) if needs_calibration else None
     sample = data.x_val[:VERIFY_SAMPLES] if data is not None else None
+    classifier = data is None or data.task == CLASSIFICATION
     if out.suffix == ".tflite":
         report = to_tflite(model, out, quantize=quantize, calibration=calibration, int8_io=int8_io,
                            sample=sample, min_agreement=min_agreement, batch_size=batch_size, backend=backend,
-                           keep_float=tuple(keep_float),
+                           keep_float=tuple(keep_float), classifier=classifier,
                            layer_sample=data.x_val[:layer_errors] if layer_errors else None)
     else:
-        report = {**_to_onnx(model, out, quantize, calibration, sample, opset, min_agreement),
+        report = {**_to_onnx(model, out, quantize, calibration, sample, opset, min_agreement, classifier),
                   "backend": "onnxruntime", "keep_float": []}
     write_json(sidecar_path(out), _sidecar(out, quantize, int8_io, input_shape, data, meta, source, report))
     return {**report, "size_bytes": out.stat().st_size}
@@ -120,15 +122,16 @@ def _calibration(data: Dataset, size: int) -> np.ndarray:
     return data.x_train[order]
 
 
-def _to_onnx(model, out: Path, quantize: str, calibration, sample, opset: int, min_agreement) -> dict:
+def _to_onnx(model, out: Path, quantize: str, calibration, sample, opset: int, min_agreement, classifier: bool) -> dict:
     from kerascomp.export import onnx  # onnx and onnxruntime take most of a second to import: on use
 
     if quantize == "none":
-        return onnx.to_onnx(model, out, opset=opset, sample=sample, min_agreement=min_agreement)
+        return onnx.to_onnx(model, out, opset=opset, sample=sample, min_agreement=min_agreement, classifier=classifier)
     float_path = out.with_name(out.stem + ".float.tmp.onnx")
     try:
-        onnx.to_onnx(model, float_path, opset=opset, sample=sample, min_agreement=min_agreement)
-        report = onnx.quantize_onnx_int8(float_path, out, calibration, sample=sample, min_agreement=min_agreement)
+        onnx.to_onnx(model, float_path, opset=opset, sample=sample, min_agreement=min_agreement, classifier=classifier)
+        report = onnx.quantize_onnx_int8(float_path, out, calibration, sample=sample, min_agreement=min_agreement,
+                                         classifier=classifier)
     finally:
         float_path.unlink(missing_ok=True)
     return report

@@ -2,7 +2,9 @@
 
 A conversion is only called a success when the artifact, run by the runtime
 that will deploy it, agrees with the Keras model on a sample: top-1 agreement
-for every mode, and the size of the logit error for the float modes.
+for every mode, and the size of the logit error for the float modes. Where
+top-1 says nothing (a regressor, or any model with one output unit) the mean
+error, relative to the spread of the Keras model's outputs, decides instead.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from kerascomp.errors import KerascompError, first_line
 MIN_AGREEMENT = {"none": 0.99, "float16": 0.98, "dynamic": 0.9, "int8": 0.9, "int16x8": 0.9,
                  "dynamic-int4": 0.8, "int8-weights": 0.95, "int4-weights": 0.8}
 MAX_RELATIVE_ERROR = {"none": 1e-3, "float16": 2e-2}
+# Largest mean absolute output error, relative to the outputs' standard deviation on the sample, where top-1
+# agreement cannot judge: a quantized regressor may err by a tenth of how much its outputs vary.
+MAX_SPREAD_ERROR = {"none": 1e-3, "float16": 2e-2}
+DEFAULT_SPREAD_ERROR = 0.1
 
 
 class ExportError(KerascompError):
@@ -32,16 +38,24 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
     diff = np.abs(reference - candidate)
     return {
         "samples": int(len(reference)),
-        "top1_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()),
+        "outputs": int(reference.shape[-1]),
+        "top1_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
         "reference_max_abs": float(np.abs(reference).max()),
+        "reference_std": float(reference.std()),
     }
 
 
-def check(report: dict, mode: str, min_agreement: float | None = None) -> dict:
-    """Raise :class:`ExportError` unless ``report`` (from :func:`compare`) is good enough for ``mode``."""
+def check(report: dict, mode: str, min_agreement: float | None = None, *, classifier: bool = True) -> dict:
+    """Raise :class:`ExportError` unless ``report`` (from :func:`compare`) is good enough for ``mode``.
+
+    ``classifier`` False (a regressor), or a single output unit, judges the
+    mean error against the outputs' spread instead of top-1 agreement.
+    """
     needed = MIN_AGREEMENT[mode] if min_agreement is None else min_agreement
+    if not classifier or report["outputs"] == 1:
+        return _check_spread(report, mode, needed)
     if report["top1_agreement"] < needed:
         raise ExportError(
             f"{mode} artifact agrees with the Keras model on only {report['top1_agreement']:.1%} of "
@@ -55,6 +69,18 @@ def check(report: dict, mode: str, min_agreement: float | None = None) -> dict:
                 f"(allowed {allowed:.3g}); not writing it"
             )
     return {**report, "passed": True, "min_agreement": needed}
+
+
+def _check_spread(report: dict, mode: str, needed: float) -> dict:
+    """The mean output error within a share of the outputs' spread (``min_agreement`` 0 accepts any file)."""
+    allowed = MAX_SPREAD_ERROR.get(mode, DEFAULT_SPREAD_ERROR) * report["reference_std"]
+    if needed > 0 and report["mean_abs_diff"] > max(allowed, 1e-6):
+        raise ExportError(
+            f"{mode} artifact's outputs differ from the Keras model's by {report['mean_abs_diff']:.3g} on average "
+            f"(allowed {allowed:.3g}: {MAX_SPREAD_ERROR.get(mode, DEFAULT_SPREAD_ERROR):.0%} of their spread "
+            f"{report['reference_std']:.3g}); not writing it"
+        )
+    return {**report, "passed": True, "judged_by": "spread", "max_spread_error": allowed}
 
 
 def run_file(path, sample: np.ndarray, quantize: str) -> np.ndarray:

@@ -45,6 +45,7 @@ def to_onnx(
     opset: int = 17,
     sample: np.ndarray | None = None,
     min_agreement: float | None = None,
+    classifier: bool = True,
 ) -> dict:
     """Convert ``model`` to a float ``.onnx`` at ``path`` and verify it in onnxruntime.
 
@@ -54,6 +55,7 @@ def to_onnx(
         opset: ONNX opset to target.
         sample: inputs to verify on (default: 64 seeded uniform inputs in [0, 1)).
         min_agreement: override the top-1 agreement threshold.
+        classifier: False for a regressor (see :func:`kerascomp.export.tflite.to_tflite`).
 
     Returns:
         ``{"path", "quantization", "opset", "verification"}``.
@@ -64,7 +66,7 @@ def to_onnx(
     with atomic_path(path) as tmp:
         onnx.save_model(proto, tmp)
         report = compare(model.predict(sample, verbose=0), OnnxModel(tmp).predict(sample))
-        verification = check(report, "none", min_agreement)
+        verification = check(report, "none", min_agreement, classifier=classifier)
     return {"path": str(path), "quantization": "none", "opset": opset, "verification": verification}
 
 
@@ -77,6 +79,7 @@ def quantize_onnx_int8(
     reduce_range: bool = True,
     sample: np.ndarray | None = None,
     min_agreement: float | None = None,
+    classifier: bool = True,
 ) -> dict:
     """Quantize the float ``.onnx`` at ``src`` with onnxruntime's static QDQ quantization.
 
@@ -120,7 +123,7 @@ def quantize_onnx_int8(
         )
         sample = calibration if sample is None else np.asarray(sample, dtype=np.float32)
         report = compare(float_model.predict(sample), OnnxModel(tmp).predict(sample))
-        verification = check(report, "int8", min_agreement)
+        verification = check(report, "int8", min_agreement, classifier=classifier)
     return {
         "path": str(dst),
         "quantization": "int8",

@@ -47,6 +47,7 @@ def to_tflite(
     backend: str = DEFAULT_BACKEND,
     keep_float: tuple[str, ...] = (KEEP_FLOAT_AUTO,),
     layer_sample: np.ndarray | None = None,
+    classifier: bool = True,
 ) -> dict:
     """Convert ``model`` to a ``.tflite`` at ``path`` and verify it.
 
@@ -60,6 +61,8 @@ def to_tflite(
             integer-only devices; the runtime quantizes inputs for you.
         sample: inputs to verify on (default: 64 seeded uniform inputs).
         min_agreement: override the per-mode top-1 agreement threshold.
+        classifier: False for a regressor: the file is judged by its mean
+            output error against the outputs' spread, not by top-1 agreement.
         batch_size: fix the batch dimension (None: dynamic). Layers that read
             the batch at run time (attention heads, class tokens) then convert
             without SHAPE/GATHER/PACK nodes that XNNPACK cannot take: the seed
@@ -106,7 +109,8 @@ def to_tflite(
         tmp.write_bytes(flatbuffer)
         logits = (run_isolated if quantize in ISOLATED_MODES else run_file)(tmp, sample, quantize)
         report["verification"] = check(compare(model.predict(sample, verbose=0), logits),
-                                       "int8" if _is_quantization_aware(model) else quantize, min_agreement)
+                                       "int8" if _is_quantization_aware(model) else quantize, min_agreement,
+                                       classifier=classifier)
     return report
 
 

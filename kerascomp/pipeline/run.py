@@ -21,6 +21,7 @@ from kerascomp.budget import OBJECTIVES, choose_within, tie_words
 from kerascomp.console import echo
 from kerascomp.data import load_data
 from kerascomp.errors import ConfigError
+from kerascomp.tasks import classifiers_only
 from kerascomp.files import one_writer, write_json
 from kerascomp.pipeline.config import PipelineConfig, StageSpec, TeacherSpec, load_config
 from kerascomp.pipeline.fingerprint import changes, data_digest, key, stage_inputs
@@ -64,6 +65,7 @@ def _run(config: PipelineConfig, out: Path, resume: bool, verbose: int) -> dict:
     spec = config.data
     data = load_data(spec.spec, val_fraction=spec.val_fraction, seed=config.seed, image_size=spec.image_size,
                      color_mode=spec.color_mode)
+    classifiers_only(data.task, "kerascomp run")  # its final choice and report read accuracy
     ctx = Context(out=out, data=data, seed=config.seed, verbose=verbose)
     described = {"content": data_digest(spec.spec), **data.describe()}
     done = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from kerascomp.bench import compare_deployed, latency_ms
-from kerascomp.budget import baseline_val_accuracy, check
+from kerascomp.budget import baseline_val, check
 from kerascomp.compress import registry
 from kerascomp.compress.search import search
 from kerascomp.data import Dataset
@@ -27,6 +27,7 @@ from kerascomp.interop import save_keras3
 from kerascomp.options import option_fields
 from kerascomp.report import technique_plots
 from kerascomp.saving import load, load_with_data, save_model
+from kerascomp.tasks import CLASSIFICATION
 from kerascomp.training import evaluate
 from kerascomp.training.distillation import FROM_INPUT
 
@@ -91,9 +92,9 @@ def _apply(technique, model, meta: dict, data: Dataset, config, echo, kwargs: di
     max_drop = getattr(config, "max_drop", None)
     if max_drop is None:
         return (*technique.apply(model, data, config, **kwargs), config)
-    baseline = baseline_val_accuracy(meta, model, data)
+    baseline = baseline_val(meta, model, data)
     image_pp = 100 / len(data.y_val)
-    if max_drop < image_pp:
+    if max_drop < image_pp and data.task == CLASSIFICATION:
         _warn(echo, f"--max-drop {max_drop} pp is less than one validation image ({image_pp:.2f} pp of "
                     f"{len(data.y_val)}): a single image lost fails it; hold out more with --val-fraction")
     strength = technique.strength
@@ -101,9 +102,10 @@ def _apply(technique, model, meta: dict, data: Dataset, config, echo, kwargs: di
         result, metrics, record = search(technique, model, data, config, max_drop=max_drop, baseline=baseline,
                                          echo=echo, **kwargs)
         if result is None:
-            weakest = record["tries"][0]
-            message = (f"{technique.name}: no {strength.field} holds --max-drop {max_drop} pp; the weakest, "
-                       f"{weakest['strength']}, costs {weakest['drop_pp']:.2f} pp of validation accuracy")
+            weakest, task = record["tries"][0], data.task
+            message = (f"{technique.name}: no {strength.field} holds --max-drop {task.budget(max_drop)}; the "
+                       f"weakest, {weakest['strength']}, costs {task.amount(weakest['drop'])} of validation "
+                       f"{task.metric}")
             if strict:
                 raise ModelError(message)
             _warn(echo, f"{message}; its input passes on unchanged")
@@ -114,14 +116,16 @@ def _apply(technique, model, meta: dict, data: Dataset, config, echo, kwargs: di
         metrics["search"] = record
     else:
         result, metrics = technique.apply(model, data, config, **kwargs)
-    metrics["budget"] = check(metrics, baseline, max_drop)
+    task = data.task
+    metrics["budget"] = check(metrics, baseline, max_drop, task)
+    drop = task.amount(metrics["budget"]["drop"])
     if not metrics["budget"]["met"] and not strict:
-        _warn(echo, f"{technique.name}: {metrics['budget']['drop_pp']:.2f} pp below the baseline, over the "
-                    f"{max_drop} pp budget")
+        _warn(echo, f"{technique.name}: {drop} of validation {task.metric} below the baseline, over the "
+                    f"{task.budget(max_drop)} budget")
     elif not metrics["budget"]["met"]:
         hint = f"; leave {strength.field} unset to search for one that holds" if strength is not None else ""
-        raise ModelError(f"{technique.name} costs {metrics['budget']['drop_pp']:.2f} pp of validation accuracy, over "
-                         f"--max-drop {max_drop} pp; nothing was saved{hint}")
+        raise ModelError(f"{technique.name} costs {drop} of validation {task.metric}, over "
+                         f"--max-drop {task.budget(max_drop)}; nothing was saved{hint}")
     return result, metrics, config
 
 

@@ -10,7 +10,7 @@ from kerascomp.console import echo
 
 __all__ = ["EpochTimer", "EpochLog", "KeepBest"]
 
-SHOWN = ("loss", "accuracy", "val_loss", "val_accuracy")  # what an epoch line reports, in this order
+SHOWN = ("loss", "accuracy", "mae", "val_loss", "val_accuracy", "val_mae")  # an epoch line's numbers, in order
 
 
 class EpochTimer(keras.callbacks.Callback):

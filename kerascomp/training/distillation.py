@@ -96,12 +96,12 @@ def _hint_pair(hint: Sequence[str] | str) -> tuple[str, str]:
 
 
 def check_compatible(teacher: keras.Model, student: keras.Model, data: Dataset | None = None) -> None:
-    """ModelError unless teacher, student (and data) agree on input shape and class count."""
+    """ModelError unless teacher, student (and data) agree on input shape and output units (classes, targets)."""
     shapes = {"teacher": teacher.input_shape, "student": student.input_shape}
     classes = {"teacher": teacher.output_shape[-1], "student": student.output_shape[-1]}
     if data is not None:
-        shapes["data"], classes["data"] = (None, *data.input_shape), data.num_classes
+        shapes["data"], classes["data"] = (None, *data.input_shape), data.num_outputs
     if len({tuple(s[1:]) for s in shapes.values()}) > 1:
         raise ModelError("input shapes differ: " + ", ".join(f"{k} {tuple(v[1:])}" for k, v in shapes.items()))
     if len(set(classes.values())) > 1:
-        raise ModelError("class counts differ: " + ", ".join(f"{k} {v}" for k, v in classes.items()))
+        raise ModelError("output units (classes or targets) differ: " + ", ".join(f"{k} {v}" for k, v in classes.items()))

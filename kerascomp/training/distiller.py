@@ -13,6 +13,7 @@ from typing import Sequence
 from kerascomp.backend import keras, tf
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
+from kerascomp.tasks import CLASSIFICATION, Task
 from kerascomp.training.distill_data import cache_outputs, datasets
 from kerascomp.training.distillation import DistillConfig, check_compatible
 
@@ -48,11 +49,14 @@ class Distiller(keras.Model):
     Metrics: ``loss``, ``ce_loss``, ``kd_loss``, ``hint_loss`` (with hints) and
     the student's ``accuracy``. The loss is averaged over the *global* batch so
     gradients are right under any ``tf.distribute`` strategy.
+
+    A regression ``task`` replaces both terms by mean squared errors (to the
+    targets, and to the teacher's outputs: no temperature) and reports ``mae``.
     """
 
     def __init__(self, student: keras.Model, teacher: keras.Model, temperature: float = DistillConfig.temperature,
                  alpha: float = DistillConfig.alpha, hints: Sequence[tuple[str, str]] = (),
-                 hint_weight: float = DistillConfig.hint_weight, **kwargs):
+                 hint_weight: float = DistillConfig.hint_weight, task: Task = CLASSIFICATION, **kwargs):
         super().__init__(**kwargs)
         config = DistillConfig(temperature=temperature, alpha=alpha, hints=tuple(hints), hint_weight=hint_weight)
         check_compatible(teacher, student)
@@ -66,7 +70,9 @@ class Distiller(keras.Model):
             self._student_view.outputs[1:], self.teacher_features.outputs[1:], self.hints)]
         names = ["loss", "ce_loss", "kd_loss"] + (["hint_loss"] if self.hints else [])
         self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
-        self._accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.task = task
+        self._accuracy = (keras.metrics.SparseCategoricalAccuracy(name="accuracy") if task == CLASSIFICATION
+                          else keras.metrics.MeanAbsoluteError(name=task.metric))
 
     def compile(self, optimizer="rmsprop", **kwargs):
         """Compile with only an optimizer: the loss and metrics are the distiller's own."""
@@ -111,7 +117,10 @@ class Distiller(keras.Model):
     def _loss_parts(self, x, y, teacher_out, training: bool):
         student_out = self._student_view(x, training=training) if self.hints else [self.student(x, training=training)]
         logits = student_out[0]
-        ce, kd = distillation_losses(y, logits, teacher_out[0], self.temperature)
+        if self.task == CLASSIFICATION:
+            ce, kd = distillation_losses(y, logits, teacher_out[0], self.temperature)
+        else:
+            ce, kd = _mse(logits, tf.reshape(y, tf.shape(logits))), _mse(logits, teacher_out[0])
         parts = {"ce_loss": ce, "kd_loss": kd}
         total = self.alpha * ce + (1.0 - self.alpha) * kd
         if self.hints:
@@ -125,8 +134,11 @@ class Distiller(keras.Model):
     def _update_metrics(self, y, logits, parts) -> dict:
         for name, tracker in self._trackers.items():
             tracker.update_state(parts[name])
-        labels = tf.argmax(y, axis=-1) if y.shape.rank == logits.shape.rank else y
-        self._accuracy.update_state(labels, logits)
+        if self.task != CLASSIFICATION:
+            self._accuracy.update_state(tf.reshape(y, tf.shape(logits)), logits)
+        else:
+            labels = tf.argmax(y, axis=-1) if y.shape.rank == logits.shape.rank else y
+            self._accuracy.update_state(labels, logits)
         return {m.name: m.result() for m in self.metrics}
 
 
@@ -172,7 +184,7 @@ def prepare(student: keras.Model, teacher: keras.Model, data: Dataset, config: D
     config = config or DistillConfig()
     check_compatible(teacher, student, data)
     distiller = Distiller(student, teacher, temperature=config.temperature, alpha=config.alpha,
-                          hints=config.hints, hint_weight=config.hint_weight)
+                          hints=config.hints, hint_weight=config.hint_weight, task=data.task)
     train, val, seconds = datasets(distiller.teacher_features, data, config, train_config.batch_size,
                                    train_config.seed, teacher_outputs)
     settings = {**dataclasses.asdict(config), "teacher_cache": config.use_cache}

@@ -19,6 +19,7 @@ from kerascomp.data import Dataset
 from kerascomp.data.augment import augmented, mixes_labels, parse_augment
 from kerascomp.errors import ConfigError
 from kerascomp.options import at_least, option
+from kerascomp.tasks import CLASSIFICATION
 from kerascomp.training import distillation
 from kerascomp.training.distribute import STRATEGIES, get_strategy, precision, to_float32
 
@@ -132,7 +133,7 @@ def train(
         if teacher is None:
             fitted, extra = net, {}
             train_data, val_data, loss = _plain_data(data, config)
-            fitted.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+            fitted.compile(optimizer=optimizer, loss=loss, metrics=[data.task.metric])
         else:
             from kerascomp.training.distiller import prepare  # the Keras side, imported with TensorFlow
 
@@ -179,7 +180,10 @@ def _plain_data(data: Dataset, config: TrainConfig):
     train = data.as_tf("train", config.batch_size, shuffle=True, seed=config.seed)
     val = data.as_tf("val", config.batch_size)
     if config.augment == "none":
-        return train, val, keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return train, val, data.task.loss()
+    if data.task != CLASSIFICATION:  # a flipped or mixed image keeps its regression target: wrong, silently
+        raise ConfigError(f"augment {config.augment!r} transforms the images but not {data.task.name} targets; "
+                          "use augment none")
     train = augmented(train, config.augment, data, config.seed)
     if not mixes_labels(config.augment):
         return train, val, keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -189,20 +193,21 @@ def _plain_data(data: Dataset, config: TrainConfig):
 
 
 def evaluate(model: keras.Model, data: Dataset, batch_size: int = 256) -> dict:
-    """Validation and test accuracy and loss of a Keras model (logits output)."""
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    """Validation and test metric (``val_accuracy`` or ``val_mae``: the data's task's) and loss of a Keras model."""
+    task = data.task
+    loss = task.loss()
     results = {}
     for split in ("val", "test"):
         x, y = data.split(split)
-        logits = model.predict(x, batch_size=batch_size, verbose=0)
-        results[f"{split}_accuracy"] = float((logits.argmax(axis=1) == y).mean())
-        results[f"{split}_loss"] = float(loss(y, logits).numpy())
+        outputs = model.predict(x, batch_size=batch_size, verbose=0)
+        results[f"{split}_{task.metric}"] = task.score(outputs, y)
+        results[f"{split}_loss"] = float(loss(y.reshape(len(y), -1) if task != CLASSIFICATION else y, outputs).numpy())
     return results
 
 
 def _instantiate(model: ModelSpec, data: Dataset, model_args: dict, config: TrainConfig) -> keras.Model:
     if isinstance(model, str):
-        return models.build(model, input_shape=data.input_shape, num_classes=data.num_classes, **model_args)
+        return models.build(model, input_shape=data.input_shape, num_classes=data.num_outputs, **model_args)
     if model_args:
         raise ConfigError("model_args apply only to zoo model names")
     if isinstance(model, keras.Model):

@@ -97,7 +97,7 @@ def plan(model: keras.Model, config: ShrinkConfig, data: Dataset | None = None, 
     if config.importance == "taylor" and data is not None:
         pick = np.random.default_rng(config.seed).permutation(len(data.y_train))[:config.calibration_size]
         x, y = data.x_train[pick], data.y_train[pick]
-        scores = taylor(graph, groups, x, y, config.batch_size)
+        scores = taylor(graph, groups, x, y, config.batch_size, data.task)
     else:
         scores = magnitude(graph, groups)
     keep, measured = config.keep or 1.0, None
@@ -154,7 +154,7 @@ def apply(model: keras.Model, data: Dataset, config: ShrinkConfig, *, teacher: k
     small = rebuild(planned.graph, planned.kept)
     tuned, fit = finetune.fine_tune(small, data, config, teacher=finetune.teacher_for(config, model, teacher))
     metrics = {
-        **{k: fit[k] for k in ("val_accuracy", "test_accuracy")},
+        **{k: fit[k] for k in data.task.keys},
         "baseline": evaluate(model, data, config.batch_size),
         "target": config.target, "keep": config.keep,
         "before": planned.before, "after": planned.after, "latency_search": planned.latency,

@@ -23,6 +23,7 @@ import numpy as np
 from kerascomp.compress.shrink.graph import WEIGHT_AXES, Graph, Group, Space
 from kerascomp.compress.shrink.surgery import MASKED, weight_role
 from kerascomp.errors import ModelError, Unreachable
+from kerascomp.tasks import CLASSIFICATION, Task
 
 __all__ = ["TARGETS", "COUNTS", "IMPORTANCES", "magnitude", "taylor", "cost", "allocate"]
 
@@ -49,25 +50,25 @@ def magnitude(graph: Graph, groups: list[Group]) -> dict[int, np.ndarray]:
     return {root: np.mean([p / (p.mean() + 1e-12) for p in values], axis=0) for root, values in parts.items()}
 
 
-def taylor(graph: Graph, groups: list[Group], x: np.ndarray, y: np.ndarray, batch_size: int = 64
-           ) -> dict[int, np.ndarray]:
+def taylor(graph: Graph, groups: list[Group], x: np.ndarray, y: np.ndarray, batch_size: int = 64,
+           task: Task = CLASSIFICATION) -> dict[int, np.ndarray]:
     """Per shrinkable group, the first-order Taylor estimate of the loss change when each channel is zeroed.
 
     Zeroing channel ``c`` of a producer zeroes every weight on its slice of the
     produced axis (filter and bias, or a head's query, key, value and output
     slices), so the change is ``|sum(w * dL/dw)|`` over that slice, summed over
-    ``(x, y)`` in batches (mean 1 per producing layer).
+    ``(x, y)`` in batches (mean 1 per producing layer), with ``task``'s loss.
     """
-    from kerascomp.backend import keras, tf  # TensorFlow runs here only, on calibration batches
+    from kerascomp.backend import tf  # TensorFlow runs here only, on calibration batches
 
     slices = [(root, name, weight, axis) for root, name, _, weight, axis in _produced(graph, groups)]
     sums = [np.zeros(weight.shape[axis]) for _, _, weight, axis in slices]
     variables = [weight for _, _, weight, _ in slices]
+    loss_of = task.loss()
     for start in range(0, len(x), batch_size):
         with tf.GradientTape() as tape:
             logits = graph.model(x[start:start + batch_size], training=False)
-            loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(
-                y[start:start + batch_size], logits, from_logits=True))
+            loss = loss_of(y[start:start + batch_size], logits)  # a mean: each layer's sums are scaled to mean 1
         for i, (grad, (_, _, weight, axis)) in enumerate(zip(tape.gradient(loss, variables), slices)):
             product = np.moveaxis((weight * grad).numpy(), axis, -1)
             sums[i] += product.reshape(-1, product.shape[-1]).sum(0)

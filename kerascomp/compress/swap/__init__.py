@@ -32,6 +32,7 @@ from kerascomp.compress.swap.candidates import register as register_candidate
 from kerascomp.console import echo
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
+from kerascomp.tasks import classifiers_only
 from kerascomp.options import at_least, option
 from kerascomp.training import TrainConfig, evaluate, train
 from kerascomp.training.distillation import DistillConfig
@@ -157,6 +158,7 @@ def apply(model: keras.Model, data: Dataset, config: SwapConfig | None = None, *
     """
     config = config or SwapConfig()
     start = time.perf_counter()
+    classifiers_only(data.task, "swap")
     data.check_fits(model.input_shape[1:], model.output_shape[-1])
     keras.utils.set_random_seed(config.seed)  # replacement initialisers and local-fit shuffles
     search = _Search(model, data, config)

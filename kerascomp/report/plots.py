@@ -1,4 +1,4 @@
-"""Markdown tables and matplotlib figures of benchmark results (Agg backend, files only)."""
+"""matplotlib figures of benchmark results and technique runs (Agg backend, files only)."""
 
 from __future__ import annotations
 
@@ -7,51 +7,14 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from kerascomp.files import atomic_path
+from kerascomp.report.tables import _metric, _short, classification_details
 
-__all__ = ["pyplot", "save_figure", "results_table", "kernel_table", "plot_tradeoff", "label_lifts", "plot_search",
-           "classification_details", "pareto_front", "plot_training_curves", "plot_epoch_times", "plot_confusion_matrix",
-           "plot_sweep", "plot_swap", "sensitivity_table", "plot_sensitivity", "technique_plots"]
-
-_COLUMNS = ("name", "format", "quantization", "threads", "params", "nonzero", "size KB", "gzip KB", "MACs",
-            "peak act. KB", "accuracy", "p50 ms", "p90 ms", "GMAC/s")
-
-
-def results_table(results: Sequence[dict]) -> str:
-    """A Markdown table with one row per bench result."""
-    lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
-    for r in results:
-        cells = (
-            r["name"], r["format"], r["quantization"], r["threads"], f"{r['params']:,}", f"{r['nonzero_params']:,}",
-            f"{r['size_bytes'] / 1024:.1f}", f"{r['gzip_bytes'] / 1024:.1f}", _maybe(r.get("macs"), "{:,}"),
-            _maybe(r.get("peak_activation_bytes"), "{:.1f}", 1 / 1024), f"{r['accuracy']:.4f}",
-            f"{r['latency_ms']['p50']:.3f}", f"{r['latency_ms']['p90']:.3f}", _maybe(r.get("macs_per_s"), "{:.2f}", 1e-9),
-        )
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines)
-
-
-def _maybe(value, spec: str, scale: float = 1.0) -> str:
-    """A number formatted for a table, or "-" where the runtime gives none (MACs of a .keras or .onnx file)."""
-    return "-" if value is None else spec.format(value * scale if scale != 1.0 else value)
-
-
-def kernel_table(results: Sequence[dict]) -> str:
-    """Where each LiteRT file's nodes run: XNNPACK partitions, delegated nodes, and the ops left outside.
-
-    Empty when no result carries a kernel record (no ``.tflite`` benchmarked).
-    """
-    rows = [r for r in results if r.get("kernels")]
-    if not rows:
-        return ""
-    lines = ["| artifact | threads | kernel path | XNNPACK partitions | nodes delegated | ops outside XNNPACK |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        k = r["kernels"]
-        outside = ", ".join(f"{op} ×{n}" for op, n in sorted(k["outside_ops"].items())) or "none"
-        lines.append(f"| {r['name']} | {r['threads']} | {k['path']} | {k['partitions']} | "
-                     f"{k['delegated_nodes']}/{k['nodes']} | {outside} |")
-    return "\n".join(lines)
+__all__ = ["plot_tradeoff", "label_lifts", "pareto_front", "pyplot", "save_figure", "plot_training_curves",
+           "plot_epoch_times", "plot_confusion_matrix", "plot_sweep", "plot_swap", "plot_search", "plot_sensitivity",
+           "plot_layer_errors", "technique_plots"]
 
 
 def plot_tradeoff(results: Sequence[dict], path: str | os.PathLike, title: str = "", chosen: str | None = None) -> None:
@@ -61,8 +24,10 @@ def plot_tradeoff(results: Sequence[dict], path: str | os.PathLike, title: str =
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     panels = ((axes[0], lambda r: r["gzip_bytes"] / 1024, "gzip size (KB, log)"),
               (axes[1], lambda r: r["latency_ms"]["p50"], "latency p50, batch 1 (ms, log)"))
+    _, metric, higher = _metric(results[0])
+    sign = 1 if higher else -1  # the front and "up is better" read a lower error as a higher point
     for ax, x_of, label in panels:
-        points = [(x_of(r), 100 * r["accuracy"]) for r in results]
+        points = [(x_of(r), sign * (100 if higher else 1) * _metric(r)[0]) for r in results]
         first_chosen = next((r for r in results if r["name"] == chosen), None)
         names = [(r["name"] if r["threads"] == 1 else f"{r['name']} ({r['threads']}t)")
                  + (" (chosen)" if r is first_chosen else "") for r in results]
@@ -77,9 +42,9 @@ def plot_tradeoff(results: Sequence[dict], path: str | os.PathLike, title: str =
             ax.legend(loc="lower right", fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy of the file (%)")
+        ax.set_ylabel("test accuracy of the file (%)" if higher else f"test {metric} of the file (negated)")
         ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle(title or "accuracy vs size and latency (up and left is better; the choice reads validation accuracy)")
+    fig.suptitle(title or f"{metric} vs size and latency (up and left is better; the choice reads validation {metric})")
     save_figure(fig, path)
 
 
@@ -98,23 +63,6 @@ def label_lifts(points: Sequence[tuple[float, float]], names: Sequence[str], nea
         taken = {k for pl, pr, pv, k in placed if pl < left + char * len(name) and left < pr and abs(pv - v) < near}
         placed.append((left, left + char * len(name), v, next(k for k in range(len(points) + 1) if k not in taken)))
     return [k for *_, k in placed]
-
-
-def classification_details(y_true, y_pred, class_names: Sequence[str]) -> dict:
-    """Confusion matrix (rows: true class) and per-class precision and recall, as plain lists for JSON."""
-    import numpy as np
-
-    k = len(class_names)
-    matrix = np.zeros((k, k), dtype=int)
-    np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
-    hits = np.diag(matrix)
-    return {
-        "class_names": list(class_names),
-        "accuracy": float(hits.sum() / max(matrix.sum(), 1)),
-        "confusion_matrix": matrix.tolist(),
-        "precision": (hits / np.maximum(matrix.sum(axis=0), 1)).tolist(),
-        "recall": (hits / np.maximum(matrix.sum(axis=1), 1)).tolist(),
-    }
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -188,8 +136,6 @@ def plot_epoch_times(times: Mapping[str, Sequence[float]], path: str | os.PathLi
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str | os.PathLike,
                           title: str = "") -> None:
     """Counts of true (rows) vs predicted (columns) classes, as :func:`classification_details` gives them."""
-    import numpy as np
-
     plt = pyplot()
     n = len(class_names)
     matrix = np.asarray(matrix, dtype=int)
@@ -221,8 +167,6 @@ def plot_sweep(points: Sequence[dict], path: str | os.PathLike, title: str = "",
     alpha panel appears when the sweep varied it, one line per student size,
     each value averaged over the other settings.
     """
-    import numpy as np
-
     plt = pyplot()
     sizes = sorted({p["student_params"] for p in points})
     varied = [k for k in ("temperature", "alpha") if len({p[k] for p in points}) > 1]
@@ -309,20 +253,6 @@ def plot_search(record: Mapping, path: str | os.PathLike, title: str = "") -> No
     save_figure(fig, path)
 
 
-def sensitivity_table(scan: Mapping) -> str:
-    """Markdown of a pruning sensitivity scan: validation drop (pp) per layer and sparsity, most sensitive first."""
-    by_name = {layer["name"]: layer for layer in scan["layers"]}
-    header = ["layer", "kind", "weights", *(f"drop @{s:g}" for s in scan["sparsities"])]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name in scan["ranking"]:
-        layer = by_name[name]
-        lines.append(f"| {name} | {layer['kind']} | {layer['weights']:,} | "
-                     + " | ".join(f"{d:+.2f}" for d in layer["drop_pp"]) + " |")
-    lines.append(f"\nbaseline validation accuracy {scan['baseline']['val_accuracy']:.4f} on {scan['n_val']} examples "
-                 f"(one example = {100 / scan['n_val']:.2f} pp)")
-    return "\n".join(lines)
-
-
 def plot_sensitivity(scan: Mapping, path: str | os.PathLike, title: str = "") -> None:
     """Validation accuracy drop against sparsity, one curve per layer pruned alone (one-shot)."""
     plt = pyplot()
@@ -339,15 +269,6 @@ def plot_sensitivity(scan: Mapping, path: str | os.PathLike, title: str = "") ->
     save_figure(fig, path)
 
 
-def layer_error_table(rows: Sequence[dict], worst: int | None = None) -> str:
-    """Markdown of per-layer quantization error (``litert_quantizer.layer_errors``), the ``worst`` lowest SNR first."""
-    shown = sorted(rows, key=lambda row: row["snr_db"])[:worst] if worst else rows
-    lines = ["| layer | SNR (dB) | cosine |", "|---|---|---|"]
-    lines += [f"| {_short(row['layer'])}{' (output)' if row['output'] else ''} | {row['snr_db']:.1f} | "
-              f"{row['cosine']:.4f} |" for row in shown]
-    return "\n".join(lines)
-
-
 def plot_layer_errors(rows: Sequence[dict], path: str | os.PathLike, title: str = "") -> None:
     """SNR of every layer in graph order: where the curve dips, quantizing that layer hurts."""
     plt = pyplot()
@@ -359,11 +280,6 @@ def plot_layer_errors(rows: Sequence[dict], path: str | os.PathLike, title: str 
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(title or "error of each layer against the float file")
     save_figure(fig, path)
-
-
-def _short(tensor: str) -> str:
-    """A TFLite tensor's first name: fused tensors list every op they fused, separated by ';'."""
-    return tensor.split(";")[0]
 
 
 def technique_plots(model, metrics: Mapping, data, directory: str | os.PathLike,

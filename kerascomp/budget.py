@@ -20,7 +20,8 @@ from kerascomp.data import Dataset
 from kerascomp.tasks import CLASSIFICATION, Task
 from kerascomp.training import evaluate
 
-__all__ = ["Objective", "OBJECTIVES", "DEFAULT_OBJECTIVE", "check", "choose_within", "tie_words", "baseline_val"]
+__all__ = ["Objective", "OBJECTIVES", "DEFAULT_OBJECTIVE", "check", "choose_within", "tie_words", "baseline_val",
+           "metric_of"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,12 +58,15 @@ def check(metrics: dict, baseline: float, max_drop: float, task: Task = CLASSIFI
     return record
 
 
-def choose_within(rows: dict[str, dict], baseline_val: float, max_drop: float, objective: str) -> dict:
+def choose_within(rows: dict[str, dict], baseline_val: float, max_drop: float, objective: str,
+                  task: Task = CLASSIFICATION) -> dict:
     """The bench row (by name) that best meets ``objective`` (see :data:`OBJECTIVES`) among those whose validation
     accuracy is within ``max_drop`` pp of ``baseline_val``.
 
     Returns ``chosen`` (None when nothing holds) and every ``candidate`` with
-    its validation drop, gzip size, p50 latency and whether it is ``within``.
+    its validation metric (``val``) and drop (``val_drop``, in the task's units;
+    a classifier's also as ``val_accuracy`` and ``val_drop_pp``), gzip size,
+    p50 latency and whether it is ``within``.
     For ``latency``, p50s closer than the timings' spread (p90 - p50) are a tie
     (``tied``), broken by the smaller gzip size: measured timing noise does not
     decide (every candidate of a small model ran at 0.002 ms, and float16 won).
@@ -70,8 +74,10 @@ def choose_within(rows: dict[str, dict], baseline_val: float, max_drop: float, o
     key = OBJECTIVES[objective].key
     candidates = []
     for name, row in rows.items():
-        budget = check(row, baseline_val, max_drop)
-        candidates.append({"name": name, "val_accuracy": row["val_accuracy"], "val_drop_pp": budget["drop_pp"],
+        budget = check(row, baseline_val, max_drop, task)
+        candidates.append({"name": name, "val": budget["val"], "val_drop": budget["drop"],
+                           **({"val_accuracy": budget["val"], "val_drop_pp": budget["drop"]} if task == CLASSIFICATION
+                              else {}),
                            "gzip_bytes": row["gzip_bytes"], "size_bytes": row.get("size_bytes"), "macs": row.get("macs"),
                            "p50_ms": row["latency_ms"]["p50"], "within": budget["met"]})
     passing = [c["name"] for c in candidates if c["within"]]
@@ -83,6 +89,11 @@ def choose_within(rows: dict[str, dict], baseline_val: float, max_drop: float, o
         best = min(tied, key=lambda name: (rows[name]["gzip_bytes"], key(rows[name])))
         return {"chosen": best, "candidates": candidates, "tied": sorted(tied) if len(tied) > 1 else []}
     return {"chosen": best, "candidates": candidates}
+
+
+def metric_of(row: dict) -> float:
+    """A bench row's test metric (rows written before ``metric`` existed: their accuracy)."""
+    return (row.get("metric") or {}).get("value", row.get("accuracy"))
 
 
 def tie_words(choice: dict) -> str:

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,7 +107,11 @@ def test_a_regressor_goes_through_prune_convert_and_bench_in_its_own_metric(tmp_
                  "--out", str(tmp_path / "p.tflite")]) == 0
     assert "of the outputs' spread" in capsys.readouterr().out  # top-1 agreement says nothing of one output
     sidecar = json.loads((tmp_path / "p.tflite.json").read_text())
-    assert sidecar["verification"]["judged_by"] == "spread"
+    assert sidecar["verification"]["judged_by"] == "spread" and sidecar["task"] == "regression"
+    np.savez(tmp_path / "two.npz", x=x[:2])
+    assert main(["predict", str(tmp_path / "p.tflite"), str(tmp_path / "two.npz")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()  # the predicted values, not classes and probabilities
+    assert len(lines) == 2 and all(abs(float(line.split(": ")[1]) - t) < 0.5 for line, t in zip(lines, y[:2]))
     assert main(["bench", str(tmp_path / "p.keras"), str(tmp_path / "p.tflite"), *data, "--runs", "3",
                  "--json", str(tmp_path / "b.json")]) == 0
     rows = json.loads((tmp_path / "b.json").read_text())["results"]
@@ -117,7 +122,7 @@ def test_a_regressor_goes_through_prune_convert_and_bench_in_its_own_metric(tmp_
     assert abs(file_mae - keras_mae) < 0.1 * np.std(y)  # the int8 file within the verified error
 
 
-def test_steps_that_still_judge_by_accuracy_refuse_a_regressor_in_one_line(tmp_path, capsys):
+def test_steps_that_still_judge_by_accuracy_refuse_a_regressor_in_one_line():
     from kerascomp import models
     from kerascomp.compress import distill, swap
     from kerascomp.errors import ConfigError
@@ -129,9 +134,29 @@ def test_steps_that_still_judge_by_accuracy_refuse_a_regressor_in_one_line(tmp_p
                        (lambda: distill.apply("cnn", data, teacher=model), "distill")):
         with pytest.raises(ConfigError, match=f"^{what} works on classifiers only so far; this data is regression"):
             call()
-    np.savez(tmp_path / "ink.npz", x=x, y=y)
-    config = tmp_path / "c.yaml"
-    config.write_text(f"data: {{spec: {tmp_path / 'ink.npz'}}}\nteacher: {{model: mlp}}\n"
-                      "stages:\n  - convert: {models: [teacher]}\n  - bench: {runs: 1}\n")
-    assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 1
-    assert capsys.readouterr().err.startswith("Error: kerascomp run works on classifiers only so far")
+
+
+def test_the_regression_pipeline_chooses_and_reports_in_mae(tmp_path, capsys):
+    """configs/regression.yaml in small: the budget, the final choice, the summary and the report read the MAE."""
+    config = tmp_path / "regression.yaml"
+    config.write_text("data: {spec: digits-centroid, val_fraction: 0.25}\nbudget: {max_drop: 1.0}\n"
+                      "teacher: {model: cnn, args: {width: 4}, train: {epochs: 3}}\nstages:\n"
+                      "  - prune: {epochs: 1, distill_from: teacher}\n"
+                      "  - convert: {name: convert_teacher, models: [teacher], quantize: [fp32]}\n"
+                      "  - convert: {models: [prune], quantize: [int8]}\n  - bench: {runs: 3}\n")
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    choice, summary = report["choice"], report["summary"]
+    assert report["dataset"]["task"] == "regression" and choice["metric"] == "mae" and choice["chosen"]
+    rows = {r["name"]: r for r in report["results"]}
+    base = rows["teacher_fp32"]["val_mae"]
+    assert all(c["within"] == (c["val"] - base <= 1.0 + 1e-9) for c in choice["candidates"])
+    assert summary["metric"] == "mae" and summary["accuracy_drop_pp"] is None
+    assert summary["metric_drop"] == pytest.approx(rows[summary["final"]]["metric"]["value"]
+                                                   - rows["teacher_fp32"]["metric"]["value"])
+    assert "test mae drop" in printed and report["final"]["predicted"]
+    markdown = (out / "report.md").read_text()
+    assert "| artifact | val mae | val drop |" in markdown and "predictions.png" in markdown
+    assert (out / "plots" / "predictions.png").is_file() and (out / "plots" / "search_prune.png").is_file()

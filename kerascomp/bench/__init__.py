@@ -12,9 +12,11 @@ The package itself is callable: ``kerascomp.bench(paths, data)`` is
 import sys
 import types
 
-from kerascomp.bench.measure import FORMATS, bench, compare_deployed, latency_ms, machine_info, predict_test_split
+from kerascomp.bench.measure import (FORMATS, bench, compare_deployed, latency_ms, machine_info, predict_test_split,
+                                     deployed_outputs)
 
-__all__ = ["bench", "compare_deployed", "latency_ms", "predict_test_split", "machine_info", "FORMATS"]
+__all__ = ["bench", "compare_deployed", "latency_ms", "predict_test_split", "deployed_outputs", "machine_info",
+           "FORMATS"]
 
 
 class _CallablePackage(types.ModuleType):

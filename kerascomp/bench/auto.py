@@ -27,7 +27,7 @@ from kerascomp.bench.measure import bench
 from kerascomp.budget import OBJECTIVES, baseline_val as original_val, choose_within
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, DataError, KerascompError, ModelError
-from kerascomp.tasks import classifiers_only
+from kerascomp.tasks import CLASSIFICATION
 from kerascomp.export import export
 from kerascomp.files import sidecar_path
 
@@ -74,7 +74,6 @@ def convert_auto(
     """
     if data is None:
         raise DataError("--quantize auto measures every mode on validation data: give --data")
-    classifiers_only(data.task, "--quantize auto")
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective: use one of {', '.join(OBJECTIVES)}, got {objective!r}")
     out, echo = Path(out), echo or (lambda text: None)
@@ -102,12 +101,12 @@ def convert_auto(
         rows = {row["name"]: row for row in document["results"]}
         if baseline_val is None:
             baseline_val = original_val(meta or {}, model, data)
-        choice = choose_within(rows, baseline_val, max_drop, objective)
+        choice = choose_within(rows, baseline_val, max_drop, objective, data.task)
         met = choice["chosen"] is not None
         if not met:
-            best = min(choice["candidates"], key=lambda c: c["val_drop_pp"])
-            message = (f"--quantize auto: no candidate holds --max-drop {max_drop} pp (the best, {best['name']}, loses "
-                       f"{best['val_drop_pp']:.2f} pp of validation accuracy)")
+            best, task = min(choice["candidates"], key=lambda c: c["val_drop"]), data.task
+            message = (f"--quantize auto: no candidate holds --max-drop {task.budget(max_drop)} (the best, "
+                       f"{best['name']}, loses {task.amount(best['val_drop'])} of validation {task.metric})")
             if strict:
                 raise ModelError(f"{message}; nothing was written")
             echo(f"Warning: {message}; keeping {best['name']}")
@@ -117,16 +116,19 @@ def convert_auto(
         os.replace(chosen, out)
     return {"chosen": choice["chosen"], "tied": choice.get("tied", []), "met": met,
             "candidates": choice["candidates"], "skipped": skipped,
-            "bench": document, "objective": objective, "max_drop_pp": max_drop, "baseline_val_accuracy": baseline_val,
-            "threads": threads}
+            "bench": document, "objective": objective, "max_drop": max_drop, "baseline_val": baseline_val,
+            "metric": data.task.metric, "threads": threads,
+            **({"max_drop_pp": max_drop, "baseline_val_accuracy": baseline_val} if data.task == CLASSIFICATION else {})}
 
 
 def table(result: dict) -> str:
     """The candidates as a Markdown table, the chosen one marked."""
-    lines = ["| candidate | val accuracy | val drop (pp) | gzip KB | p50 ms | within budget |", "|---|---|---|---|---|---|"]
+    metric = result["metric"]
+    unit = " (pp)" if metric == "accuracy" else ""
+    lines = [f"| candidate | val {metric} | val drop{unit} | gzip KB | p50 ms | within budget |", "|---|---|---|---|---|---|"]
     for c in result["candidates"]:
         mark = " **(chosen)**" if c["name"] == result["chosen"] else ""
-        lines.append(f"| {c['name']}{mark} | {c['val_accuracy']:.4f} | {c['val_drop_pp']:+.2f} | "
+        lines.append(f"| {c['name']}{mark} | {c['val']:.4f} | {c['val_drop']:+.{2 if unit else 4}f} | "
                      f"{c['gzip_bytes'] / 1024:.1f} | {c['p50_ms']:.3f} | {'yes' if c['within'] else 'no'} |")
     lines += [f"| {name} | skipped: {why} | | | | |" for name, why in result["skipped"].items()]
     return "\n".join(lines)

@@ -137,7 +137,8 @@ def _convert_auto(model, meta, data, model_path, out, calibration_size, batch_si
                           batch_size=batch_size, echo=click.echo, **options)
     click.echo(table(result))
     click.echo(f"auto: {result['chosen']} is the {OBJECTIVES[result['objective']].words} "
-               f"within {result['max_drop_pp']} pp of validation accuracy{tie_words(result)} -> {out}")
+               f"within {data.task.budget(result['max_drop'])} of validation {result['metric']}{tie_words(result)} "
+               f"-> {out}")
     return result
 
 
@@ -147,7 +148,8 @@ def _convert_auto(model, meta, data, model_path, out, calibration_size, batch_si
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", default=1, show_default=True, type=int)
 def predict(artifact, inputs, top_k, threads):
-    """Classify image files (PNG/JPG), folders of them, or the x_test/x array of an .npz with the edge runtime."""
+    """Classify image files (PNG/JPG), folders of them, or the x_test/x array of an .npz with the edge runtime
+    (a regressor's files print their output values)."""
     import numpy as np
 
     if Path(artifact).suffix != ".tflite":
@@ -163,6 +165,10 @@ def predict(artifact, inputs, top_k, threads):
             warned = True
             click.echo(f"warning: {name} holds values up to {raw.max():g}; the model trained on {trained[0]:g}.."
                        f"{trained[1]:g} (check the pixel range: 0..255 images for a 0..16 model?)", err=True)
+        if (model.meta or {}).get("task", "classification") != "classification":  # a regressor: its output values
+            values = model.predict(model.preprocess(raw[None]))[0]
+            click.echo(f"{name}: " + ", ".join(f"{v:.4g}" for v in values))
+            continue
         labels = model.classify(raw[None], top_k=top_k)[0]
         click.echo(f"{name}: " + ", ".join(f"{label} {p:.3f}" for label, p in labels))
 
@@ -208,7 +214,8 @@ def run(config_path, out, resume, overrides, strict):
         ratio = summary["latency_ratio"]
         speed = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
         click.echo(f"{summary['final']} vs {summary['baseline']}: {summary['gzip_ratio']:.1f}x smaller (gzip), "
-                   f"{speed} (p50), {summary['accuracy_drop_pp']:+.2f} pp test accuracy drop")
+                   f"{speed} (p50), {summary['metric_drop']:+.{2 if summary['metric'] == 'accuracy' else 4}f}"
+                   f"{' pp' if summary['metric'] == 'accuracy' else ''} test {summary['metric']} drop")
         click.echo(f"ship: {Path(out) / summary['path']}")  # report paths are the run folder's
     click.echo(f"report -> {out}/report.md")
     if strict and document.get("choice") and document["choice"]["chosen"] is None:

@@ -19,10 +19,13 @@ import numpy as np
 from kerascomp.data.dataset import (SPLITS, Dataset, Scaling, _assemble, _images, _labels, _scaling_for, _Source,
                                     _source_of)
 from kerascomp.errors import DataError, first_line
+from kerascomp.tasks import REGRESSION
 
-__all__ = ["Dataset", "Scaling", "load_data", "SPLITS", "IMAGE_SUFFIXES"]
+__all__ = ["Dataset", "Scaling", "load_data", "SPLITS", "IMAGE_SUFFIXES", "EMBEDDED"]
 
 DIGITS_TEST_FRACTION = 0.25  # 450 of sklearn's 1,797 digits
+DIGITS_CENTROID = "digits-centroid"  # the digits, each with where its ink's centre lies: an embedded regression
+EMBEDDED = ("digits", DIGITS_CENTROID)  # data specs that need no file and no network
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
@@ -40,6 +43,8 @@ def load_data(
 
     Args:
         spec: ``digits`` (scikit-learn's embedded 8x8 digits, no network),
+            ``digits-centroid`` (the same images; target: the ink's centre of
+            mass, row and column in pixels: a regression, no network),
             a ``.npz`` path, an image folder, or ``tfds:NAME`` (needs network
             the first time).
         val_fraction: share of the training data held out for validation
@@ -61,15 +66,16 @@ def load_data(
     if task not in (None, "classification") and (spec == "digits" or spec.startswith("tfds:")
                                                   or Path(spec).expanduser().is_dir()):
         raise DataError(f"dataset {spec!r} holds class labels: task {task!r} needs an .npz of its targets")
-    if spec == "digits":
-        source = _digits()
+    if spec in EMBEDDED:
+        source = _digits() if spec == "digits" else _digits_centroid()
         test_fraction = DIGITS_TEST_FRACTION
     elif spec.startswith("tfds:"):
         source = _tfds(spec[len("tfds:"):])
     else:
         path = Path(spec).expanduser()
         if not path.exists():
-            raise DataError(f"dataset {spec!r} not found: expected 'digits', 'tfds:NAME', a .npz file or an image folder")
+            raise DataError(f"dataset {spec!r} not found: expected {' or '.join(map(repr, EMBEDDED))}, 'tfds:NAME', "
+                            "a .npz file or an image folder")
         if path.is_dir():
             source = _folder(path, image_size, color_mode)
         else:
@@ -83,6 +89,20 @@ def _digits() -> _Source:
     digits = load_digits()
     images = digits.images.astype(np.float32)[..., None]  # (N, 8, 8, 1), values 0..16
     return _Source(images, digits.target.astype(np.int64), tuple(str(c) for c in digits.target_names), Scaling(1.0 / 16.0))
+
+
+def _digits_centroid() -> _Source:
+    """The digits with a regression target: where the ink's centre of mass lies, (row, column) in pixels.
+
+    Two numbers per image, like a keypoint; offline, as the digits are, so
+    regression has an embedded default too.
+    """
+    digits = _digits()
+    ink = digits.x[..., 0]
+    rows, cols = np.indices(ink.shape[1:], dtype=np.float32)
+    total = ink.sum(axis=(1, 2))
+    centre = np.stack([(ink * rows).sum(axis=(1, 2)) / total, (ink * cols).sum(axis=(1, 2)) / total], axis=1)
+    return _Source(digits.x, centre.astype(np.float32), (), digits.scaling, task=REGRESSION)
 
 
 def _npz(path: Path, task: str | None) -> _Source:

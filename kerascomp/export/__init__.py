@@ -140,7 +140,7 @@ def _to_onnx(model, out: Path, quantize: str, calibration, sample, opset: int, m
 def _sidecar(out: Path, quantize: str, int8_io: bool, input_shape, data: Dataset | None, meta: dict | None,
              source, report: dict) -> dict:
     described = data.describe() if data is not None else (meta or {}).get("data", {})
-    num_classes = described.get("num_classes")
+    num_classes, task = described.get("num_classes"), described.get("task", "classification")
     scaling = described.get("scaling") or scaling_of(meta)  # None: unknown, said so by bench, never guessed
     return {
         "kerascomp_version": __version__,
@@ -150,7 +150,8 @@ def _sidecar(out: Path, quantize: str, int8_io: bool, input_shape, data: Dataset
         "backend": report["backend"],
         "keep_float": report["keep_float"],
         "input_shape": list(input_shape),
-        "output": "logits",
+        "task": task,
+        "output": "logits" if task == "classification" else "values",
         "class_names": described.get("class_names") or ([str(i) for i in range(num_classes)] if num_classes else None),
         "scaling": scaling,
         "input_range": described.get("input_range"),  # raw values the model trained on: predict warns far off

@@ -39,6 +39,7 @@ class DataSpec:
     val_fraction: float = 0.1
     image_size: tuple[int, int] | None = None
     color_mode: str = "rgb"
+    task: str | None = None  # classification | regression; None: inferred from an .npz's targets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,10 +133,13 @@ def parse_config(raw: Any) -> PipelineConfig:
 
 
 def _budget(raw: dict) -> float | None:
-    check_keys(raw, {"max_drop_pp"}, "budget")
-    value = raw.get("max_drop_pp")
+    """``max_drop_pp`` (a classifier's, in percentage points) or ``max_drop`` (any task, in its metric's units)."""
+    check_keys(raw, {"max_drop_pp", "max_drop"}, "budget")
+    if len(raw) > 1:
+        raise ConfigError("budget: give max_drop_pp (pp of accuracy) or max_drop (the task's metric), not both")
+    key, value = next(iter(raw.items()), ("max_drop", None))
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-        raise ConfigError(f"budget.max_drop_pp: expected a non-negative number of percentage points, got {value!r}")
+        raise ConfigError(f"budget.{key}: expected a non-negative number, got {value!r}")
     return None if value is None else float(value)
 
 

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from kerascomp import __version__
+from kerascomp.data.datasets import EMBEDDED
 from kerascomp.files import file_sha256, sidecar_path
 
 __all__ = ["data_digest", "path_digest", "stage_inputs", "key", "changes"]
@@ -41,10 +42,10 @@ def path_digest(path: str | os.PathLike) -> str:
 
 def data_digest(spec: str) -> str:
     """The content of a data spec: the file or folder it names; the embedded and TFDS sets by name and version."""
-    if spec == "digits":
+    if spec in EMBEDDED:
         import sklearn
 
-        return f"digits (scikit-learn {sklearn.__version__})"
+        return f"{spec} (scikit-learn {sklearn.__version__})"
     if spec.startswith("tfds:"):
         return spec
     return path_digest(Path(spec).expanduser())

@@ -12,8 +12,11 @@ from pathlib import Path
 
 from kerascomp.errors import ConfigError
 from kerascomp.files import atomic_path, write_json
+from kerascomp.budget import metric_of
+from kerascomp.tasks import get_task
 from kerascomp.report import (
     kernel_table,
+    plot_predictions,
     plot_confusion_matrix,
     plot_search,
     plot_tradeoff,
@@ -48,16 +51,18 @@ def render(out: str | os.PathLike) -> Path:
 def _render(document: dict, out: Path) -> Path:
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
-    sections = [f"# kerascomp report: {document['dataset']['name']}", _choice_section(document.get("choice")),
-                _summary_section(document)]
+    task = get_task(document["dataset"].get("task", "classification"))
+    sections = [f"# kerascomp report: {document['dataset']['name']}", _choice_section(document.get("choice"), task),
+                _summary_section(document, task)]
     results = document.get("results") or []
     if results:
         plot_tradeoff(results, plots / "tradeoff.png", chosen=(document.get("choice") or {}).get("chosen"))
-        sections += ["![accuracy vs size and latency](plots/tradeoff.png)", "## Every artifact", results_table(results)]
+        sections += [f"![{task.metric} vs size and latency](plots/tradeoff.png)", "## Every artifact",
+                     results_table(results)]
         kernels = kernel_table(results)
         if kernels:
             sections += ["## Where the nodes run (LiteRT, XNNPACK)", kernels]
-    sections.append(_stages_section(document, plots))
+    sections.append(_stages_section(document, plots, task))
     sections.append(_final_section(document.get("final") or {}, plots))
     markdown = "\n\n".join(s for s in sections if s) + "\n"
     with atomic_path(out / "report.md") as tmp:
@@ -65,23 +70,27 @@ def _render(document: dict, out: Path) -> Path:
     return out / "report.md"
 
 
-def _choice_section(choice: dict | None) -> str:
+def _choice_section(choice: dict | None, task) -> str:
     """The budget's verdict first: which artifact ships, or plainly that none may."""
     if not choice:
         return ""
     ship = [f"The file to ship: `{choice['path']}`", ""] if choice.get("path") else []
+    unit = " (pp)" if task.unit == "pp" else ""
     lines = ["## Choice within the budget", "", f"**{choice['message']}**", "", *ship,
-             f"Validation accuracy of each deployed file, drop below {choice['baseline']} "
-             f"(budget {choice['max_drop_pp']} pp; objective: {choice['objective']}):", "",
-             "| artifact | val accuracy | val drop (pp) | gzip (bytes) | p50 (ms) | within |", "|---|---|---|---|---|---|"]
+             f"Validation {task.metric} of each deployed file, drop below {choice['baseline']} "
+             f"(budget {task.budget(choice.get('max_drop', choice.get('max_drop_pp')))}; "
+             f"objective: {choice['objective']}):", "",
+             f"| artifact | val {task.metric} | val drop{unit} | gzip (bytes) | p50 (ms) | within |",
+             "|---|---|---|---|---|---|"]
     for c in sorted(choice["candidates"], key=lambda c: c["gzip_bytes"]):
         mark = "**chosen**" if c["name"] == choice["chosen"] else ("yes" if c["within"] else "no")
-        lines.append(f"| {c['name']} | {c['val_accuracy']:.4f} | {c['val_drop_pp']:.2f} | {c['gzip_bytes']:,} | "
-                     f"{c['p50_ms']:.3f} | {mark} |")
+        value, drop = c.get("val", c.get("val_accuracy")), c.get("val_drop", c.get("val_drop_pp"))
+        lines.append(f"| {c['name']} | {value:.4f} | {task.amount(drop).removesuffix(' pp')} | "
+                     f"{c['gzip_bytes']:,} | {c['p50_ms']:.3f} | {mark} |")
     return "\n".join(lines)
 
 
-def _summary_section(document: dict) -> str:
+def _summary_section(document: dict, task) -> str:
     summary = document.get("summary") or {}
     rows = {r["name"]: r for r in document.get("results") or []}
     base, final = rows.get(summary.get("baseline")), rows.get(summary.get("final"))
@@ -93,32 +102,35 @@ def _summary_section(document: dict) -> str:
         ("size (KB)", lambda r: r["size_bytes"] / 1024, "{:.1f}", ("smaller", "larger")),
         ("gzip size (KB)", lambda r: r["gzip_bytes"] / 1024, "{:.1f}", ("smaller", "larger")),
         ("latency p50 (ms)", lambda r: r["latency_ms"]["p50"], "{:.3f}", ("faster", "slower")),
-        ("test accuracy", lambda r: 100 * r["accuracy"], "{:.2f}%", None),
+        (f"test {task.metric}", lambda r: (100 if task.unit == "pp" else 1) * metric_of(r),
+         "{:.2f}%" if task.unit == "pp" else "{:.4g}", None),
     ):
         a, b = value(base), value(final)
         if better is None:
-            delta = f"{b - a:+.2f} pp"
+            delta = f"{b - a:+.2f} pp" if task.unit == "pp" else f"{b - a:+.4g}"
         else:
             delta = f"{a / b:.1f}x {better[0]}" if a >= b else f"{b / a:.1f}x {better[1]}"
         lines.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {delta} |")
     return "\n".join(lines)
 
 
-def _stages_section(document: dict, plots: Path) -> str:
+def _stages_section(document: dict, plots: Path, task) -> str:
     stages = document.get("stages") or []
-    lines = ["## Stages", "", "| stage | kind | seconds | params | val accuracy | test accuracy | s/epoch |",
+    val, test = task.keys
+    lines = ["## Stages", "", f"| stage | kind | seconds | params | val {task.metric} | test {task.metric} | s/epoch |",
              "|---|---|---|---|---|---|---|"]
     for stage in stages:
         m = stage.get("metrics") or {}
         cells = [stage["name"], stage.get("kind", ""), f"{stage['seconds']:.1f}", _fmt(m.get("params"), "{:,}"),
-                 _fmt(m.get("val_accuracy"), "{:.4f}"), _fmt(m.get("test_accuracy"), "{:.4f}"),
+                 _fmt(m.get(val), "{:.4f}"), _fmt(m.get(test), "{:.4f}"),
                  _fmt(m.get("seconds_per_epoch"), "{:.2f}")]
         lines.append("| " + " | ".join(cells) + " |")
     for stage in stages:
         record = (stage.get("metrics") or {}).get("search")
         if record:
             plot_search(record, plots / f"search_{stage['name']}.png", title=f"{stage['name']}: {record['field']} "
-                        f"searched within {record['max_drop_pp']} pp, kept {record['chosen']}")
+                        f"searched within {task.budget(record.get('max_drop', record.get('max_drop_pp')))}, "
+                        f"kept {record['chosen']}")
             lines += ["", f"![{stage['name']} search](plots/search_{stage['name']}.png)"]
     trained = [s for s in stages if (s.get("metrics") or {}).get("history")]
     if trained:
@@ -130,6 +142,12 @@ def _stages_section(document: dict, plots: Path) -> str:
 
 
 def _final_section(final: dict, plots: Path) -> str:
+    if final.get("predicted"):
+        plot_predictions(final["true"], final["predicted"], plots / "predictions.png",
+                         title=f"{final['name']}: test set ({final['metric']} {final['value']:.4g})")
+        return "\n".join([f"## Final artifact: {final['name']}", "",
+                          f"Test {final['metric']} of the deployed file, run by its runtime: {final['value']:.4g}.", "",
+                          "![predicted vs true](plots/predictions.png)"])
     if not final.get("confusion_matrix"):
         return ""
     plot_confusion_matrix(final["confusion_matrix"], final["class_names"], plots / "confusion.png",

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from kerascomp import __version__
-from kerascomp.budget import OBJECTIVES, choose_within, tie_words
+from kerascomp.budget import OBJECTIVES, choose_within, metric_of, tie_words
 from kerascomp.console import echo
 from kerascomp.data import load_data
 from kerascomp.errors import ConfigError
-from kerascomp.tasks import classifiers_only
+from kerascomp.tasks import CLASSIFICATION, Task
 from kerascomp.files import one_writer, write_json
 from kerascomp.pipeline.config import PipelineConfig, StageSpec, TeacherSpec, load_config
 from kerascomp.pipeline.fingerprint import changes, data_digest, key, stage_inputs
@@ -64,8 +64,7 @@ def _run(config: PipelineConfig, out: Path, resume: bool, verbose: int) -> dict:
     state = _read_state(out) if resume else {}
     spec = config.data
     data = load_data(spec.spec, val_fraction=spec.val_fraction, seed=config.seed, image_size=spec.image_size,
-                     color_mode=spec.color_mode)
-    classifiers_only(data.task, "kerascomp run")  # its final choice and report read accuracy
+                     color_mode=spec.color_mode, task=spec.task)
     ctx = Context(out=out, data=data, seed=config.seed, verbose=verbose)
     described = {"content": data_digest(spec.spec), **data.describe()}
     done = {}
@@ -110,7 +109,9 @@ def _read_state(out: Path) -> dict:
 
 def _document(config: PipelineConfig, ctx: Context, done: dict) -> dict:
     results = ctx.bench.get("results", [])
-    choice = choose(results, config.baseline, config.max_drop, config.objective) if config.max_drop is not None else None
+    task = ctx.data.task
+    choice = (choose(results, config.baseline, config.max_drop, config.objective, task) if config.max_drop is not None
+              else None)
     if choice is not None:
         echo(choice["message"])
     final = config.final or (choice or {}).get("chosen") or ""
@@ -122,38 +123,43 @@ def _document(config: PipelineConfig, ctx: Context, done: dict) -> dict:
         "stages": [{"name": name, **{k: v for k, v in stage.items() if k not in ("fingerprint", "inputs")}}
                    for name, stage in done.items()],
         "results": results,
-        "summary": _summary(config.baseline, final, results),
+        "summary": _summary(config.baseline, final, results, task),
         "choice": choice,
         "final": ctx.final_details(final),
     }
 
 
-def choose(results: list[dict], baseline: str, max_drop: float, objective: str) -> dict:
+def choose(results: list[dict], baseline: str, max_drop: float, objective: str, task: Task = CLASSIFICATION) -> dict:
     """The artifact that best meets ``objective`` (see :data:`kerascomp.budget.OBJECTIVES`) among those whose
-    *validation* accuracy, measured on the deployed file, is within ``max_drop`` pp of the baseline's (the
-    baseline itself is not a candidate: shipping it is what "nothing meets the budget" means).
+    *validation* metric (the task's), measured on the deployed file, is within ``max_drop`` of the baseline's
+    (the baseline itself is not a candidate: shipping it is what "nothing meets the budget" means).
 
-    The test split decides nothing here; the chosen artifact's test accuracy is reported once, after.
+    The test split decides nothing here; the chosen artifact's test metric is reported once, after.
     """
     rows = _first_threads(results)
-    base = rows.get(baseline)
-    if base is None or base.get("val_accuracy") is None:
-        raise ConfigError(f"budget: the baseline {baseline!r} has no validation accuracy to measure drops against")
-    choice = choose_within({n: r for n, r in rows.items() if n != baseline}, base["val_accuracy"], max_drop, objective)
+    base, key = rows.get(baseline), task.keys[0]
+    if base is None or base.get(key) is None:
+        raise ConfigError(f"budget: the baseline {baseline!r} has no validation {task.metric} to measure drops against")
+    choice = choose_within({n: r for n, r in rows.items() if n != baseline}, base[key], max_drop, objective, task)
     chosen, candidates = choice["chosen"], choice["candidates"]
     best = next((c for c in candidates if c["name"] == chosen), None)
     measure = OBJECTIVES[objective].words
     if chosen is None:
-        message = (f"Nothing meets the budget: every compressed artifact loses more than {max_drop} pp of validation "
-                   f"accuracy below {baseline}.")
+        message = (f"Nothing meets the budget: every compressed artifact loses more than {task.budget(max_drop)} of "
+                   f"validation {task.metric} below {baseline}.")
     else:
         row = rows[chosen]
-        message = (f"Within the {max_drop} pp budget, the {measure} artifact is {chosen}: {row['gzip_bytes']:,} bytes gzip, "
-                   f"p50 {row['latency_ms']['p50']:.3f} ms, validation drop "
-                   f"{best['val_drop_pp']:.2f} pp, "
-                   f"test accuracy {100 * row['accuracy']:.2f}%{tie_words(choice)}.")
-    return {"objective": objective, "max_drop_pp": max_drop, "baseline": baseline, "chosen": chosen,
-            "path": rows[chosen]["path"] if chosen else None, "candidates": candidates, "message": message}
+        message = (f"Within the {task.budget(max_drop)} budget, the {measure} artifact is {chosen}: "
+                   f"{row['gzip_bytes']:,} bytes gzip, p50 {row['latency_ms']['p50']:.3f} ms, validation drop "
+                   f"{task.amount(best['val_drop'])}, test {task.metric} {_shown(task, metric_of(row))}"
+                   f"{tie_words(choice)}.")
+    return {"objective": objective, "max_drop": max_drop, "metric": task.metric, "baseline": baseline,
+            "chosen": chosen, "path": rows[chosen]["path"] if chosen else None, "candidates": candidates,
+            "message": message, **({"max_drop_pp": max_drop} if task == CLASSIFICATION else {})}
+
+
+def _shown(task: Task, value: float) -> str:
+    return f"{100 * value:.2f}%" if task == CLASSIFICATION else f"{value:.4g}"
 
 
 def _first_threads(results: list[dict]) -> dict[str, dict]:
@@ -161,16 +167,19 @@ def _first_threads(results: list[dict]) -> dict[str, dict]:
     return {r["name"]: r for r in results if r.get("threads", 1) == results[0]["threads"]} if results else {}
 
 
-def _summary(baseline: str, final: str, results: list[dict]) -> dict:
-    """Baseline vs final as ratios: how much smaller and faster, at what accuracy cost."""
+def _summary(baseline: str, final: str, results: list[dict], task: Task = CLASSIFICATION) -> dict:
+    """Baseline vs final as ratios: how much smaller and faster, at what cost in the task's test metric
+    (``metric_drop``; a classifier's also as ``accuracy_drop_pp``, the contract's name)."""
     rows = _first_threads(results)
     summary = {"baseline": baseline, "final": final}
     base, final = rows.get(baseline), rows.get(final)
     if base and final:
+        drop = task.drop(metric_of(base), metric_of(final))
         summary.update(
             gzip_ratio=base["gzip_bytes"] / final["gzip_bytes"],
             size_ratio=base["size_bytes"] / final["size_bytes"],
-            accuracy_drop_pp=100 * (base["accuracy"] - final["accuracy"]),
+            metric=task.metric, metric_drop=drop,
+            accuracy_drop_pp=drop if task == CLASSIFICATION else None,
             latency_ratio=base["latency_ms"]["p50"] / final["latency_ms"]["p50"],
             params_ratio=base["params"] / max(final["params"], 1),
             path=final["path"],

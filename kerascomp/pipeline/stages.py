@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from kerascomp import models as zoo
-from kerascomp.bench import bench, predict_test_split
+from kerascomp.bench import bench, deployed_outputs
 from kerascomp.bench.auto import convert_auto
 from kerascomp.compress import registry
 from kerascomp.console import echo
@@ -25,6 +25,7 @@ from kerascomp.files import scaling_of
 from kerascomp.pipeline.config import StageSpec, build_dataclass, check_keys
 from kerascomp.pipeline.runner import compress_file
 from kerascomp.report import classification_details
+from kerascomp.tasks import CLASSIFICATION
 from kerascomp.saving import load_meta, load_model, load_with_data, save_model
 from kerascomp.training import TrainConfig, evaluate, train
 from kerascomp.training.distillation import FROM_INPUT, NO_TEACHER
@@ -89,11 +90,18 @@ class Context:
         return self.path(self.models[name] if name else list(self.models.values())[-1])
 
     def final_details(self, final: str) -> dict:
-        """Confusion matrix and per-class precision/recall of the final artifact, scored as ``bench`` scores it."""
+        """The final artifact scored as ``bench`` scores it: a classifier's confusion matrix and per-class
+        precision/recall, a regressor's predictions beside the true targets of the test split."""
         if final not in self.artifacts:
             return {}
-        predicted = predict_test_split(self.path(self.artifacts[final]), self.data)
-        details = {"name": final, **classification_details(self.data.y_test, predicted, self.data.class_names)}
+        outputs, task = deployed_outputs(self.path(self.artifacts[final]), self.data), self.data.task
+        if task == CLASSIFICATION:
+            details = {"name": final, **classification_details(self.data.y_test, outputs.argmax(1),
+                                                               self.data.class_names)}
+        else:
+            details = {"name": final, "metric": task.metric, "value": task.score(outputs, self.data.y_test),
+                       "predicted": outputs.reshape(len(outputs), -1)[:, 0].tolist(),
+                       "true": self.data.y_test.reshape(len(outputs), -1)[:, 0].tolist()}
         source = self.sources.get(final)
         if source:
             details["layer_sparsity"] = layer_sparsity(self.model_path(source))
@@ -306,7 +314,7 @@ def _convert_auto(stage: StageSpec, ctx: Context, source: Path, out: Path, name:
                           batch_size=stage.options.get("batch_size"), echo=echo if ctx.verbose else None,
                           strict=False)
     return {"model": name, "size_bytes": out.stat().st_size,
-            "auto": {k: result[k] for k in ("chosen", "met", "candidates", "skipped", "objective", "max_drop_pp")}}
+            "auto": {k: result[k] for k in ("chosen", "met", "candidates", "skipped", "objective", "max_drop")}}
 
 
 _BENCH_KEYS = {"threads", "runs", "warmup", "op_resolver", "keras"}

@@ -13,7 +13,8 @@ from kerascomp.files import atomic_path
 from kerascomp.report.tables import _metric, _short, classification_details
 
 __all__ = ["plot_tradeoff", "label_lifts", "pareto_front", "pyplot", "save_figure", "plot_training_curves",
-           "plot_epoch_times", "plot_confusion_matrix", "plot_sweep", "plot_swap", "plot_search", "plot_sensitivity",
+           "plot_epoch_times", "plot_confusion_matrix", "plot_sweep", "plot_swap", "plot_search", "plot_predictions",
+           "plot_sensitivity",
            "plot_layer_errors", "technique_plots"]
 
 
@@ -90,21 +91,23 @@ def save_figure(fig, path: str | os.PathLike) -> None:
 
 def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], path: str | os.PathLike,
                          title: str = "") -> None:
-    """Accuracy and loss per epoch (solid: training, dashed: validation), one colour per run.
+    """The metric (accuracy, or a regressor's MAE) and loss per epoch (solid: training, dashed: validation), one
+    colour per run.
 
     ``histories`` maps a run name to a Keras ``History.history`` dict. Losses of
     different objectives (distillation vs cross-entropy) share a panel but are
-    not comparable in value; accuracies are.
+    not comparable in value; the metrics are.
     """
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    metric = "mae" if any("mae" in history for history in histories.values()) else "accuracy"
     for (name, history), colour in zip(histories.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
-        for ax, key in zip(axes, ("accuracy", "loss")):
+        for ax, key in zip(axes, (metric, "loss")):
             for prefix, style in (("", "-"), ("val_", "--")):
                 values = history.get(prefix + key)
                 if values:
                     ax.plot(range(1, len(values) + 1), values, style, color=colour, label=f"{name} {prefix or 'train_'}{key}")
-    for ax, key in zip(axes, ("accuracy", "loss")):
+    for ax, key in zip(axes, (metric, "loss")):
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
@@ -225,31 +228,54 @@ def plot_swap(metrics: Mapping, path: str | os.PathLike, title: str = "") -> Non
 
 
 def plot_search(record: Mapping, path: str | os.PathLike, title: str = "") -> None:
-    """Every try of a strength search: validation accuracy (and weights gzip size) per strength, against the
-    budget's floor; the kept setting is ringed."""
+    """Every try of a strength search: the validation metric (and weights gzip size) per strength, against the
+    budget's line (a floor for accuracy, a ceiling for an error); the kept setting is ringed."""
     plt = pyplot()
     tries = record["tries"]
     order = sorted(tries, key=lambda t: t["strength"])
+    metric = record.get("metric", "accuracy")
+    scale = 100 if metric == "accuracy" else 1
+    budget = record.get("max_drop", record.get("max_drop_pp"))
+
+    def value(t):  # records written before "val" hold accuracy only
+        return scale * t.get("val", t.get("val_accuracy"))
+
     fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
-    ax.plot([t["strength"] for t in order], [100 * t["val_accuracy"] for t in order], ":", color="tab:blue", lw=1)
+    ax.plot([t["strength"] for t in order], [value(t) for t in order], ":", color="tab:blue", lw=1)
     for t in tries:
-        ax.plot(t["strength"], 100 * t["val_accuracy"], "o" if t["passed"] else "x", color="tab:blue" if t["passed"]
+        ax.plot(t["strength"], value(t), "o" if t["passed"] else "x", color="tab:blue" if t["passed"]
                 else "tab:red", ms=8)
-    floor = 100 * record["baseline_val_accuracy"] - record["max_drop_pp"]
-    ax.axhline(floor, color="tab:red", ls="--", lw=1, label=f"budget floor (baseline - {record['max_drop_pp']} pp)")
+    baseline = scale * record.get("baseline_val", record.get("baseline_val_accuracy"))
+    line = baseline - budget if metric == "accuracy" else baseline + budget
+    ax.axhline(line, color="tab:red", ls="--", lw=1, label=f"budget (baseline {'-' if scale == 100 else '+'} "
+                                                           f"{budget}{' pp' if scale == 100 else ''})")
     if record["chosen"] is not None:
         kept = next(t for t in tries if t["strength"] == record["chosen"])
-        ax.plot(kept["strength"], 100 * kept["val_accuracy"], "o", mfc="none", mec="black", ms=15, label="kept")
+        ax.plot(kept["strength"], value(kept), "o", mfc="none", mec="black", ms=15, label="kept")
     ax.set_xlabel(record["field"])
-    ax.set_ylabel("validation accuracy (%)", color="tab:blue")
+    ax.set_ylabel("validation accuracy (%)" if scale == 100 else f"validation {metric}", color="tab:blue")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="lower left" if scale == 100 else "upper left", fontsize=8)  # away from the passing tries
     right = ax.twinx()
     right.plot([t["strength"] for t in order], [t["weights_gzip_bytes"] / 1024 for t in order], "s--",
                color="tab:orange")
     right.set_ylabel("weights, gzip (KB)", color="tab:orange")
     right.set_ylim(bottom=0)
     fig.suptitle(title or f"search over {record['field']}: {len(tries)} tries, kept {record['chosen']}")
+    save_figure(fig, path)
+
+
+def plot_predictions(true, predicted, path: str | os.PathLike, title: str = "") -> None:
+    """A regressor's predictions against the true targets: on the diagonal is right, the spread is its error."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 4.4), constrained_layout=True)
+    ax.scatter(true, predicted, s=10, alpha=0.6)
+    low, high = min(min(true), min(predicted)), max(max(true), max(predicted))
+    ax.plot([low, high], [low, high], color="grey", ls=":", lw=1, label="predicted = true")
+    ax.set_xlabel("true target")
+    ax.set_ylabel("predicted by the file")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "predicted vs true (test)")
     save_figure(fig, path)
 
 
@@ -309,8 +335,13 @@ def technique_plots(model, metrics: Mapping, data, directory: str | os.PathLike,
     if "search" in metrics:
         paths.append(directory / "search.png")
         plot_search(metrics["search"], paths[-1])
-    predictions = model.predict(data.x_test, batch_size=256, verbose=0).argmax(axis=1)
-    matrix = classification_details(data.y_test, predictions, data.class_names)["confusion_matrix"]
-    paths.append(directory / "confusion_matrix.png")
-    plot_confusion_matrix(matrix, data.class_names, paths[-1], title="result, test set")
+    outputs = model.predict(data.x_test, batch_size=256, verbose=0)
+    if data.class_names:  # a classifier: its confusion matrix; a regressor: its predictions against the targets
+        matrix = classification_details(data.y_test, outputs.argmax(axis=1), data.class_names)["confusion_matrix"]
+        paths.append(directory / "confusion_matrix.png")
+        plot_confusion_matrix(matrix, data.class_names, paths[-1], title="result, test set")
+    else:
+        paths.append(directory / "predictions.png")
+        plot_predictions(data.y_test.reshape(len(outputs), -1)[:, 0], outputs.reshape(len(outputs), -1)[:, 0],
+                         paths[-1], title="result, test set")
     return paths

@@ -160,3 +160,18 @@ def test_the_regression_pipeline_chooses_and_reports_in_mae(tmp_path, capsys):
     markdown = (out / "report.md").read_text()
     assert "| artifact | val mae | val drop |" in markdown and "predictions.png" in markdown
     assert (out / "plots" / "predictions.png").is_file() and (out / "plots" / "search_prune.png").is_file()
+
+
+def test_the_command_line_states_a_task_the_targets_do_not_show(tmp_path, capsys):
+    """Whole-number targets (counts, ages) read as classes unless --task says otherwise."""
+    x, y = _ink()
+    np.savez(tmp_path / "counts.npz", x=x, y=np.round(100 * y).astype("float32"))
+    common = ["--data", str(tmp_path / "counts.npz"), "--epochs", "1", "--out", str(tmp_path / "m.keras")]
+    assert main(["train", "--model", "mlp", *common]) == 0
+    assert " classes" in capsys.readouterr().out
+    assert main(["train", "--model", "mlp", *common, "--task", "regression"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 regression targets" in printed and "test mae" in printed
+    assert main(["train", "--model", "mlp", "--data", "digits", "--task", "regression", "--epochs", "1",
+                 "--out", str(tmp_path / "d.keras")]) == 1
+    assert "holds class labels" in capsys.readouterr().err

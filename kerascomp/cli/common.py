@@ -7,6 +7,7 @@ import click
 from kerascomp.data import load_data as load
 from kerascomp.options import key_value, parse_value
 from kerascomp.saving import load_with_data
+from kerascomp.tasks import TASKS
 
 __all__ = ["data_options", "load_data", "model_and_data", "parse_key_values", "numbers", "json_option"]
 
@@ -53,6 +54,9 @@ def data_options(fn=None, *, default: str | None = "digits"):
         click.option("--color-mode", default="rgb", show_default=True, type=click.Choice(["rgb", "grayscale"]),
                      help="Channels for folder images."),
         click.option("--seed", default=0, show_default=True, type=int, help="Seed for splits, initialisation and shuffling."),
+        click.option("--task", type=click.Choice(list(TASKS)), expose_value=False, callback=_remember_task,
+                     help="What the targets are; inferred when not given (an .npz of float targets: regression). "
+                          "State regression for whole-number targets."),
     ]):
         fn = option(fn)
     return fn
@@ -62,12 +66,19 @@ def json_option(what: str = "the metrics"):
     return click.option("--json", "json_path", type=click.Path(dir_okay=False), help=f"Write {what} as JSON here.")
 
 
+def _remember_task(ctx: click.Context, param, value):
+    """``--task`` goes to :func:`load_data` through the context, so that no command's signature carries it."""
+    ctx.meta["kerascomp.task"] = value
+    return value
+
+
 def load_data(data_spec, val_fraction, image_size, color_mode, seed):
     if data_spec is None:
         return None
-
+    context = click.get_current_context(silent=True)
+    task = context.meta.get("kerascomp.task") if context is not None else None
     return load(data_spec, val_fraction=val_fraction, seed=seed, image_size=_parse_size(image_size),
-                color_mode=color_mode)
+                color_mode=color_mode, task=task)
 
 
 def model_and_data(model_path, data_spec, val_fraction, image_size, color_mode, seed):

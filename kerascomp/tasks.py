@@ -20,13 +20,12 @@ __all__ = ["Task", "TASKS", "CLASSIFICATION", "REGRESSION", "get_task", "infer_t
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """A task's loss, its metric (``metric``: the key stem, e.g. ``val_mae``) and the metric's direction."""
+    """A task's loss, its metric (the stem of its keys: ``mae`` gives ``val_mae``) and the metric's direction."""
 
     name: str
     metric: str
     higher_is_better: bool
     unit: str  # of a budget: "pp" (percentage points of the metric) or "" (the metric's own units)
-    loss_name: str  # a Keras loss, from the model's output (logits for a classifier)
 
     @property
     def keys(self) -> tuple[str, str]:
@@ -34,7 +33,7 @@ class Task:
         return f"val_{self.metric}", f"test_{self.metric}"
 
     def loss(self):
-        """The Keras loss the model is trained with."""
+        """The Keras loss the model is trained with: cross-entropy from logits, or the mean squared error."""
         from kerascomp.backend import keras  # imports TensorFlow: only where a model trains
 
         if self.name == "classification":
@@ -63,8 +62,8 @@ class Task:
         return f"{max_drop} pp" if self.unit == "pp" else f"{max_drop}"
 
 
-CLASSIFICATION = Task("classification", "accuracy", True, "pp", "sparse categorical cross-entropy")
-REGRESSION = Task("regression", "mae", False, "", "mean squared error")
+CLASSIFICATION = Task("classification", "accuracy", True, "pp")
+REGRESSION = Task("regression", "mae", False, "")
 TASKS = {task.name: task for task in (CLASSIFICATION, REGRESSION)}
 
 

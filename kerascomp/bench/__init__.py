@@ -12,11 +12,9 @@ The package itself is callable: ``kerascomp.bench(paths, data)`` is
 import sys
 import types
 
-from kerascomp.bench.measure import (FORMATS, bench, compare_deployed, latency_ms, machine_info, predict_test_split,
-                                     deployed_outputs)
+from kerascomp.bench.measure import FORMATS, bench, compare_deployed, deployed_outputs, latency_ms, machine_info
 
-__all__ = ["bench", "compare_deployed", "latency_ms", "predict_test_split", "deployed_outputs", "machine_info",
-           "FORMATS"]
+__all__ = ["bench", "compare_deployed", "latency_ms", "deployed_outputs", "machine_info", "FORMATS"]
 
 
 class _CallablePackage(types.ModuleType):

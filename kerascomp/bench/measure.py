@@ -30,8 +30,7 @@ from kerascomp.runtime.timing import measure_latency
 from kerascomp.saving import load, load_meta, strip_wrappers
 from kerascomp.tasks import CLASSIFICATION
 
-__all__ = ["bench", "compare_deployed", "latency_ms", "predict_test_split", "deployed_outputs", "machine_info",
-           "FORMATS"]
+__all__ = ["bench", "compare_deployed", "latency_ms", "deployed_outputs", "machine_info", "FORMATS"]
 
 FORMATS = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 
@@ -133,10 +132,6 @@ def deployed_outputs(path: str | os.PathLike, data: Dataset, *, op_resolver: str
     path = _check_path(path)
     return _logits(path, _runners(path, (1,), op_resolver)[0], data)
 
-
-def predict_test_split(path: str | os.PathLike, data: Dataset, *, op_resolver: str = "auto") -> np.ndarray:
-    """The classes ``path`` predicts for the test split (see :func:`deployed_outputs`)."""
-    return deployed_outputs(path, data, op_resolver=op_resolver).argmax(1)
 
 
 def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, warmup: int, op_resolver: str) -> list[dict]:

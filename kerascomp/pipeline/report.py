@@ -10,14 +10,13 @@ import json
 import os
 from pathlib import Path
 
+from kerascomp.budget import metric_of
 from kerascomp.errors import ConfigError
 from kerascomp.files import atomic_path, write_json
-from kerascomp.budget import metric_of
-from kerascomp.tasks import get_task
 from kerascomp.report import (
     kernel_table,
-    plot_predictions,
     plot_confusion_matrix,
+    plot_predictions,
     plot_search,
     plot_tradeoff,
     plot_training_curves,
@@ -25,6 +24,7 @@ from kerascomp.report import (
     results_table,
     save_figure,
 )
+from kerascomp.tasks import get_task
 
 __all__ = ["write_pipeline_report", "render"]
 

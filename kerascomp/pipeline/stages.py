@@ -25,8 +25,8 @@ from kerascomp.files import scaling_of
 from kerascomp.pipeline.config import StageSpec, build_dataclass, check_keys
 from kerascomp.pipeline.runner import compress_file
 from kerascomp.report import classification_details
-from kerascomp.tasks import CLASSIFICATION
 from kerascomp.saving import load_meta, load_model, load_with_data, save_model
+from kerascomp.tasks import CLASSIFICATION
 from kerascomp.training import TrainConfig, evaluate, train
 from kerascomp.training.distillation import FROM_INPUT, NO_TEACHER
 

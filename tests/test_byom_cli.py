@@ -11,7 +11,6 @@ import pytest
 from kerascomp.cli import main
 
 L = keras3.layers
-pytestmark = pytest.mark.xdist_group("keras3_models")  # one worker trains the module's Keras 3 models once
 
 
 def run(capsys, *args):

@@ -26,6 +26,7 @@ class Task:
     metric: str
     higher_is_better: bool
     unit: str  # of a budget: "pp" (percentage points of the metric) or "" (the metric's own units)
+    outputs: str  # what a model's output units are, as a message names them
 
     @property
     def keys(self) -> tuple[str, str]:
@@ -62,8 +63,8 @@ class Task:
         return f"{max_drop} pp" if self.unit == "pp" else f"{max_drop}"
 
 
-CLASSIFICATION = Task("classification", "accuracy", True, "pp")
-REGRESSION = Task("regression", "mae", False, "")
+CLASSIFICATION = Task("classification", "accuracy", True, "pp", "classes")
+REGRESSION = Task("regression", "mae", False, "", "regression targets")
 TASKS = {task.name: task for task in (CLASSIFICATION, REGRESSION)}
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from kerascomp import __version__, runtime
 from kerascomp.backend import tf
 from kerascomp.data import Dataset
-from kerascomp.errors import DataError, ModelError
+from kerascomp.errors import ModelError
 from kerascomp.export import export
 from kerascomp.export.tflite import to_tflite
 from kerascomp.files import scaling_of
@@ -133,7 +133,6 @@ def deployed_outputs(path: str | os.PathLike, data: Dataset, *, op_resolver: str
     return _logits(path, _runners(path, (1,), op_resolver)[0], data)
 
 
-
 def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, warmup: int, op_resolver: str) -> list[dict]:
     raw = path.read_bytes()
     common = {
@@ -192,9 +191,7 @@ def _logits(path: Path, runner, data: Dataset, split: str = "test") -> np.ndarra
         data = data.with_scaling(runner.scaling)
     data.check_fits(runner.input_shape, what=str(path))
     logits = runner.predict(data.split(split)[0])
-    if logits.shape[1] != data.num_outputs:
-        counted = "classes" if data.task == CLASSIFICATION else "regression targets"
-        raise DataError(f"{path} outputs {logits.shape[1]} units but data {data.name!r} has {data.num_outputs} {counted}")
+    data.check_fits(runner.input_shape, logits.shape[1], what=str(path))
     return logits
 
 

@@ -19,7 +19,6 @@ from kerascomp import bench as benchmark
 from kerascomp.analysis.inspect import format_inspection, inspect_model
 from kerascomp.bench.auto import convert_auto, table
 from kerascomp.budget import OBJECTIVES, tie_words
-from kerascomp.tasks import CLASSIFICATION
 from kerascomp.cli.common import data_options, json_option, load_data, model_and_data, numbers, parse_key_values
 from kerascomp.cli.options import click_options
 from kerascomp.cli.techniques import TechniqueCommands
@@ -268,8 +267,7 @@ def train_command() -> click.Command:
         config = TrainConfig(**fields, seed=seed)
         data = load_data(data_spec, val_fraction, image_size, color_mode, seed)
         click.echo(f"data {data.name}: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
-                   f"input {data.input_shape}, {data.num_outputs} "
-                   + ("classes" if data.task == CLASSIFICATION else f"{data.task.name} targets"))
+                   f"input {data.input_shape}, {data.num_outputs} {data.task.outputs}")
         model, metrics = training.train(model_name, data, config, model_args=model_args)
         metrics = {"model": {"name": model_name, "args": model_args}, **metrics, "data": data.describe()}
         save_model(model, out, meta={"model": metrics["model"], "data": data.describe()})

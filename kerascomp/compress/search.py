@@ -110,4 +110,3 @@ def search(technique: Technique, model, data: Dataset, config, *, max_drop: floa
         record.update(max_drop_pp=max_drop, baseline_val_accuracy=baseline)
     metrics = {**best[2], "baseline": inputs["baseline"]} if best[2] is not None else {}
     return best[1], metrics, record
-

@@ -109,8 +109,8 @@ class Dataset:
             raise DataError(f"data {self.name!r} has inputs {self.input_shape} but {what} expects inputs {shape}"
                             f"{_shape_hint(self.input_shape, shape)}")
         if num_outputs is not None and int(num_outputs) != self.num_outputs:
-            counted = "classes" if self.task == CLASSIFICATION else "regression targets"
-            raise DataError(f"data {self.name!r} has {self.num_outputs} {counted} but {what} outputs {num_outputs}")
+            raise DataError(f"data {self.name!r} has {self.num_outputs} {self.task.outputs} but {what} outputs "
+                            f"{num_outputs}")
 
     def with_scaling(self, scaling: Scaling | dict) -> "Dataset":
         """The same examples under another input scaling (e.g. raw pixels for a model that rescales itself)."""

@@ -68,7 +68,7 @@ def taylor(graph: Graph, groups: list[Group], x: np.ndarray, y: np.ndarray, batc
     for start in range(0, len(x), batch_size):
         with tf.GradientTape() as tape:
             logits = graph.model(x[start:start + batch_size], training=False)
-            loss = loss_of(y[start:start + batch_size], logits)  # a mean: each layer's sums are scaled to mean 1
+            loss = loss_of(y[start:start + batch_size], logits) * len(logits)  # the batch's sum, as every batch
         for i, (grad, (_, _, weight, axis)) in enumerate(zip(tape.gradient(loss, variables), slices)):
             product = np.moveaxis((weight * grad).numpy(), axis, -1)
             sums[i] += product.reshape(-1, product.shape[-1]).sum(0)

@@ -3,8 +3,11 @@
 A classifier is trained with cross-entropy and judged by accuracy, higher
 better, its budget in percentage points; a regressor is trained with the mean
 squared error and judged by the mean absolute error, lower better, its budget
-in the targets' own units. Training, evaluation, the accuracy budget and the
-strength search read a :class:`Task` here instead of assuming accuracy.
+in the targets' own units; a segmenter (dense prediction: a class per pixel)
+is trained with cross-entropy per pixel and judged by the mean intersection
+over union of its classes, higher better, in percentage points. Training,
+evaluation, the budget, the strength search and every report read a
+:class:`Task` here instead of assuming accuracy.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import numpy as np
 
 from kerascomp.errors import ConfigError
 
-__all__ = ["Task", "TASKS", "CLASSIFICATION", "REGRESSION", "get_task", "infer_task", "classifiers_only"]
+__all__ = ["Task", "TASKS", "CLASSIFICATION", "REGRESSION", "SEGMENTATION", "get_task", "task_of_metric",
+           "infer_task", "classifiers_only", "per_class_iou"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,39 +37,84 @@ class Task:
         """The validation and test metric keys of an evaluation (``val_accuracy``, ``test_accuracy``)."""
         return f"val_{self.metric}", f"test_{self.metric}"
 
+    @property
+    def percent(self) -> bool:
+        """Whether the metric is a share in [0, 1] that people read in per cent (its drops in pp)."""
+        return self.unit == "pp"
+
     def loss(self):
-        """The Keras loss the model is trained with: cross-entropy from logits, or the mean squared error."""
+        """The Keras loss the model is trained with: cross-entropy from logits (per pixel for a segmenter), or
+        the mean squared error."""
         from kerascomp.backend import keras  # imports TensorFlow: only where a model trains
 
-        if self.name == "classification":
-            return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        return keras.losses.MeanSquaredError()
+        if self == REGRESSION:
+            return keras.losses.MeanSquaredError()
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def loss_value(self, y: np.ndarray, outputs: np.ndarray) -> float:
+        """The loss of ``outputs`` against the targets ``y`` (a regressor's ``(N,)`` targets meet ``(N, 1)``)."""
+        if self == REGRESSION:
+            y = np.asarray(y).reshape(len(y), -1)
+        return float(self.loss()(y, outputs).numpy())
+
+    def keras_metric(self, num_outputs: int):
+        """The metric ``compile`` tracks per epoch, named as this task's metric (``val_mean_iou`` in a history)."""
+        if self != SEGMENTATION:
+            return self.metric
+        from kerascomp.backend import keras  # see loss
+
+        return keras.metrics.MeanIoU(num_outputs, sparse_y_pred=False, name=self.metric)
 
     def score(self, outputs: np.ndarray, y: np.ndarray) -> float:
-        """The metric of ``outputs`` (a model's, logits for a classifier) against the targets ``y``."""
+        """The metric of ``outputs`` (a model's, logits for a classifier or segmenter) against the targets ``y``."""
         outputs = np.asarray(outputs, dtype=np.float64)
-        if self.name == "classification":
+        if self == CLASSIFICATION:
             return float((outputs.argmax(axis=-1) == y).mean())
+        if self == SEGMENTATION:
+            return float(per_class_iou(outputs.argmax(axis=-1), y, outputs.shape[-1])[1])
         return float(np.abs(outputs.reshape(len(y), -1) - np.asarray(y).reshape(len(y), -1)).mean())
 
     def drop(self, baseline: float, value: float) -> float:
         """How much worse ``value`` is than ``baseline``, in budget units (negative: better)."""
-        if self.unit == "pp":
-            return 100 * (baseline - value) if self.higher_is_better else 100 * (value - baseline)
-        return baseline - value if self.higher_is_better else value - baseline
+        worse = baseline - value if self.higher_is_better else value - baseline
+        return 100 * worse if self.percent else worse
 
-    def amount(self, drop: float) -> str:
-        """A measured drop as a person reads it: ``-0.70 pp`` of accuracy, ``0.0123`` of MAE."""
-        return f"{drop:.2f} pp" if self.unit == "pp" else f"{drop:.4g}"
+    def number(self, value: float) -> str:
+        """A metric's value as a person reads it: ``75.30%`` of accuracy, ``0.0654`` of MAE."""
+        return f"{100 * value:.2f}%" if self.percent else f"{value:.4g}"
+
+    def amount(self, drop: float, signed: bool = False, unit: bool = True) -> str:
+        """A drop or difference in budget units: ``-0.70 pp`` of accuracy, ``0.0123`` of MAE (``unit`` False:
+        the number alone, for a table whose header names the unit)."""
+        text = f"{drop:+.2f}" if signed and self.percent else f"{drop:.2f}" if self.percent else (
+            f"{drop:+.4g}" if signed else f"{drop:.4g}")
+        return f"{text} pp" if self.percent and unit else text
 
     def budget(self, max_drop: float) -> str:
         """A budget as the user gave it: ``1.0 pp``, ``0.02``."""
-        return f"{max_drop} pp" if self.unit == "pp" else f"{max_drop}"
+        return f"{max_drop} pp" if self.percent else f"{max_drop}"
+
+
+def per_class_iou(predicted: np.ndarray, y: np.ndarray, num_classes: int) -> tuple[np.ndarray, float]:
+    """Intersection over union of each class over a whole split, and their mean over the classes that occur.
+
+    A class absent from both the masks and the predictions has no IoU (NaN)
+    and does not count in the mean, as in Keras's ``MeanIoU``.
+    """
+    y = np.asarray(y, dtype=np.int64).reshape(-1)
+    predicted = np.asarray(predicted, dtype=np.int64).reshape(-1)
+    confusion = np.bincount(y * num_classes + predicted, minlength=num_classes ** 2).reshape(num_classes, -1)
+    hits = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - hits
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, hits / union, np.nan)
+    return iou, float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0
 
 
 CLASSIFICATION = Task("classification", "accuracy", True, "pp", "classes")
 REGRESSION = Task("regression", "mae", False, "", "regression targets")
-TASKS = {task.name: task for task in (CLASSIFICATION, REGRESSION)}
+SEGMENTATION = Task("segmentation", "mean_iou", True, "pp", "classes per pixel")
+TASKS = {task.name: task for task in (CLASSIFICATION, REGRESSION, SEGMENTATION)}
 
 
 def get_task(name: str) -> Task:
@@ -73,6 +122,11 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; use one of {', '.join(TASKS)}")
     return TASKS[name]
+
+
+def task_of_metric(metric: str) -> Task:
+    """The task judged by ``metric`` (a record names its metric, not its task); classification by default."""
+    return next((task for task in TASKS.values() if task.metric == metric), CLASSIFICATION)
 
 
 def classifiers_only(task: Task, what: str) -> None:
@@ -83,15 +137,23 @@ def classifiers_only(task: Task, what: str) -> None:
 
 
 def infer_task(y: np.ndarray) -> str:
-    """``regression`` for float targets that are not whole numbers or one-hot rows, else ``classification``.
+    """The task that targets ``y`` imply: a class per pixel (``(N, H, W)`` whole numbers, or one-hot per pixel)
+    is ``segmentation``; float targets that are not whole numbers or one-hot rows are ``regression``; the rest
+    is ``classification``.
 
     Integer labels, whole-number floats and one-hot rows are class labels, as
     every loader read them before regression existed.
     """
     y = np.asarray(y)
-    if not np.issubdtype(y.dtype, np.floating):
-        return "classification"
+    whole = not np.issubdtype(y.dtype, np.floating) or bool(np.all(np.mod(y, 1) == 0))
+    if y.ndim == 3 or (y.ndim == 4 and y.shape[-1] == 1):
+        return "segmentation" if whole else "regression"
+    if y.ndim == 4:
+        return "segmentation" if _one_hot(y) else "regression"
     if y.ndim == 2 and y.shape[1] > 1:
-        one_hot = np.isin(y, (0, 1)).all() and np.allclose(y.sum(axis=1), 1)
-        return "classification" if one_hot else "regression"
-    return "classification" if np.all(np.mod(y, 1) == 0) else "regression"
+        return "classification" if _one_hot(y) else "regression"
+    return "classification" if whole else "regression"
+
+
+def _one_hot(y: np.ndarray) -> bool:
+    return bool(np.isin(y, (0, 1)).all() and np.allclose(y.sum(axis=-1), 1))

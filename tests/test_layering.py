@@ -25,8 +25,9 @@ MAX_TOP_LEVEL_FILES = 12
 LAYERS = (
     ("errors",),
     ("console", "files", "options"),
-    ("backend", "report"),
+    ("backend",),
     ("tasks",),
+    ("report",),
     ("data",),
     ("models", "runtime"),
     ("interop",),

@@ -14,7 +14,9 @@ SMALL_KWARGS = {
     "vit": {"dim": 16, "depth": 1, "heads": 2, "mlp_dim": 32},
     "mobilenet_v2": {"alpha": 0.35, "input_size": 32},
     "efficientnet_b0": {"input_size": 32},
+    "unet": {"width": 4, "depth": 1},
 }
+PER_PIXEL = {"unet"}  # a class per pixel: logits (H, W, classes)
 CIFAR_VIT = {"patch_size": 4, "dim": 256, "heads": 4, "mlp_dim": 512}
 
 
@@ -42,9 +44,14 @@ def test_every_model_builds_flat_and_outputs_float32_logits_per_class(name):
     model = models.build(name, DIGITS, 10, **SMALL_KWARGS[name])
     logits = model(np.random.rand(2, *DIGITS).astype("float32"))
     assert model.name == name
-    assert tuple(logits.shape) == (2, 10)
+    assert tuple(logits.shape) == ((2, *DIGITS[:2], 10) if name in PER_PIXEL else (2, 10))
     assert model.layers[-1].name == "logits" and logits.dtype == "float32"
     assert not any(isinstance(layer, keras.Model) for layer in model.layers)
+
+
+def test_a_unet_needs_sides_that_halve_depth_times():
+    with pytest.raises(ModelError, match="sides must divide by 8; got 8x12"):
+        models.build("unet", (8, 12, 1), 3, depth=3)
 
 
 def test_unknown_model_name_raises_model_error_listing_known_models():

@@ -27,7 +27,7 @@ from kerascomp.bench.measure import bench
 from kerascomp.budget import OBJECTIVES, baseline_val as original_val, choose_within
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, DataError, KerascompError, ModelError
-from kerascomp.tasks import CLASSIFICATION
+from kerascomp.tasks import CLASSIFICATION, task_of_metric
 from kerascomp.export import export
 from kerascomp.files import sidecar_path
 
@@ -124,11 +124,12 @@ def convert_auto(
 def table(result: dict) -> str:
     """The candidates as a Markdown table, the chosen one marked."""
     metric = result["metric"]
-    unit = " (pp)" if metric == "accuracy" else ""
+    task = task_of_metric(metric)
+    unit = " (pp)" if task.percent else ""
     lines = [f"| candidate | val {metric} | val drop{unit} | gzip KB | p50 ms | within budget |", "|---|---|---|---|---|---|"]
     for c in result["candidates"]:
         mark = " **(chosen)**" if c["name"] == result["chosen"] else ""
-        lines.append(f"| {c['name']}{mark} | {c['val']:.4f} | {c['val_drop']:+.{2 if unit else 4}f} | "
+        lines.append(f"| {c['name']}{mark} | {c['val']:.4f} | {task.amount(c['val_drop'], signed=True, unit=False)} | "
                      f"{c['gzip_bytes'] / 1024:.1f} | {c['p50_ms']:.3f} | {'yes' if c['within'] else 'no'} |")
     lines += [f"| {name} | skipped: {why} | | | | |" for name, why in result["skipped"].items()]
     return "\n".join(lines)

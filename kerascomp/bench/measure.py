@@ -191,7 +191,7 @@ def _logits(path: Path, runner, data: Dataset, split: str = "test") -> np.ndarra
         data = data.with_scaling(runner.scaling)
     data.check_fits(runner.input_shape, what=str(path))
     logits = runner.predict(data.split(split)[0])
-    data.check_fits(runner.input_shape, logits.shape[1], what=str(path))
+    data.check_fits(runner.input_shape, logits.shape[1:], what=str(path))
     return logits
 
 

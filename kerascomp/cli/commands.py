@@ -32,6 +32,7 @@ from kerascomp.pipeline.config import load_config
 from kerascomp.pipeline.report import render
 from kerascomp.report import kernel_table, layer_error_table, plot_layer_errors, plot_tradeoff, results_table
 from kerascomp.saving import check_output_path, save_model
+from kerascomp.tasks import task_of_metric
 from kerascomp.training import TrainConfig
 
 __all__ = ["cli", "main", "train_command"]
@@ -148,7 +149,7 @@ def _convert_auto(model, meta, data, model_path, out, calibration_size, batch_si
 @click.option("--threads", default=1, show_default=True, type=int)
 def predict(artifact, inputs, top_k, threads):
     """Classify image files (PNG/JPG), folders of them, or the x_test/x array of an .npz with the edge runtime
-    (a regressor's files print their output values)."""
+    (a regressor's files print their output values, a segmenter's the share of the image each class covers)."""
     import numpy as np
 
     if Path(artifact).suffix != ".tflite":
@@ -164,7 +165,14 @@ def predict(artifact, inputs, top_k, threads):
             warned = True
             click.echo(f"warning: {name} holds values up to {raw.max():g}; the model trained on {trained[0]:g}.."
                        f"{trained[1]:g} (check the pixel range: 0..255 images for a 0..16 model?)", err=True)
-        if (model.meta or {}).get("task", "classification") != "classification":  # a regressor: its output values
+        task = (model.meta or {}).get("task", "classification")
+        if task == "segmentation":  # a mask: the share of the image each class covers
+            classes = model.predict(model.preprocess(raw[None]))[0].argmax(-1)
+            shares = np.bincount(classes.ravel(), minlength=len(model.class_names)) / classes.size
+            click.echo(f"{name}: " + ", ".join(f"{label} {share:.1%}" for label, share
+                                               in zip(model.class_names, shares) if share))
+            continue
+        if task != "classification":  # a regressor: its output values
             values = model.predict(model.preprocess(raw[None]))[0]
             click.echo(f"{name}: " + ", ".join(f"{v:.4g}" for v in values))
             continue
@@ -213,8 +221,8 @@ def run(config_path, out, resume, overrides, strict):
         ratio = summary["latency_ratio"]
         speed = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
         click.echo(f"{summary['final']} vs {summary['baseline']}: {summary['gzip_ratio']:.1f}x smaller (gzip), "
-                   f"{speed} (p50), {summary['metric_drop']:+.{2 if summary['metric'] == 'accuracy' else 4}f}"
-                   f"{' pp' if summary['metric'] == 'accuracy' else ''} test {summary['metric']} drop")
+                   f"{speed} (p50), {task_of_metric(summary['metric']).amount(summary['metric_drop'], signed=True)} "
+                   f"test {summary['metric']} drop")
         click.echo(f"ship: {Path(out) / summary['path']}")  # report paths are the run folder's
     click.echo(f"report -> {out}/report.md")
     if strict and document.get("choice") and document["choice"]["chosen"] is None:

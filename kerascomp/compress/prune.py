@@ -167,7 +167,7 @@ def apply(
     """
     candidates = _candidates(model, config)
     plans, targets = _share(model, config, candidates)
-    data.check_fits(model.input_shape[1:], model.output_shape[-1])
+    data.check_fits(model.input_shape[1:], model.output_shape[1:])
     scan = None
     if config.sparsity == "auto":
         targets, scan = _auto_targets(model, data, config, plans)

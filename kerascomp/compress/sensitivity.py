@@ -51,7 +51,7 @@ def apply(model: keras.Model, data: Dataset, config: SensitivityConfig) -> tuple
     """
     finetune.check_model(model)
     plans = finetune.plan_layers(model, "prune", finetune.prunable, config.layers)
-    data.check_fits(model.input_shape[1:], model.output_shape[-1])
+    data.check_fits(model.input_shape[1:], model.output_shape[1:])
     work = finetune.clone(model)
     base_accuracy, base_loss = _score(work, data, config.batch_size)
     layers = []

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from kerascomp.errors import DataError
-from kerascomp.tasks import CLASSIFICATION, Task, get_task, infer_task
+from kerascomp.tasks import CLASSIFICATION, REGRESSION, SEGMENTATION, Task, get_task, infer_task
 
 __all__ = ["Dataset", "Scaling", "SPLITS", "from_arrays", "from_tf_dataset"]
 
@@ -44,7 +44,8 @@ class Dataset:
     """Train/validation/test arrays (inputs already scaled) plus metadata.
 
     Targets are integer labels for ``task`` classification, float arrays
-    ``(N,)`` or ``(N, K)`` for regression (``class_names`` then empty).
+    ``(N,)`` or ``(N, K)`` for regression (``class_names`` then empty), and
+    integer masks ``(N, H, W)``, a class per pixel, for segmentation.
     """
 
     name: str
@@ -79,10 +80,18 @@ class Dataset:
 
     @property
     def num_outputs(self) -> int:
-        """The units a model's output needs: one per class, or one per regression target."""
-        if self.task == CLASSIFICATION:
+        """The units a model's output needs: one per class (per pixel for a segmenter), or one per regression
+        target."""
+        if self.task != REGRESSION:
             return self.num_classes
         return 1 if self.y_train.ndim == 1 else int(self.y_train.shape[1])
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The shape of a model's output for one example: ``(units,)``, or a segmenter's ``(H, W, classes)``."""
+        if self.task == SEGMENTATION:
+            return (*(int(d) for d in self.y_train.shape[1:3]), self.num_classes)
+        return (self.num_outputs,)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(x, y)`` of the ``train``, ``val`` or ``test`` split."""
@@ -102,15 +111,25 @@ class Dataset:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
-    def check_fits(self, input_shape, num_outputs: int | None = None, what: str = "the model") -> None:
-        """DataError unless these examples fit ``what``'s input shape (and output units): the one check of it."""
+    def check_fits(self, input_shape, output_shape=None, what: str = "the model") -> None:
+        """DataError unless these examples fit ``what``'s input shape (and output shape, batch axis left out):
+        the one check of it."""
         shape = tuple(int(d) for d in input_shape)
         if shape != self.input_shape:
             raise DataError(f"data {self.name!r} has inputs {self.input_shape} but {what} expects inputs {shape}"
                             f"{_shape_hint(self.input_shape, shape)}")
-        if num_outputs is not None and int(num_outputs) != self.num_outputs:
+        if output_shape is None:
+            return
+        outputs = tuple(-1 if d is None else int(d) for d in output_shape)
+        if len(outputs) != len(self.output_shape):
+            raise DataError(f"data {self.name!r} is {self.task.name} (outputs {self.output_shape} per example) but "
+                            f"{what} outputs {outputs}; state the task (--task) or pick a model made for it")
+        if outputs[-1] != self.num_outputs:
             raise DataError(f"data {self.name!r} has {self.num_outputs} {self.task.outputs} but {what} outputs "
-                            f"{num_outputs}")
+                            f"{outputs[-1]}")
+        if any(d not in (w, -1) for d, w in zip(outputs[:-1], self.output_shape[:-1])):
+            raise DataError(f"data {self.name!r} has masks of {self.output_shape[:-1]} pixels but {what} outputs "
+                            f"{outputs[:-1]}")
 
     def with_scaling(self, scaling: Scaling | dict) -> "Dataset":
         """The same examples under another input scaling (e.g. raw pixels for a model that rescales itself)."""
@@ -209,9 +228,9 @@ def _source_of(arrays: dict, path, task: str | None = None, scaling: Scaling | N
         if y.shape[1:] != y_test.shape[1:]:
             raise DataError(f"{path}: y_train targets are {y.shape[1:]} but y_test targets are {y_test.shape[1:]}")
     names: tuple[str, ...] = ()
-    if kind == CLASSIFICATION:
-        labels = y if y_test is None else np.concatenate([y, y_test])
-        names = _class_names(arrays.get("classes"), int(labels.max()) + 1, path)
+    if kind != REGRESSION:
+        top = int(y.max()) if y_test is None else max(int(y.max()), int(y_test.max()))
+        names = _class_names(arrays.get("classes"), top + 1, path)
     return _Source(x, y, names, scaling or _scaling_for(x), x_test, y_test, kind)
 
 
@@ -326,9 +345,12 @@ def _labels(y: np.ndarray, path: Path, key: str) -> np.ndarray:
 
 
 def _targets(y: np.ndarray, path, key: str, task: Task) -> np.ndarray:
-    """Class labels as :func:`_labels` reads them, or finite float32 regression targets ``(N,)``/``(N, K)``."""
+    """Class labels as :func:`_labels` reads them, masks as :func:`_masks` does, or finite float32 regression
+    targets ``(N,)``/``(N, K)``."""
     if task == CLASSIFICATION:
         return _labels(y, path, key)
+    if task == SEGMENTATION:
+        return _masks(y, path, key)
     y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
     if y.ndim not in (1, 2) or y.size == 0:
         raise DataError(f"{path}: {key} must be regression targets (N,) or (N, K), got shape {y.shape}")
@@ -340,9 +362,25 @@ def _targets(y: np.ndarray, path, key: str, task: Task) -> np.ndarray:
     return y
 
 
+def _masks(y: np.ndarray, path, key: str) -> np.ndarray:
+    """Integer masks ``(N, H, W)``, a class per pixel, from masks with or without a last axis of 1, or one-hot."""
+    if y.ndim == 4:
+        y = y[..., 0] if y.shape[-1] == 1 else y.argmax(axis=-1)
+    if y.ndim != 3 or y.size == 0:
+        raise DataError(f"{path}: {key} must be masks of class labels (N, H, W) or one-hot (N, H, W, K), got "
+                        f"shape {y.shape}")
+    if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0))):
+        raise DataError(f"{path}: {key} must hold integer class labels per pixel, got {y.dtype}")
+    if y.min() < 0:
+        raise DataError(f"{path}: {key} has negative labels")
+    return y.astype(np.int64)
+
+
 def _check_pair(x: np.ndarray, y: np.ndarray, path: Path, split: str) -> None:
     if len(x) != len(y):
         raise DataError(f"{path}: {len(x)} images but {len(y)} labels ({split})")
+    if y.ndim == 3 and y.shape[1:] != x.shape[1:3]:
+        raise DataError(f"{path}: images are {x.shape[1]}x{x.shape[2]} but masks {y.shape[1]}x{y.shape[2]} ({split})")
 
 
 def _class_names(names: np.ndarray | None, num_classes: int, path: Path) -> tuple[str, ...]:

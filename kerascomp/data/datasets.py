@@ -19,13 +19,15 @@ import numpy as np
 from kerascomp.data.dataset import (SPLITS, Dataset, Scaling, _assemble, _images, _labels, _scaling_for, _Source,
                                     _source_of)
 from kerascomp.errors import DataError, first_line
-from kerascomp.tasks import REGRESSION
+from kerascomp.data.shapes import CLASSES as SHAPE_CLASSES, make_shapes
+from kerascomp.tasks import REGRESSION, SEGMENTATION
 
 __all__ = ["Dataset", "Scaling", "load_data", "SPLITS", "IMAGE_SUFFIXES", "EMBEDDED"]
 
 DIGITS_TEST_FRACTION = 0.25  # 450 of sklearn's 1,797 digits
 DIGITS_CENTROID = "digits-centroid"  # the digits, each with where its ink's centre lies: an embedded regression
-EMBEDDED = ("digits", DIGITS_CENTROID)  # data specs that need no file and no network
+SHAPES = "shapes"  # synthetic shapes with a class per pixel: an embedded segmentation
+EMBEDDED = ("digits", DIGITS_CENTROID, SHAPES)  # data specs that need no file and no network
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
@@ -45,6 +47,8 @@ def load_data(
         spec: ``digits`` (scikit-learn's embedded 8x8 digits, no network),
             ``digits-centroid`` (the same images; target: the ink's centre of
             mass, row and column in pixels: a regression, no network),
+            ``shapes`` (1,200 synthetic 32x32 images of squares, discs and
+            triangles with a class per pixel: a segmentation, no network),
             a ``.npz`` path, an image folder, or ``tfds:NAME`` (needs network
             the first time).
         val_fraction: share of the training data held out for validation
@@ -55,9 +59,10 @@ def load_data(
         image_size: ``(height, width)`` to resize folder images to; by default
             the size of the first image.
         color_mode: ``rgb`` or ``grayscale`` for folder images.
-        task: ``classification`` or ``regression`` (an ``.npz`` of float
-            targets); inferred from an ``.npz``'s targets when None. Digits,
-            image folders and tfds are classification.
+        task: ``classification``, ``regression`` (an ``.npz`` of float
+            targets) or ``segmentation`` (an ``.npz`` of masks); inferred
+            from an ``.npz``'s targets when None. Digits, image folders and
+            tfds are classification, the embedded specs their own task.
     """
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -67,8 +72,10 @@ def load_data(
                                                   or Path(spec).expanduser().is_dir()):
         raise DataError(f"dataset {spec!r} holds class labels: task {task!r} needs an .npz of its targets")
     if spec in EMBEDDED:
-        source = _digits() if spec == "digits" else _digits_centroid()
-        test_fraction = DIGITS_TEST_FRACTION
+        source = {"digits": _digits, DIGITS_CENTROID: _digits_centroid, SHAPES: _shapes}[spec]()
+        if task is not None and task != source.task.name:
+            raise DataError(f"dataset {spec!r} is {source.task.name}, not {task}")
+        test_fraction = DIGITS_TEST_FRACTION if spec != SHAPES else test_fraction
     elif spec.startswith("tfds:"):
         source = _tfds(spec[len("tfds:"):])
     else:
@@ -103,6 +110,11 @@ def _digits_centroid() -> _Source:
     total = ink.sum(axis=(1, 2))
     centre = np.stack([(ink * rows).sum(axis=(1, 2)) / total, (ink * cols).sum(axis=(1, 2)) / total], axis=1)
     return _Source(digits.x, centre.astype(np.float32), (), digits.scaling, task=REGRESSION)
+
+
+def _shapes() -> _Source:
+    images, masks = make_shapes()
+    return _Source(images, masks, SHAPE_CLASSES, Scaling(1.0 / 255.0), task=SEGMENTATION)
 
 
 def _npz(path: Path, task: str | None) -> _Source:

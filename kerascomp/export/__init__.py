@@ -151,7 +151,7 @@ def _sidecar(out: Path, quantize: str, int8_io: bool, input_shape, data: Dataset
         "keep_float": report["keep_float"],
         "input_shape": list(input_shape),
         "task": task,
-        "output": "logits" if task == "classification" else "values",
+        "output": "values" if task == "regression" else "logits",  # a segmenter: logits per pixel
         "class_names": described.get("class_names") or ([str(i) for i in range(num_classes)] if num_classes else None),
         "scaling": scaling,
         "input_range": described.get("input_range"),  # raw values the model trained on: predict warns far off

@@ -89,4 +89,4 @@ def _arguments(builder: Builder) -> dict[str, object]:
 
 
 # Imported last: the submodules use ``register`` from this module.
-from kerascomp.models import applications, cnn, mlp, vit  # noqa: E402, F401
+from kerascomp.models import applications, cnn, mlp, unet, vit  # noqa: E402, F401

@@ -16,6 +16,7 @@ from kerascomp.files import atomic_path, write_json
 from kerascomp.report import (
     kernel_table,
     plot_confusion_matrix,
+    plot_masks,
     plot_predictions,
     plot_search,
     plot_tradeoff,
@@ -75,7 +76,7 @@ def _choice_section(choice: dict | None, task) -> str:
     if not choice:
         return ""
     ship = [f"The file to ship: `{choice['path']}`", ""] if choice.get("path") else []
-    unit = " (pp)" if task.unit == "pp" else ""
+    unit = " (pp)" if task.percent else ""
     lines = ["## Choice within the budget", "", f"**{choice['message']}**", "", *ship,
              f"Validation {task.metric} of each deployed file, drop below {choice['baseline']} "
              f"(budget {task.budget(choice.get('max_drop', choice.get('max_drop_pp')))}; "
@@ -85,7 +86,7 @@ def _choice_section(choice: dict | None, task) -> str:
     for c in sorted(choice["candidates"], key=lambda c: c["gzip_bytes"]):
         mark = "**chosen**" if c["name"] == choice["chosen"] else ("yes" if c["within"] else "no")
         value, drop = c.get("val", c.get("val_accuracy")), c.get("val_drop", c.get("val_drop_pp"))
-        lines.append(f"| {c['name']} | {value:.4f} | {task.amount(drop).removesuffix(' pp')} | "
+        lines.append(f"| {c['name']} | {value:.4f} | {task.amount(drop, unit=False)} | "
                      f"{c['gzip_bytes']:,} | {c['p50_ms']:.3f} | {mark} |")
     return "\n".join(lines)
 
@@ -102,15 +103,15 @@ def _summary_section(document: dict, task) -> str:
         ("size (KB)", lambda r: r["size_bytes"] / 1024, "{:.1f}", ("smaller", "larger")),
         ("gzip size (KB)", lambda r: r["gzip_bytes"] / 1024, "{:.1f}", ("smaller", "larger")),
         ("latency p50 (ms)", lambda r: r["latency_ms"]["p50"], "{:.3f}", ("faster", "slower")),
-        (f"test {task.metric}", lambda r: (100 if task.unit == "pp" else 1) * metric_of(r),
-         "{:.2f}%" if task.unit == "pp" else "{:.4g}", None),
+        (f"test {task.metric}", metric_of, task.number, None),
     ):
         a, b = value(base), value(final)
         if better is None:
-            delta = f"{b - a:+.2f} pp" if task.unit == "pp" else f"{b - a:+.4g}"
+            delta = task.amount((100 if task.percent else 1) * (b - a), signed=True)
         else:
             delta = f"{a / b:.1f}x {better[0]}" if a >= b else f"{b / a:.1f}x {better[1]}"
-        lines.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {delta} |")
+        shown = fmt if callable(fmt) else fmt.format
+        lines.append(f"| {label} | {shown(a)} | {shown(b)} | {delta} |")
     return "\n".join(lines)
 
 
@@ -142,6 +143,12 @@ def _stages_section(document: dict, plots: Path, task) -> str:
 
 
 def _final_section(final: dict, plots: Path) -> str:
+    if final.get("examples"):
+        plot_masks(final, plots / "masks.png", title=f"{final['name']}: test masks ({final['metric']} "
+                                                     f"{100 * final['value']:.2f}%)")
+        return "\n".join([f"## Final artifact: {final['name']}", "",
+                          f"Test {final['metric']} of the deployed file, run by its runtime: {100 * final['value']:.2f}%.",
+                          "", "![test masks and IoU per class](plots/masks.png)"])
     if final.get("predicted"):
         plot_predictions(final["true"], final["predicted"], plots / "predictions.png",
                          title=f"{final['name']}: test set ({final['metric']} {final['value']:.4g})")

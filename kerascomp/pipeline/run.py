@@ -151,15 +151,11 @@ def choose(results: list[dict], baseline: str, max_drop: float, objective: str, 
         row = rows[chosen]
         message = (f"Within the {task.budget(max_drop)} budget, the {measure} artifact is {chosen}: "
                    f"{row['gzip_bytes']:,} bytes gzip, p50 {row['latency_ms']['p50']:.3f} ms, validation drop "
-                   f"{task.amount(best['val_drop'])}, test {task.metric} {_shown(task, metric_of(row))}"
+                   f"{task.amount(best['val_drop'])}, test {task.metric} {task.number(metric_of(row))}"
                    f"{tie_words(choice)}.")
     return {"objective": objective, "max_drop": max_drop, "metric": task.metric, "baseline": baseline,
             "chosen": chosen, "path": rows[chosen]["path"] if chosen else None, "candidates": candidates,
             "message": message, **({"max_drop_pp": max_drop} if task == CLASSIFICATION else {})}
-
-
-def _shown(task: Task, value: float) -> str:
-    return f"{100 * value:.2f}%" if task == CLASSIFICATION else f"{value:.4g}"
 
 
 def _first_threads(results: list[dict]) -> dict[str, dict]:

@@ -61,7 +61,7 @@ def compress_file(
     """
     technique = registry.get(name)
     model, meta, data = load_with_data(model_path, data)
-    data.check_fits(model.input_shape[1:], model.output_shape[-1], what=str(model_path))  # before any plan or work
+    data.check_fits(model.input_shape[1:], model.output_shape[1:], what=str(model_path))  # before any plan or work
     _warn_on_other_split(meta, data)
     fmt = output_format(save_format, meta, technique, echo)
     teacher_path = getattr(config, "distill_from", None) if technique.teacher else None

@@ -24,9 +24,9 @@ from kerascomp.export.modes import BACKENDS, DEFAULT_BACKEND, MODES_BY_LABEL
 from kerascomp.files import scaling_of
 from kerascomp.pipeline.config import StageSpec, build_dataclass, check_keys
 from kerascomp.pipeline.runner import compress_file
-from kerascomp.report import classification_details
+from kerascomp.report import classification_details, segmentation_details
 from kerascomp.saving import load_meta, load_model, load_with_data, save_model
-from kerascomp.tasks import CLASSIFICATION
+from kerascomp.tasks import CLASSIFICATION, SEGMENTATION
 from kerascomp.training import TrainConfig, evaluate, train
 from kerascomp.training.distillation import FROM_INPUT, NO_TEACHER
 
@@ -91,13 +91,18 @@ class Context:
 
     def final_details(self, final: str) -> dict:
         """The final artifact scored as ``bench`` scores it: a classifier's confusion matrix and per-class
-        precision/recall, a regressor's predictions beside the true targets of the test split."""
+        precision/recall, a regressor's predictions beside the true targets of the test split, a segmenter's IoU
+        per class and a few test images with their true and predicted masks."""
         if final not in self.artifacts:
             return {}
         outputs, task = deployed_outputs(self.path(self.artifacts[final]), self.data), self.data.task
         if task == CLASSIFICATION:
             details = {"name": final, **classification_details(self.data.y_test, outputs.argmax(1),
                                                                self.data.class_names)}
+        elif task == SEGMENTATION:
+            details = {"name": final, "metric": task.metric, "value": task.score(outputs, self.data.y_test),
+                       **segmentation_details(self.data.x_test, self.data.y_test, outputs.argmax(-1),
+                                              self.data.class_names)}
         else:
             details = {"name": final, "metric": task.metric, "value": task.score(outputs, self.data.y_test),
                        "predicted": outputs.reshape(len(outputs), -1)[:, 0].tolist(),
@@ -188,7 +193,7 @@ def _run_load(stage: StageSpec, ctx: Context) -> StageResult:
     """
     path = stage.options["path"]
     model, meta, data = load_with_data(path, ctx.data)
-    data.check_fits(model.input_shape[1:], model.output_shape[-1], what=str(path))  # one line, not a fit's traceback
+    data.check_fits(model.input_shape[1:], model.output_shape[1:], what=str(path))  # one line, not a fit's traceback
     scaling = scaling_of(meta)
     metrics = {**evaluate(model, data), "params": int(model.count_params())}
     if scaling:

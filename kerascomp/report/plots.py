@@ -10,11 +10,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from kerascomp.files import atomic_path
-from kerascomp.report.tables import _metric, _short, classification_details
+from kerascomp.report.tables import _metric, _short, classification_details, segmentation_details
+from kerascomp.tasks import TASKS, task_of_metric
 
 __all__ = ["plot_tradeoff", "label_lifts", "pareto_front", "pyplot", "save_figure", "plot_training_curves",
            "plot_epoch_times", "plot_confusion_matrix", "plot_sweep", "plot_swap", "plot_search", "plot_predictions",
-           "plot_sensitivity",
+           "plot_masks", "plot_sensitivity",
            "plot_layer_errors", "technique_plots"]
 
 
@@ -27,8 +28,9 @@ def plot_tradeoff(results: Sequence[dict], path: str | os.PathLike, title: str =
               (axes[1], lambda r: r["latency_ms"]["p50"], "latency p50, batch 1 (ms, log)"))
     _, metric, higher = _metric(results[0])
     sign = 1 if higher else -1  # the front and "up is better" read a lower error as a higher point
+    scale = 100 if task_of_metric(metric).percent else 1
     for ax, x_of, label in panels:
-        points = [(x_of(r), sign * (100 if higher else 1) * _metric(r)[0]) for r in results]
+        points = [(x_of(r), sign * scale * _metric(r)[0]) for r in results]
         first_chosen = next((r for r in results if r["name"] == chosen), None)
         names = [(r["name"] if r["threads"] == 1 else f"{r['name']} ({r['threads']}t)")
                  + (" (chosen)" if r is first_chosen else "") for r in results]
@@ -43,7 +45,7 @@ def plot_tradeoff(results: Sequence[dict], path: str | os.PathLike, title: str =
             ax.legend(loc="lower right", fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy of the file (%)" if higher else f"test {metric} of the file (negated)")
+        ax.set_ylabel(f"test {metric} of the file" + (" (%)" if scale == 100 else "") + ("" if higher else " (negated)"))
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(title or f"{metric} vs size and latency (up and left is better; the choice reads validation {metric})")
     save_figure(fig, path)
@@ -91,8 +93,8 @@ def save_figure(fig, path: str | os.PathLike) -> None:
 
 def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], path: str | os.PathLike,
                          title: str = "") -> None:
-    """The metric (accuracy, or a regressor's MAE) and loss per epoch (solid: training, dashed: validation), one
-    colour per run.
+    """The metric (accuracy, a regressor's MAE, a segmenter's mean IoU) and loss per epoch (solid: training,
+    dashed: validation), one colour per run.
 
     ``histories`` maps a run name to a Keras ``History.history`` dict. Losses of
     different objectives (distillation vs cross-entropy) share a panel but are
@@ -100,7 +102,8 @@ def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]],
     """
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    metric = "mae" if any("mae" in history for history in histories.values()) else "accuracy"
+    metric = next((task.metric for task in TASKS.values() if any(task.metric in h for h in histories.values())),
+                  "accuracy")
     for (name, history), colour in zip(histories.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
         for ax, key in zip(axes, (metric, "loss")):
             for prefix, style in (("", "-"), ("val_", "--")):
@@ -234,7 +237,8 @@ def plot_search(record: Mapping, path: str | os.PathLike, title: str = "") -> No
     tries = record["tries"]
     order = sorted(tries, key=lambda t: t["strength"])
     metric = record.get("metric", "accuracy")
-    scale = 100 if metric == "accuracy" else 1
+    task = task_of_metric(metric)
+    scale = 100 if task.percent else 1
     budget = record.get("max_drop", record.get("max_drop_pp"))
 
     def value(t):  # records written before "val" hold accuracy only
@@ -246,16 +250,16 @@ def plot_search(record: Mapping, path: str | os.PathLike, title: str = "") -> No
         ax.plot(t["strength"], value(t), "o" if t["passed"] else "x", color="tab:blue" if t["passed"]
                 else "tab:red", ms=8)
     baseline = scale * record.get("baseline_val", record.get("baseline_val_accuracy"))
-    line = baseline - budget if metric == "accuracy" else baseline + budget
-    ax.axhline(line, color="tab:red", ls="--", lw=1, label=f"budget (baseline {'-' if scale == 100 else '+'} "
-                                                           f"{budget}{' pp' if scale == 100 else ''})")
+    line = baseline - budget if task.higher_is_better else baseline + budget
+    ax.axhline(line, color="tab:red", ls="--", lw=1, label=f"budget (baseline {'-' if task.higher_is_better else '+'} "
+                                                           f"{task.budget(budget)})")
     if record["chosen"] is not None:
         kept = next(t for t in tries if t["strength"] == record["chosen"])
         ax.plot(kept["strength"], value(kept), "o", mfc="none", mec="black", ms=15, label="kept")
     ax.set_xlabel(record["field"])
-    ax.set_ylabel("validation accuracy (%)" if scale == 100 else f"validation {metric}", color="tab:blue")
+    ax.set_ylabel(f"validation {metric}" + (" (%)" if scale == 100 else ""), color="tab:blue")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower left" if scale == 100 else "upper left", fontsize=8)  # away from the passing tries
+    ax.legend(loc="lower left" if task.higher_is_better else "upper left", fontsize=8)  # away from the passing tries
     right = ax.twinx()
     right.plot([t["strength"] for t in order], [t["weights_gzip_bytes"] / 1024 for t in order], "s--",
                color="tab:orange")
@@ -276,6 +280,37 @@ def plot_predictions(true, predicted, path: str | os.PathLike, title: str = "") 
     ax.set_ylabel("predicted by the file")
     ax.legend(fontsize=8)
     ax.set_title(title or "predicted vs true (test)")
+    save_figure(fig, path)
+
+
+def plot_masks(final: Mapping, path: str | os.PathLike, title: str = "") -> None:
+    """A segmenter's test images over their true and predicted masks (one colour per class), and its IoU per
+    class: where it errs is seen, not read."""
+    plt = pyplot()
+    examples, names = final["examples"], final["class_names"]
+    count = len(examples["images"])
+    fig, axes = plt.subplots(3, count + 1, figsize=(2.2 * (count + 1), 6.6), constrained_layout=True, squeeze=False)
+    colours = plt.get_cmap("tab10", max(len(names), 2))
+    for j in range(count):
+        image = np.asarray(examples["images"][j])
+        for i, (panel, kwargs) in enumerate(((image[..., 0] if image.shape[-1] == 1 else image, {"cmap": "gray"}),
+                                             (examples["true"][j], {"cmap": colours, "vmin": 0, "vmax": len(names)}),
+                                             (examples["predicted"][j], {"cmap": colours, "vmin": 0,
+                                                                         "vmax": len(names)}))):
+            axes[i, j].imshow(panel, interpolation="nearest", **kwargs)
+            axes[i, j].set_axis_off()
+    for i, label in enumerate(("test image", "true mask", "predicted by the file")):
+        axes[i, 0].set_title(label, fontsize=9, loc="left")
+    for ax in axes[:, count]:
+        ax.set_axis_off()
+    bars = fig.add_subplot(axes[0, count].get_gridspec()[:, count])
+    iou = [0.0 if v is None else 100 * v for v in final["iou"]]
+    bars.barh(range(len(names)), iou, color=[colours(k) for k in range(len(names))])
+    bars.set_yticks(range(len(names)), names, fontsize=8)
+    bars.invert_yaxis()
+    bars.set_xlim(0, 100)
+    bars.set_xlabel("IoU (%)")
+    fig.suptitle(title or f"{final['name']}: masks and IoU per class (test)")
     save_figure(fig, path)
 
 
@@ -315,7 +350,7 @@ def technique_plots(model, metrics: Mapping, data, directory: str | os.PathLike,
     Training curves and epoch times of the training runs the technique names
     (``runs``: label and metrics key, e.g. the fine-tuning, or the distilled
     student and its scratch twin), the result's confusion matrix on the test
-    split, the per-block chart of a block swap, and every try of a strength search.
+    split (a segmenter's masks and IoU), the per-block chart of a block swap, and every try of a strength search.
     """
     directory = Path(directory)
     runs = {label: metrics[key] for label, key in runs
@@ -336,7 +371,11 @@ def technique_plots(model, metrics: Mapping, data, directory: str | os.PathLike,
         paths.append(directory / "search.png")
         plot_search(metrics["search"], paths[-1])
     outputs = model.predict(data.x_test, batch_size=256, verbose=0)
-    if data.class_names:  # a classifier: its confusion matrix; a regressor: its predictions against the targets
+    if data.task.name == "segmentation":
+        paths.append(directory / "masks.png")
+        plot_masks({"name": "result", **segmentation_details(data.x_test, data.y_test, outputs.argmax(-1),
+                                                             data.class_names)}, paths[-1])
+    elif data.class_names:  # a classifier: its confusion matrix; a regressor: its predictions against the targets
         matrix = classification_details(data.y_test, outputs.argmax(axis=1), data.class_names)["confusion_matrix"]
         paths.append(directory / "confusion_matrix.png")
         plot_confusion_matrix(matrix, data.class_names, paths[-1], title="result, test set")

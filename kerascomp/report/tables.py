@@ -6,7 +6,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["results_table", "kernel_table", "classification_details", "sensitivity_table", "layer_error_table"]
+from kerascomp.tasks import per_class_iou
+
+__all__ = ["results_table", "kernel_table", "classification_details", "segmentation_details", "sensitivity_table",
+           "layer_error_table"]
+
+EXAMPLE_MASKS = 4  # test images a segmenter's report shows beside their true and predicted masks
+EXAMPLE_SIDE = 96  # pixels: larger examples are subsampled to keep report.json small
 
 _COLUMNS = ("name", "format", "quantization", "threads", "params", "nonzero", "size KB", "gzip KB", "MACs",
             "peak act. KB", "accuracy", "p50 ms", "p90 ms", "GMAC/s")
@@ -68,6 +74,23 @@ def classification_details(y_true, y_pred, class_names: Sequence[str]) -> dict:
         "confusion_matrix": matrix.tolist(),
         "precision": (hits / np.maximum(matrix.sum(axis=0), 1)).tolist(),
         "recall": (hits / np.maximum(matrix.sum(axis=1), 1)).tolist(),
+    }
+
+
+def segmentation_details(x, y_true, y_pred, class_names: Sequence[str]) -> dict:
+    """IoU per class over the split and the first few images with their true and predicted masks (subsampled to
+    at most :data:`EXAMPLE_SIDE` pixels a side), as plain lists for JSON."""
+    iou, _ = per_class_iou(y_pred, y_true, len(class_names))
+    step = max(1, -(-max(np.shape(y_true)[1:3]) // EXAMPLE_SIDE))
+    pick = slice(None, EXAMPLE_MASKS)
+    images = np.asarray(x)[pick, ::step, ::step]
+    low, high = float(images.min()), float(images.max())
+    return {
+        "class_names": list(class_names),
+        "iou": [None if np.isnan(v) else float(v) for v in iou],
+        "examples": {"images": np.round(255 * (images - low) / max(high - low, 1e-12)).astype(int).tolist(),
+                     "true": np.asarray(y_true)[pick, ::step, ::step].tolist(),
+                     "predicted": np.asarray(y_pred)[pick, ::step, ::step].tolist()},
     }
 
 

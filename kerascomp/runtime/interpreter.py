@@ -125,7 +125,8 @@ class TFLiteModel:
         self.input_shape = tuple(None if d < 0 else int(d) for d in self._input["shape_signature"][1:])
         self.input_dtype = np.dtype(self._input["dtype"]).type
         self.output_dtype = np.dtype(self._output["dtype"]).type
-        self.num_classes = int(self._output["shape"][-1])
+        self.output_shape = tuple(int(d) for d in self._output["shape"][1:])  # per example: (classes,), (H, W, classes)
+        self.num_classes = self.output_shape[-1]
         self.input_quantization = tuple(self._input["quantization"])
         self.output_quantization = tuple(self._output["quantization"])
         self.kernels = kernel_record(self._interpreter, op_resolver)
@@ -187,7 +188,8 @@ class TFLiteModel:
         return self._interpreter.get_tensor(self._output["index"])
 
     def predict(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Float32 logits ``(N, classes)`` for model-space inputs ``x`` shaped ``(N, *input_shape)``.
+        """Float32 outputs ``(N, *output_shape)`` (logits ``(N, classes)`` of a classifier) for model-space inputs
+        ``x`` shaped ``(N, *input_shape)``.
 
         Batches of ``batch_size`` run in one invoke each (the last one padded);
         a model whose graph fixes the batch size runs one sample per invoke.
@@ -197,7 +199,7 @@ class TFLiteModel:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if len(x) == 0:
-            return np.zeros((0, self.num_classes), np.float32)
+            return np.zeros((0, *self.output_shape), np.float32)
         q = self.quantize_input(x)
         batch = self._batch_size(q.shape, min(batch_size, len(q)))
         logits = []
@@ -206,7 +208,7 @@ class TFLiteModel:
             n = len(chunk)
             if n < batch:  # pad rather than re-plan the interpreter for one short batch
                 chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
-            logits.append(self.run(chunk).reshape(batch, -1)[:n])
+            logits.append(self.run(chunk).reshape(batch, *self.output_shape)[:n])
         return self._dequantize(np.concatenate(logits))
 
     def classify(self, raw: np.ndarray, top_k: int = 3) -> list[list[tuple[str, float]]]:

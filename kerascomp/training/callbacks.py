@@ -7,10 +7,12 @@ import time
 
 from kerascomp.backend import keras
 from kerascomp.console import echo
+from kerascomp.tasks import TASKS
 
 __all__ = ["EpochTimer", "EpochLog", "KeepBest"]
 
-SHOWN = ("loss", "accuracy", "mae", "val_loss", "val_accuracy", "val_mae")  # an epoch line's numbers, in order
+_METRICS = tuple(task.metric for task in TASKS.values())
+SHOWN = ("loss", *_METRICS, "val_loss", *(f"val_{m}" for m in _METRICS))  # an epoch line's numbers, in order
 
 
 class EpochTimer(keras.callbacks.Callback):

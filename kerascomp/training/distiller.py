@@ -13,7 +13,7 @@ from typing import Sequence
 from kerascomp.backend import keras, tf
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
-from kerascomp.tasks import CLASSIFICATION, Task
+from kerascomp.tasks import CLASSIFICATION, REGRESSION, Task
 from kerascomp.training.distill_data import cache_outputs, datasets
 from kerascomp.training.distillation import DistillConfig, check_compatible
 
@@ -72,7 +72,8 @@ class Distiller(keras.Model):
         self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self.task = task
         self._accuracy = (keras.metrics.SparseCategoricalAccuracy(name="accuracy") if task == CLASSIFICATION
-                          else keras.metrics.MeanAbsoluteError(name=task.metric))
+                          else keras.metrics.MeanAbsoluteError(name=task.metric) if task == REGRESSION
+                          else task.keras_metric(student.output_shape[-1]))
 
     def compile(self, optimizer="rmsprop", **kwargs):
         """Compile with only an optimizer: the loss and metrics are the distiller's own."""
@@ -117,7 +118,7 @@ class Distiller(keras.Model):
     def _loss_parts(self, x, y, teacher_out, training: bool):
         student_out = self._student_view(x, training=training) if self.hints else [self.student(x, training=training)]
         logits = student_out[0]
-        if self.task == CLASSIFICATION:
+        if self.task != REGRESSION:  # a segmenter's logits are a classifier's per pixel
             ce, kd = distillation_losses(y, logits, teacher_out[0], self.temperature)
         else:
             ce, kd = _mse(logits, tf.reshape(y, tf.shape(logits))), _mse(logits, teacher_out[0])
@@ -134,7 +135,7 @@ class Distiller(keras.Model):
     def _update_metrics(self, y, logits, parts) -> dict:
         for name, tracker in self._trackers.items():
             tracker.update_state(parts[name])
-        if self.task != CLASSIFICATION:
+        if self.task == REGRESSION:
             self._accuracy.update_state(tf.reshape(y, tf.shape(logits)), logits)
         else:
             labels = tf.argmax(y, axis=-1) if y.shape.rank == logits.shape.rank else y

@@ -128,12 +128,13 @@ def train(
     strategy = get_strategy(config.strategy)
     with precision(config.mixed_precision) as policy, strategy.scope():
         net = _instantiate(model, data, model_args or {}, config)
+        data.check_fits(net.input_shape[1:], net.output_shape[1:])  # one line, not a fit's shape error
         steps = math.ceil(len(data.y_train) / config.batch_size)
         optimizer = keras.optimizers.AdamW(_schedule(config, steps), weight_decay=config.weight_decay)
         if teacher is None:
             fitted, extra = net, {}
             train_data, val_data, loss = _plain_data(data, config)
-            fitted.compile(optimizer=optimizer, loss=loss, metrics=[data.task.metric])
+            fitted.compile(optimizer=optimizer, loss=loss, metrics=[data.task.keras_metric(data.num_outputs)])
         else:
             from kerascomp.training.distiller import prepare  # the Keras side, imported with TensorFlow
 
@@ -193,15 +194,15 @@ def _plain_data(data: Dataset, config: TrainConfig):
 
 
 def evaluate(model: keras.Model, data: Dataset, batch_size: int = 256) -> dict:
-    """Validation and test metric (``val_accuracy`` or ``val_mae``: the data's task's) and loss of a Keras model."""
+    """Validation and test metric (``val_accuracy``, ``val_mae``, ``val_mean_iou``: the data's task's) and loss of
+    a Keras model."""
     task = data.task
-    loss = task.loss()
     results = {}
     for split in ("val", "test"):
         x, y = data.split(split)
         outputs = model.predict(x, batch_size=batch_size, verbose=0)
         results[f"{split}_{task.metric}"] = task.score(outputs, y)
-        results[f"{split}_loss"] = float(loss(y.reshape(len(y), -1) if task != CLASSIFICATION else y, outputs).numpy())
+        results[f"{split}_loss"] = task.loss_value(y, outputs)
     return results
 
 

@@ -149,7 +149,7 @@ def apply(model: keras.Model, data: Dataset, config: ShrinkConfig, *, teacher: k
     ``val_accuracy``/``test_accuracy``, the input's (``baseline``) and the
     fine-tuning record.
     """
-    data.check_fits(model.input_shape[1:], model.output_shape[-1])
+    data.check_fits(model.input_shape[1:], model.output_shape[1:])
     planned = plan(model, config, data, measure=measure)
     small = rebuild(planned.graph, planned.kept)
     tuned, fit = finetune.fine_tune(small, data, config, teacher=finetune.teacher_for(config, model, teacher))

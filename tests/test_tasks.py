@@ -13,7 +13,7 @@ from kerascomp.compress import registry
 from kerascomp.compress.search import search
 from kerascomp.data import Dataset, load_data
 from kerascomp.errors import DataError
-from kerascomp.tasks import CLASSIFICATION, REGRESSION, infer_task
+from kerascomp.tasks import CLASSIFICATION, REGRESSION, SEGMENTATION, infer_task
 
 
 @pytest.mark.parametrize("y, task", [
@@ -22,6 +22,10 @@ from kerascomp.tasks import CLASSIFICATION, REGRESSION, infer_task
     (np.eye(3, dtype="float32")[np.arange(30) % 3], "classification"),  # one-hot rows
     (np.linspace(0, 1, 30, dtype="float32"), "regression"),
     (np.stack([np.linspace(0, 1, 30), np.linspace(1, 0, 30)], 1).astype("float32"), "regression"),
+    (np.arange(30 * 16).reshape(30, 4, 4) % 3, "segmentation"),  # a class per pixel
+    (np.zeros((30, 4, 4, 1), "float32"), "segmentation"),  # masks with a channel axis
+    (np.eye(3, dtype="float32")[np.arange(30 * 16).reshape(30, 4, 4) % 3], "segmentation"),  # one-hot per pixel
+    (np.full((30, 4, 4), 0.5, "float32"), "regression"),  # a value per pixel: refused by the loaders, below
 ])
 def test_the_task_is_inferred_from_the_targets(y, task):
     assert infer_task(y) == task
@@ -65,6 +69,9 @@ def test_a_budget_reads_the_metric_in_its_direction_and_units():
     assert check({"val_mae": 0.05}, 0.10, 0.0, REGRESSION)["drop"] < 0  # a lower error is no drop
     classifier = check({"val_accuracy": 0.89}, 0.9, 1.0, CLASSIFICATION)
     assert classifier["drop_pp"] == classifier["drop"] == pytest.approx(1.0) and classifier["met"]
+    segmenter = check({"val_mean_iou": 0.905}, 0.9, 1.0, SEGMENTATION)  # a higher IoU: no drop, in pp
+    assert segmenter["drop"] == pytest.approx(-0.5) and segmenter["met"] and segmenter["unit"] == "pp"
+    assert not check({"val_mean_iou": 0.88}, 0.9, 1.0, SEGMENTATION)["met"]
 
 
 @dataclasses.dataclass

@@ -46,7 +46,7 @@ def test_models_lists_every_zoo_model_with_its_defaults(capsys):
     code, out, err = run(capsys, "models")
     assert code == 0 and err == ""
     lines = dict(line.split(": ", 1) for line in out.strip().splitlines())
-    assert set(lines) == set(models.available()) == {"cnn", "efficientnet_b0", "mlp", "mobilenet_v2", "vit"}
+    assert set(lines) == set(models.available()) == {"cnn", "efficientnet_b0", "mlp", "mobilenet_v2", "unet", "vit"}
     assert lines["cnn"].startswith("width=32, depth=2") and "hidden=(1200, 1200)" in lines["mlp"]
 
 

@@ -133,7 +133,7 @@ def classifiers_only(task: Task, what: str) -> None:
     """ConfigError, in one line, where ``what`` still judges models by accuracy and ``task`` is another."""
     if task != CLASSIFICATION:
         raise ConfigError(f"{what} works on classifiers only so far; this data is {task.name} "
-                          "(train, prune, cluster, qat, shrink, convert, bench and run take it)")
+                          "(train, prune, cluster, qat, shrink, distill, convert, bench and run take it)")
 
 
 def infer_task(y: np.ndarray) -> str:

@@ -130,16 +130,35 @@ def test_a_regressor_goes_through_prune_convert_and_bench_in_its_own_metric(tmp_
 
 def test_steps_that_still_judge_by_accuracy_refuse_a_regressor_in_one_line():
     from kerascomp import models
-    from kerascomp.compress import distill, swap
+    from kerascomp.analysis import sweep
+    from kerascomp.compress import swap
     from kerascomp.errors import ConfigError
 
     x, y = _ink()
     data = Dataset.from_arrays(x, y)
     model = models.build("cnn", data.input_shape, 1, width=4)
     for call, what in ((lambda: swap.apply(model, data), "swap"),
-                       (lambda: distill.apply("cnn", data, teacher=model), "distill")):
+                       (lambda: sweep.sweep(model, data, {"temperature": [2.0]}, "state.json"), "sweep")):
         with pytest.raises(ConfigError, match=f"^{what} works on classifiers only so far; this data is regression"):
             call()
+
+
+def test_a_regressor_is_distilled_in_its_metric_and_the_gap_runs_the_way_of_an_error():
+    from kerascomp import models
+    from kerascomp.compress import distill
+    from kerascomp.compress.distill import gap_closed
+    from kerascomp.training import TrainConfig
+
+    x, y = _ink(200)
+    data = Dataset.from_arrays(x, y)
+    teacher = models.build("cnn", data.input_shape, 1, width=4)
+    student, metrics = distill.apply("mlp", data, teacher=teacher, student_args={"hidden": (8,)},
+                                     train_config=TrainConfig(epochs=1, verbose=0), compare_scratch=True)
+    assert metrics["metric"] == "mae" and {"teacher_mae", "student_mae", "scratch_mae"} <= set(metrics)
+    assert metrics["student"]["history"]["mae"] and "accuracy" not in metrics["student"]["history"]
+    assert "test mae" in distill.summary(metrics)
+    assert gap_closed(0.1, 0.15, 0.2, higher_is_better=False) == pytest.approx(0.5)  # half the error regained
+    assert gap_closed(0.2, 0.15, 0.1, higher_is_better=False) is None  # scratch already errs less
 
 
 def test_the_regression_pipeline_chooses_and_reports_in_mae(tmp_path, capsys):

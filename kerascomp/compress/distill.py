@@ -15,7 +15,6 @@ from kerascomp.backend import keras
 from kerascomp.compress.registry import Budgeted, Strength, Technique, register
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
-from kerascomp.tasks import classifiers_only
 from kerascomp.options import key_value, option
 from kerascomp.training import ModelSpec, TrainConfig, evaluate, train
 from kerascomp.training.distillation import DistillConfig, check_compatible
@@ -51,26 +50,29 @@ def apply(student: ModelSpec, data: Dataset, config: DistillConfig | None = None
         callbacks: extra Keras callbacks for the distillation run.
 
     Returns:
-        The distilled student and metrics: ``teacher_accuracy``, ``student_accuracy``,
-        ``teacher_params``, ``student_params``, ``student_seconds_per_epoch`` and
-        ``student`` (the full :func:`~kerascomp.training.train` metrics, history
-        included); with ``compare_scratch`` also ``scratch_accuracy``,
-        ``scratch_seconds_per_epoch``, ``scratch`` (its full metrics) and
-        ``gap_closed = (student - scratch) / (teacher - scratch)`` (None when the
-        scratch student already matches the teacher).
+        The distilled student and metrics in the data's task's test metric (a
+        classifier's named here, a regressor's ``teacher_mae`` and so on):
+        ``teacher_accuracy``, ``student_accuracy``, ``teacher_params``,
+        ``student_params``, ``student_seconds_per_epoch``, ``metric`` (its
+        name) and ``student`` (the full :func:`~kerascomp.training.train`
+        metrics, history included); with ``compare_scratch`` also
+        ``scratch_accuracy``, ``scratch_seconds_per_epoch``, ``scratch`` (its
+        full metrics) and ``gap_closed = (student - scratch) / (teacher -
+        scratch)`` (None when the scratch student already matches the teacher).
     """
     config = config or DistillConfig()
     train_config = train_config or default_budget()
-    classifiers_only(data.task, "distill")  # its teacher and scratch comparison read accuracy
     if isinstance(student, keras.Model):
         check_compatible(teacher, student, data)
+    task, test = data.task, data.task.keys[1]
     teacher_metrics = evaluate(teacher, data, train_config.batch_size)
     fresh = _fresh_copy(student) if compare_scratch else None
     model, distilled = train(student, data, train_config, model_args=student_args, callbacks=callbacks,
                              teacher=teacher, distill=config)
     metrics = {
-        "teacher_accuracy": teacher_metrics["test_accuracy"],
-        "student_accuracy": distilled["test_accuracy"],
+        f"teacher_{task.metric}": teacher_metrics[test],
+        f"student_{task.metric}": distilled[test],
+        "metric": task.metric,
         "teacher_params": int(teacher.count_params()),
         "student_params": distilled["params"],
         "student_seconds_per_epoch": distilled["seconds_per_epoch"],
@@ -78,17 +80,19 @@ def apply(student: ModelSpec, data: Dataset, config: DistillConfig | None = None
     }
     if compare_scratch:
         _, scratch = train(fresh, data, train_config, model_args=student_args)
-        metrics.update(scratch_accuracy=scratch["test_accuracy"],
-                       scratch_seconds_per_epoch=scratch["seconds_per_epoch"], scratch=scratch,
-                       gap_closed=gap_closed(metrics["teacher_accuracy"], metrics["student_accuracy"],
-                                             scratch["test_accuracy"]))
+        metrics.update({f"scratch_{task.metric}": scratch[test], "scratch_seconds_per_epoch":
+                        scratch["seconds_per_epoch"], "scratch": scratch,
+                        "gap_closed": gap_closed(teacher_metrics[test], distilled[test], scratch[test],
+                                                 task.higher_is_better)})
     return model, metrics
 
 
-def gap_closed(teacher: float, student: float, scratch: float) -> float | None:
-    """Share of the teacher-over-scratch gap that distillation recovers; None without a gap."""
-    gap = teacher - scratch
-    return (student - scratch) / gap if gap > 0 else None
+def gap_closed(teacher: float, student: float, scratch: float, higher_is_better: bool = True) -> float | None:
+    """Share of the teacher-over-scratch gap that distillation recovers (an error's gap runs the other way);
+    None without a gap."""
+    gap = teacher - scratch if higher_is_better else scratch - teacher
+    gained = student - scratch if higher_is_better else scratch - student
+    return gained / gap if gap > 0 else None
 
 
 def summarise(metrics: dict) -> dict:
@@ -146,18 +150,19 @@ def distil(model: keras.Model, data: Dataset, config: StudentConfig, *, teacher:
     student, metrics = apply(config.student, data, config.settings(), teacher=model, train_config=config.budget(),
                              student_args=config.student_args, compare_scratch=config.compare_scratch)
     run = metrics["student"]
-    return student, {**metrics, "val_accuracy": run["val_accuracy"], "test_accuracy": run["test_accuracy"],
+    return student, {**metrics, **{key: run[key] for key in data.task.keys},
                      "baseline": evaluate(model, data, config.batch_size), "fine_tune": run,
                      "model": {"name": config.student, "args": config.student_args}}
 
 
 def summary(metrics: dict) -> str:
-    """Teacher and student accuracy and size; with ``compare_scratch``, what the teacher added."""
-    text = (f"teacher {metrics['teacher_accuracy']:.4f} ({metrics['teacher_params']:,} params) -> student "
-            f"{metrics['student_accuracy']:.4f} ({metrics['student_params']:,} params)")
-    if "scratch_accuracy" in metrics:
+    """Teacher and student test metric and size; with ``compare_scratch``, what the teacher added."""
+    metric = metrics.get("metric", "accuracy")
+    text = (f"teacher {metrics[f'teacher_{metric}']:.4f} ({metrics['teacher_params']:,} params) -> student "
+            f"{metrics[f'student_{metric}']:.4f} ({metrics['student_params']:,} params), test {metric}")
+    if f"scratch_{metric}" in metrics:
         gap = metrics["gap_closed"]
-        text += (f"\nscratch {metrics['scratch_accuracy']:.4f}; gap closed "
+        text += (f"\nscratch {metrics[f'scratch_{metric}']:.4f}; gap closed "
                  f"{'n/a (scratch matches the teacher)' if gap is None else f'{gap:.2f}'}; s/epoch distilled "
                  f"{metrics['student_seconds_per_epoch']:.2f}, scratch {metrics['scratch_seconds_per_epoch']:.2f}")
     return text

@@ -18,8 +18,8 @@ import numpy as np
 
 from kerascomp.errors import ConfigError
 
-__all__ = ["Task", "TASKS", "CLASSIFICATION", "REGRESSION", "SEGMENTATION", "get_task", "task_of_metric",
-           "infer_task", "classifiers_only", "per_class_iou"]
+__all__ = ["Task", "TASKS", "CLASSIFICATION", "REGRESSION", "SEGMENTATION", "MULTI_OUTPUT", "get_task",
+           "multi_output", "task_of", "task_of_metric", "infer_task", "classifiers_only", "per_class_iou"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +31,12 @@ class Task:
     higher_is_better: bool
     unit: str  # of a budget: "pp" (percentage points of the metric) or "" (the metric's own units)
     outputs: str  # what a model's output units are, as a message names them
+    heads: tuple = ()  # of a model with several outputs: (output name, Task) pairs, the budget's first
+
+    @property
+    def head_tasks(self) -> dict[str, "Task"]:
+        """Each output's task by name (empty for a model with one output)."""
+        return dict(self.heads)
 
     @property
     def keys(self) -> tuple[str, str]:
@@ -42,37 +48,57 @@ class Task:
         """Whether the metric is a share in [0, 1] that people read in per cent (its drops in pp)."""
         return self.unit == "pp"
 
-    def loss(self):
+    def loss(self, outputs=None):
         """The Keras loss the model is trained with: cross-entropy from logits (per pixel for a segmenter), or
-        the mean squared error."""
+        the mean squared error; for several outputs, a list of each one's in the order of ``outputs`` (the
+        model's output names)."""
         from kerascomp.backend import keras  # imports TensorFlow: only where a model trains
 
+        if self.heads:
+            return [self.head_tasks[name].loss() for name in outputs or self.head_tasks]
         if self == REGRESSION:
             return keras.losses.MeanSquaredError()
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def loss_value(self, y: np.ndarray, outputs: np.ndarray) -> float:
-        """The loss of ``outputs`` against the targets ``y`` (a regressor's ``(N,)`` targets meet ``(N, 1)``)."""
+        """The loss of ``outputs`` against the targets ``y`` (a regressor's ``(N,)`` targets meet ``(N, 1)``; the
+        sum of every output's, as Keras sums them, for several outputs)."""
+        if self.heads:
+            return sum(head.loss_value(y[name], outputs[name]) for name, head in self.heads)
         if self == REGRESSION:
             y = np.asarray(y).reshape(len(y), -1)
         return float(self.loss()(y, outputs).numpy())
 
-    def keras_metric(self, num_outputs: int):
-        """The metric ``compile`` tracks per epoch, named as this task's metric (``val_mean_iou`` in a history)."""
+    def keras_metrics(self, num_outputs, outputs=None):
+        """The ``metrics`` of ``compile``, tracked per epoch and named as this task's metric (``val_mean_iou`` in
+        a history); for several outputs, a list of each one's in the order of ``outputs`` (``num_outputs``:
+        each one's units by name), which Keras names ``val_<output>_<metric>``."""
+        if self.heads:
+            return [self.head_tasks[name].keras_metrics(num_outputs[name]) for name in outputs or self.head_tasks]
         if self != SEGMENTATION:
-            return self.metric
+            return [self.metric]
         from kerascomp.backend import keras  # see loss
 
-        return keras.metrics.MeanIoU(num_outputs, sparse_y_pred=False, name=self.metric)
+        return [keras.metrics.MeanIoU(num_outputs, sparse_y_pred=False, name=self.metric)]
 
     def score(self, outputs: np.ndarray, y: np.ndarray) -> float:
         """The metric of ``outputs`` (a model's, logits for a classifier or segmenter) against the targets ``y``."""
+        if self.heads:  # the budget's output, the first
+            name, head = self.heads[0]
+            return head.score(outputs[name], y[name])
         outputs = np.asarray(outputs, dtype=np.float64)
         if self == CLASSIFICATION:
             return float((outputs.argmax(axis=-1) == y).mean())
         if self == SEGMENTATION:
             return float(per_class_iou(outputs.argmax(axis=-1), y, outputs.shape[-1])[1])
         return float(np.abs(outputs.reshape(len(y), -1) - np.asarray(y).reshape(len(y), -1)).mean())
+
+    def scores(self, outputs, y) -> dict[str, float]:
+        """Every output's metric by its key stem (``digit_accuracy``, ``centre_mae``); this task's alone for one
+        output."""
+        if not self.heads:
+            return {self.metric: self.score(outputs, y)}
+        return {f"{name}_{head.metric}": head.score(outputs[name], y[name]) for name, head in self.heads}
 
     def drop(self, baseline: float, value: float) -> float:
         """How much worse ``value`` is than ``baseline``, in budget units (negative: better)."""
@@ -115,6 +141,7 @@ CLASSIFICATION = Task("classification", "accuracy", True, "pp", "classes")
 REGRESSION = Task("regression", "mae", False, "", "regression targets")
 SEGMENTATION = Task("segmentation", "mean_iou", True, "pp", "classes per pixel")
 TASKS = {task.name: task for task in (CLASSIFICATION, REGRESSION, SEGMENTATION)}
+MULTI_OUTPUT = "multi-output"  # a task made of one per output: see multi_output
 
 
 def get_task(name: str) -> Task:
@@ -124,9 +151,31 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
+def multi_output(heads: dict[str, Task]) -> Task:
+    """The task of a model with several outputs, each with its own task; the first output's metric is the one a
+    budget reads (its key: ``val_<output>_<metric>``, as Keras names it)."""
+    if len(heads) < 2:
+        raise ConfigError(f"several outputs need at least two targets, got {len(heads)}")
+    if any(head.heads for head in heads.values()):
+        raise ConfigError("an output of a multi-output model cannot have outputs of its own")
+    (name, first), *_ = heads.items()
+    return Task(MULTI_OUTPUT, f"{name}_{first.metric}", first.higher_is_better, first.unit, "outputs",
+                tuple(heads.items()))
+
+
+def task_of(described: dict) -> Task:
+    """The task a dataset's description (``Dataset.describe``, a report's ``dataset``) names."""
+    name = described.get("task", "classification")
+    if name != MULTI_OUTPUT:
+        return get_task(name)
+    return multi_output({output: get_task(task) for output, task in described["heads"].items()})
+
+
 def task_of_metric(metric: str) -> Task:
-    """The task judged by ``metric`` (a record names its metric, not its task); classification by default."""
-    return next((task for task in TASKS.values() if task.metric == metric), CLASSIFICATION)
+    """The task judged by ``metric`` (a record names its metric, not its task; an output's metric ends in its
+    task's, ``centre_mae``); classification by default."""
+    exact = next((task for task in TASKS.values() if task.metric == metric), None)
+    return exact or next((task for task in TASKS.values() if metric.endswith(f"_{task.metric}")), CLASSIFICATION)
 
 
 def classifiers_only(task: Task, what: str) -> None:

@@ -30,7 +30,7 @@ def inspect_model(path: str | os.PathLike, data: Dataset | None = None) -> dict:
     """The pre-flight report of a model file (the ``inspect --json`` contract, see README)."""
     model, meta = load(path, data)
     if data is not None:  # a pre-flight that passes on data the model cannot take would be no pre-flight
-        data.check_fits(model.input_shape[1:], model.output_shape[1:], what=str(path))
+        data.check_model(model, what=str(path))
     imported = meta.get("import", {})
 
     fmt, version = detect_format(path)

@@ -60,7 +60,7 @@ def bench(
         results.extend(_bench_one(path, data, threads, runs, warmup, op_resolver))
     return {
         "kerascomp_version": __version__,
-        "dataset": {"name": data.name, "n_test": int(len(data.y_test))},
+        "dataset": {"name": data.name, "n_test": int(len(data.x_test))},
         "machine": machine_info(threads[0]),
         "results": results,
     }
@@ -150,7 +150,7 @@ def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, war
     params = first.params()
     task = data.task
     test = task.score(_logits(path, first, data), data.y_test)
-    val = task.score(_logits(path, first, data, "val"), data.y_val) if len(data.y_val) else None
+    val = task.score(_logits(path, first, data, "val"), data.y_val) if len(data.x_val) else None
     classifier = task == CLASSIFICATION
     device = footprint(path) if common["format"] == "tflite" else {"macs": None, "peak_activation_bytes": None}
     rows = []

@@ -274,7 +274,7 @@ def train_command() -> click.Command:
         models.check_args(model_name, model_args)
         config = TrainConfig(**fields, seed=seed)
         data = load_data(data_spec, val_fraction, image_size, color_mode, seed)
-        click.echo(f"data {data.name}: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
+        click.echo(f"data {data.name}: {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test, "
                    f"input {data.input_shape}, {data.num_outputs} {data.task.outputs}")
         model, metrics = training.train(model_name, data, config, model_args=model_args)
         metrics = {"model": {"name": model_name, "args": model_args}, **metrics, "data": data.describe()}

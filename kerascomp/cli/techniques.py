@@ -95,5 +95,5 @@ def _run(technique, model_path, data, seed, out, save_format, json_path, plots_d
     base, (val, test) = metrics["baseline"], data.task.keys
     click.echo(f"val {data.task.metric} {base[val]:.4f} -> {metrics[val]:.4f}, "
                f"test {base[test]:.4f} -> {metrics[test]:.4f}"
-               f"{' (distilled)' if getattr(config, 'distill_from', None) else ''} -> {out}")
+               f"{' (distilled)' if (metrics.get('fine_tune') or {}).get('distill') else ''} -> {out}")
     click.echo(metrics["summary"])

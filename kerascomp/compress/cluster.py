@@ -81,7 +81,7 @@ def apply(
     fine-tuning record.
     """
     plans = plan(model, config)
-    data.check_fits(model.input_shape[1:], model.output_shape[1:])
+    data.check_model(model)
     clustering = finetune.tfmot().clustering.keras
     init = getattr(clustering.CentroidInitialization, INITS[config.init])
     wrapped = finetune.wrap(model, finetune.chosen(plans), lambda layer: clustering.cluster_weights(

@@ -22,6 +22,7 @@ import numpy as np
 
 from kerascomp.backend import keras
 from kerascomp.compress.registry import Budgeted
+from kerascomp.console import echo
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError, KerascompError, ModelError
 from kerascomp.options import option
@@ -219,6 +220,9 @@ def fine_tune(
     """
     if teacher is None and config.distill_from not in (None, FROM_INPUT):
         teacher = load_model(config.distill_from)
+    if teacher is not None and data.task.heads:  # the Distiller matches one output's logits
+        echo(f"note: {len(data.task.heads)} outputs: fine-tuning on the targets, without distillation")
+        teacher = None
     # the Distiller freezes its teacher; a copy keeps the caller's model (often the one being compressed) trainable
     extra = {} if teacher is None else {"teacher": clone(check_model(teacher)), "distill": config.distill_config()}
     # defines Keras classes, so importing it imports TensorFlow: on use

@@ -167,12 +167,12 @@ def apply(
     """
     candidates = _candidates(model, config)
     plans, targets = _share(model, config, candidates)
-    data.check_fits(model.input_shape[1:], model.output_shape[1:])
+    data.check_model(model)
     scan = None
     if config.sparsity == "auto":
         targets, scan = _auto_targets(model, data, config, plans)
         plans = _skip_untargeted(plans, targets, f"auto: no sparsity fits --max-drop {config.max_drop} pp")
-    steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
+    steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
     begin, end, frequency = finetune.schedule_steps(steps_per_epoch, config.epochs)
     prune = finetune.tfmot().sparsity.keras
     wrapped = finetune.wrap(model, targets, lambda layer: prune.prune_low_magnitude(

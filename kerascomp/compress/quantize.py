@@ -84,7 +84,7 @@ def apply(
     fine-tuning record.
     """
     plans = plan(model, config)
-    data.check_fits(model.input_shape[1:], model.output_shape[1:])
+    data.check_model(model)
     quantization = finetune.tfmot().quantization.keras
     skipped = {p.name for p in plans if p.action == "skip" and p.kind not in PREPROCESSING}
     annotated = finetune.wrap(model, {layer.name for layer in model.layers if layer.name not in skipped}, _annotate)

@@ -51,7 +51,7 @@ def apply(model: keras.Model, data: Dataset, config: SensitivityConfig) -> tuple
     """
     finetune.check_model(model)
     plans = finetune.plan_layers(model, "prune", finetune.prunable, config.layers)
-    data.check_fits(model.input_shape[1:], model.output_shape[1:])
+    data.check_model(model)
     work = finetune.clone(model)
     base_accuracy, base_loss = _score(work, data, config.batch_size)
     layers = []
@@ -74,7 +74,7 @@ def apply(model: keras.Model, data: Dataset, config: SensitivityConfig) -> tuple
     ranking = sorted(layers, key=lambda e: (-np.mean(e["drop_pp"]), -np.mean(e["loss_increase"]), e["name"]))
     scan = {
         "baseline": {"val_accuracy": base_accuracy, "val_loss": base_loss},
-        "n_val": int(len(data.y_val)),
+        "n_val": int(len(data.x_val)),
         "sparsities": list(config.sparsities),
         "layers": layers,
         "ranking": [e["name"] for e in ranking],
@@ -121,5 +121,5 @@ def _score(model: keras.Model, data: Dataset, batch_size: int) -> tuple[float, f
     logits = model.predict(data.x_val, batch_size=batch_size, verbose=0).astype(np.float64)
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = float(-log_probs[np.arange(len(data.y_val)), data.y_val].mean())
+    loss = float(-log_probs[np.arange(len(data.x_val)), data.y_val].mean())
     return float((logits.argmax(axis=1) == data.y_val).mean()), loss

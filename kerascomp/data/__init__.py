@@ -7,7 +7,7 @@ inputs for prediction on a device, :mod:`kerascomp.data.augment` the keras-cv
 augmentation of training batches. Nothing here imports TensorFlow at import time.
 """
 
-from kerascomp.data.dataset import SPLITS, Dataset, Scaling, from_arrays, from_tf_dataset
+from kerascomp.data.dataset import SPLITS, Dataset, Scaling, from_arrays, from_tf_dataset, output_names
 from kerascomp.data.datasets import load_data
 
-__all__ = ["Dataset", "Scaling", "load_data", "from_arrays", "from_tf_dataset", "SPLITS"]
+__all__ = ["Dataset", "Scaling", "load_data", "from_arrays", "from_tf_dataset", "output_names", "SPLITS"]

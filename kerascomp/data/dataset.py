@@ -18,9 +18,9 @@ from typing import Sequence
 import numpy as np
 
 from kerascomp.errors import DataError
-from kerascomp.tasks import CLASSIFICATION, REGRESSION, SEGMENTATION, Task, get_task, infer_task
+from kerascomp.tasks import CLASSIFICATION, REGRESSION, SEGMENTATION, Task, get_task, infer_task, multi_output
 
-__all__ = ["Dataset", "Scaling", "SPLITS", "from_arrays", "from_tf_dataset"]
+__all__ = ["Dataset", "Scaling", "SPLITS", "from_arrays", "from_tf_dataset", "output_names"]
 
 SPLITS = ("train", "val", "test")
 
@@ -45,7 +45,9 @@ class Dataset:
 
     Targets are integer labels for ``task`` classification, float arrays
     ``(N,)`` or ``(N, K)`` for regression (``class_names`` then empty), and
-    integer masks ``(N, H, W)``, a class per pixel, for segmentation.
+    integer masks ``(N, H, W)``, a class per pixel, for segmentation; for a
+    model with several outputs, a dict of such arrays by output name (the
+    task then has one task per output, :func:`kerascomp.tasks.multi_output`).
     """
 
     name: str
@@ -79,19 +81,37 @@ class Dataset:
         return len(self.class_names)
 
     @property
-    def num_outputs(self) -> int:
+    def num_outputs(self):
         """The units a model's output needs: one per class (per pixel for a segmenter), or one per regression
-        target."""
+        target; by output name for several outputs."""
+        if self.task.heads:
+            return {name: self._head_units(name) for name in self.task.head_tasks}
         if self.task != REGRESSION:
             return self.num_classes
         return 1 if self.y_train.ndim == 1 else int(self.y_train.shape[1])
 
     @property
-    def output_shape(self) -> tuple[int, ...]:
-        """The shape of a model's output for one example: ``(units,)``, or a segmenter's ``(H, W, classes)``."""
+    def output_shape(self):
+        """The shape of a model's output for one example: ``(units,)``, or a segmenter's ``(H, W, classes)``;
+        by output name for several outputs."""
+        if self.task.heads:
+            return {name: self.head(name).output_shape for name in self.task.head_tasks}
         if self.task == SEGMENTATION:
             return (*(int(d) for d in self.y_train.shape[1:3]), self.num_classes)
         return (self.num_outputs,)
+
+    def head(self, name: str) -> "Dataset":
+        """The same examples with one output's targets and task: how that output is scored and checked."""
+        task = self.task.head_tasks[name]
+        names = tuple(str(i) for i in range(self._head_units(name))) if task != REGRESSION else ()
+        return dataclasses.replace(self, y_train=self.y_train[name], y_val=self.y_val[name], y_test=self.y_test[name],
+                                   task=task, class_names=names)
+
+    def _head_units(self, name: str) -> int:
+        task, y = self.task.head_tasks[name], self.y_train[name]
+        if task == REGRESSION:
+            return 1 if y.ndim == 1 else int(y.shape[1])
+        return 1 + max(int(getattr(self, f"y_{split}")[name].max(initial=0)) for split in SPLITS)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(x, y)`` of the ``train``, ``val`` or ``test`` split."""
@@ -99,11 +119,15 @@ class Dataset:
             raise DataError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}")
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
-    def as_tf(self, split: str, batch_size: int, shuffle: bool = False, seed: int | None = None):
-        """A batched ``tf.data.Dataset`` of ``(x, y)``, sharded by data under ``tf.distribute``."""
+    def as_tf(self, split: str, batch_size: int, shuffle: bool = False, seed: int | None = None,
+              outputs: Sequence[str] | None = None):
+        """A batched ``tf.data.Dataset`` of ``(x, y)``, sharded by data under ``tf.distribute``; several outputs'
+        targets as a tuple in the order of ``outputs`` (a model's, :func:`output_names`)."""
         from kerascomp.backend import tf  # see _image_size
 
         x, y = self.split(split)
+        if isinstance(y, dict):  # by position: a compression wrapper renames an output layer, not its place
+            y = tuple(y[name] for name in outputs or self.task.head_tasks)
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         if shuffle:
             ds = ds.shuffle(len(x), seed=self.seed if seed is None else seed, reshuffle_each_iteration=True)
@@ -111,14 +135,28 @@ class Dataset:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
+    def check_model(self, model, what: str = "the model") -> None:
+        """:meth:`check_fits` of a Keras model: its input, and its output or its outputs by name."""
+        shapes = model.output_shape
+        outputs = dict(zip(output_names(model), (s[1:] for s in shapes))) if isinstance(shapes, list) else shapes[1:]
+        self.check_fits(model.input_shape[1:], outputs, what)
+
     def check_fits(self, input_shape, output_shape=None, what: str = "the model") -> None:
-        """DataError unless these examples fit ``what``'s input shape (and output shape, batch axis left out):
-        the one check of it."""
+        """DataError unless these examples fit ``what``'s input shape (and output shape, batch axis left out; a
+        dict of them by name for several outputs): the one check of it."""
         shape = tuple(int(d) for d in input_shape)
         if shape != self.input_shape:
             raise DataError(f"data {self.name!r} has inputs {self.input_shape} but {what} expects inputs {shape}"
                             f"{_shape_hint(self.input_shape, shape)}")
         if output_shape is None:
+            return
+        if isinstance(output_shape, dict) or self.task.heads:
+            named = output_shape if isinstance(output_shape, dict) else {}
+            if set(named) != set(self.task.head_tasks):
+                raise DataError(f"data {self.name!r} has targets for {_names(self.task.head_tasks)} but {what} "
+                                f"outputs {_names(named) if named else 'one unnamed output'}")
+            for name, shape in named.items():
+                self.head(name).check_fits(input_shape, shape, f"{what} (output {name!r})")
             return
         outputs = tuple(-1 if d is None else int(d) for d in output_shape)
         if len(outputs) != len(self.output_shape):
@@ -150,9 +188,10 @@ class Dataset:
             "class_names": list(self.class_names),
             "scaling": self.scaling.to_dict(),
             **({} if self.task == CLASSIFICATION else {"task": self.task.name}),
-            "n_train": len(self.y_train),
-            "n_val": len(self.y_val),
-            "n_test": len(self.y_test),
+            **({"heads": {name: head.name for name, head in self.task.heads}} if self.task.heads else {}),
+            "n_train": len(self.x_train),
+            "n_val": len(self.x_val),
+            "n_test": len(self.x_test),
             "seed": self.seed,
             "input_range": self.raw_range(),
         }
@@ -161,6 +200,17 @@ class Dataset:
         """``[min, max]`` of the training inputs before scaling: what a deployed model expects to be fed."""
         lo, hi = (float(v - self.scaling.offset) / self.scaling.scale for v in (self.x_train.min(), self.x_train.max()))
         return [round(lo, 4), round(hi, 4)]
+
+
+def output_names(model) -> list[str]:
+    """The names of a Keras model's outputs as its targets are keyed: an output layer wrapped by a compression
+    technique (``prune_low_magnitude_digit``, ``quant_digit``) answers to the layer it wraps (``digit``)."""
+    layers = (model.get_layer(name) for name in model.output_names)
+    return [getattr(layer, "layer", layer).name for layer in layers]
+
+
+def _names(names) -> str:
+    return ", ".join(repr(n) for n in names)
 
 
 def _shape_hint(have: tuple, want: tuple) -> str:
@@ -193,7 +243,12 @@ def from_arrays(x, y, *, test: tuple | None = None, val_fraction: float = 0.1, t
     """
     if isinstance(scaling, dict):
         scaling = Scaling(**scaling)
-    arrays = {"x": x, "y": y} if test is None else {"x_train": x, "y_train": y, **_test_pair(test, name)}
+    if isinstance(y, dict):  # targets of several outputs by name, stored as an .npz stores them
+        arrays = {"x": x, **{f"y_{k}": v for k, v in y.items()}} if test is None else {
+            "x_train": x, "x_test": _test_pair(test, name)["x_test"], **{f"y_train_{k}": v for k, v in y.items()},
+            **{f"y_test_{k}": v for k, v in dict(test[1]).items()}}
+    else:
+        arrays = {"x": x, "y": y} if test is None else {"x_train": x, "y_train": y, **_test_pair(test, name)}
     if class_names is not None:
         arrays["classes"] = np.asarray(class_names)
     return _assemble(name, _source_of(arrays, name, task, scaling), val_fraction, test_fraction, seed)
@@ -208,6 +263,9 @@ def _test_pair(test: tuple, name: str) -> dict:
 def _source_of(arrays: dict, path, task: str | None = None, scaling: Scaling | None = None) -> "_Source":
     """What an ``.npz`` (or the arrays of :func:`from_arrays`) holds: ``x_train, y_train, x_test, y_test`` or
     ``x, y``, with ``classes`` names optional; checked, with the task stated or inferred from the targets."""
+    heads = _head_names(arrays)
+    if len(heads) > 1:
+        return _multi_source(arrays, path, heads, task, scaling)
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         keys = ("x_train", "y_train")
     elif {"x", "y"} <= arrays.keys():
@@ -232,6 +290,37 @@ def _source_of(arrays: dict, path, task: str | None = None, scaling: Scaling | N
         top = int(y.max()) if y_test is None else max(int(y.max()), int(y_test.max()))
         names = _class_names(arrays.get("classes"), top + 1, path)
     return _Source(x, y, names, scaling or _scaling_for(x), x_test, y_test, kind)
+
+
+def _head_names(arrays: dict) -> list[str]:
+    """The outputs an ``.npz`` holds targets for by name: ``y_<output>`` beside ``x`` (or ``y_train_<output>``
+    and ``y_test_<output>`` beside ``x_train`` and ``x_test``)."""
+    split = {"x_train", "x_test"} <= arrays.keys()
+    prefix = "y_train_" if split else "y_"
+    if not split and ("x" not in arrays or "y" in arrays):
+        return []
+    return [key[len(prefix):] for key in arrays if key.startswith(prefix) and key not in ("y_train", "y_test")]
+
+
+def _multi_source(arrays: dict, path, heads: list[str], task: str | None, scaling: Scaling | None) -> "_Source":
+    """Targets for several outputs, each checked as its own task (inferred from its targets)."""
+    if task not in (None, "multi-output"):
+        raise DataError(f"{path} holds targets for {len(heads)} outputs ({_names(heads)}): task {task!r} names one")
+    split = "x_train" in arrays
+    x = _images(np.asarray(arrays["x_train" if split else "x"]), path, "x_train" if split else "x")
+    x_test = _images(np.asarray(arrays["x_test"]), path, "x_test") if split else None
+    kinds, y, y_test = {}, {}, {}
+    for name in heads:
+        key = f"y_train_{name}" if split else f"y_{name}"
+        kinds[name] = get_task(infer_task(np.asarray(arrays[key])))
+        y[name] = _targets(np.asarray(arrays[key]), path, key, kinds[name])
+        _check_pair(x, y[name], path, f"{'x_train' if split else 'x'}/{key}")
+        if split:
+            if f"y_test_{name}" not in arrays:
+                raise DataError(f"{path} has {key} but no y_test_{name}")
+            y_test[name] = _targets(np.asarray(arrays[f"y_test_{name}"]), path, f"y_test_{name}", kinds[name])
+            _check_pair(x_test, y_test[name], path, f"x_test/y_test_{name}")
+    return _Source(x, y, (), scaling or _scaling_for(x), x_test, y_test if split else None, multi_output(kinds))
 
 
 def from_tf_dataset(dataset, *, test=None, name: str = "tf.data", **kwargs) -> Dataset:
@@ -276,7 +365,11 @@ class _Source:
 
 def _assemble(name: str, source: _Source, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
     x, y = source.x, source.y
-    if len(np.unique(y, axis=0)) < 2:
+    for output, targets in (y.items() if isinstance(y, dict) else ()):
+        if len(np.unique(targets, axis=0)) < 2:
+            raise DataError(f"{name}: every training target of output {output!r} is {targets[0]}; there is nothing "
+                            "to learn")
+    if not isinstance(y, dict) and len(np.unique(y, axis=0)) < 2:
         if source.task == CLASSIFICATION:
             raise DataError(f"{name}: every training label is {y[0]}; a classifier needs at least two classes")
         raise DataError(f"{name}: every training target is {y[0]}; there is nothing to learn")
@@ -305,9 +398,12 @@ def _held_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: st
     regression targets."""
     from sklearn.model_selection import train_test_split
 
-    n_held = int(np.ceil(len(y) * fraction))
-    if n_held < 1 or len(y) - n_held < 1:
-        raise DataError(f"too few examples ({len(y)}) to hold out a {what} split")
+    n_held = int(np.ceil(len(x) * fraction))
+    if n_held < 1 or len(x) - n_held < 1:
+        raise DataError(f"too few examples ({len(x)}) to hold out a {what} split")
+    if isinstance(y, dict):  # one random split of the examples, every output's targets along
+        kept, held = train_test_split(np.arange(len(x)), test_size=fraction, random_state=seed)
+        return x[kept], x[held], {k: v[kept] for k, v in y.items()}, {k: v[held] for k, v in y.items()}
     if task != CLASSIFICATION:
         return train_test_split(x, y, test_size=fraction, random_state=seed)
     counts = np.bincount(y)

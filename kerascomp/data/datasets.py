@@ -20,14 +20,15 @@ from kerascomp.data.dataset import (SPLITS, Dataset, Scaling, _assemble, _images
                                     _source_of)
 from kerascomp.errors import DataError, first_line
 from kerascomp.data.shapes import CLASSES as SHAPE_CLASSES, make_shapes
-from kerascomp.tasks import REGRESSION, SEGMENTATION
+from kerascomp.tasks import CLASSIFICATION, REGRESSION, SEGMENTATION, multi_output
 
 __all__ = ["Dataset", "Scaling", "load_data", "SPLITS", "IMAGE_SUFFIXES", "EMBEDDED"]
 
 DIGITS_TEST_FRACTION = 0.25  # 450 of sklearn's 1,797 digits
 DIGITS_CENTROID = "digits-centroid"  # the digits, each with where its ink's centre lies: an embedded regression
+DIGITS_MULTI = "digits-multi"  # the digits with two targets, the class and the ink's centre: two outputs
 SHAPES = "shapes"  # synthetic shapes with a class per pixel: an embedded segmentation
-EMBEDDED = ("digits", DIGITS_CENTROID, SHAPES)  # data specs that need no file and no network
+EMBEDDED = ("digits", DIGITS_CENTROID, DIGITS_MULTI, SHAPES)  # data specs that need no file and no network
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
@@ -47,6 +48,9 @@ def load_data(
         spec: ``digits`` (scikit-learn's embedded 8x8 digits, no network),
             ``digits-centroid`` (the same images; target: the ink's centre of
             mass, row and column in pixels: a regression, no network),
+            ``digits-multi`` (the same images with both targets, the
+            class as output ``digit`` and the centre as output ``centre``:
+            a model with two outputs, no network),
             ``shapes`` (1,200 synthetic 32x32 images of squares, discs and
             triangles with a class per pixel: a segmentation, no network),
             a ``.npz`` path, an image folder, or ``tfds:NAME`` (needs network
@@ -72,10 +76,11 @@ def load_data(
                                                   or Path(spec).expanduser().is_dir()):
         raise DataError(f"dataset {spec!r} holds class labels: task {task!r} needs an .npz of its targets")
     if spec in EMBEDDED:
-        source = {"digits": _digits, DIGITS_CENTROID: _digits_centroid, SHAPES: _shapes}[spec]()
+        source = {"digits": _digits, DIGITS_CENTROID: _digits_centroid, DIGITS_MULTI: _digits_multi,
+                  SHAPES: _shapes}[spec]()
         if task is not None and task != source.task.name:
             raise DataError(f"dataset {spec!r} is {source.task.name}, not {task}")
-        test_fraction = DIGITS_TEST_FRACTION if spec != SHAPES else test_fraction
+        test_fraction = DIGITS_TEST_FRACTION if spec.startswith("digits") else test_fraction
     elif spec.startswith("tfds:"):
         source = _tfds(spec[len("tfds:"):])
     else:
@@ -110,6 +115,13 @@ def _digits_centroid() -> _Source:
     total = ink.sum(axis=(1, 2))
     centre = np.stack([(ink * rows).sum(axis=(1, 2)) / total, (ink * cols).sum(axis=(1, 2)) / total], axis=1)
     return _Source(digits.x, centre.astype(np.float32), (), digits.scaling, task=REGRESSION)
+
+
+def _digits_multi() -> _Source:
+    """The digits with two targets: the class (output ``digit``) and the ink's centre (output ``centre``)."""
+    digits, centre = _digits(), _digits_centroid()
+    return _Source(digits.x, {"digit": digits.y, "centre": centre.y}, (), digits.scaling,
+                   task=multi_output({"digit": CLASSIFICATION, "centre": REGRESSION}))
 
 
 def _shapes() -> _Source:

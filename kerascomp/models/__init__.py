@@ -59,15 +59,34 @@ def available() -> dict[str, dict[str, object]]:
     return {name: _arguments(builder) for name, builder in sorted(_REGISTRY.items())}
 
 
-def build(name: str, input_shape: Sequence[int], num_classes: int, **kwargs: object) -> keras.Model:
-    """Build model ``name`` for inputs of ``input_shape`` (no batch axis) and ``num_classes``."""
+def build(name: str, input_shape: Sequence[int], num_classes: int | dict[str, int], **kwargs: object) -> keras.Model:
+    """Build model ``name`` for inputs of ``input_shape`` (no batch axis) and ``num_classes``.
+
+    ``num_classes`` as a dict (output name: units) builds one dense output
+    per entry on the features the model's logits read: a model with several
+    outputs, e.g. a class and a position from one backbone.
+    """
     builder = check_args(name, kwargs)
     input_shape = tuple(input_shape)
     if not input_shape or not all(isinstance(d, int) and d > 0 for d in input_shape):
         raise ModelError(f"input_shape must be positive integers, got {input_shape}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
-    return builder(input_shape, num_classes, **kwargs)
+    heads = num_classes if isinstance(num_classes, dict) else {"logits": num_classes}
+    for units in heads.values():
+        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+            raise ModelError(f"num_classes must be a positive integer, got {units!r}")
+    model = builder(input_shape, next(iter(heads.values())), **kwargs)
+    return model if not isinstance(num_classes, dict) else _with_heads(model, heads)
+
+
+def _with_heads(model: keras.Model, heads: dict[str, int]) -> keras.Model:
+    """``model`` with its ``logits`` layer replaced by one float32 dense output per head, on the same features."""
+    logits = model.get_layer("logits")
+    if not isinstance(logits, keras.layers.Dense):
+        raise ModelError(f"model {model.name!r} ends in a {type(logits).__name__}, not a dense layer: it cannot "
+                         f"take several outputs ({', '.join(heads)})")
+    features = logits.input
+    outputs = [keras.layers.Dense(units, name=name, dtype="float32")(features) for name, units in heads.items()]
+    return keras.Model(model.inputs, outputs, name=model.name)
 
 
 def check_args(name: str, kwargs: dict) -> Builder:

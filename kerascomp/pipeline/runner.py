@@ -61,7 +61,7 @@ def compress_file(
     """
     technique = registry.get(name)
     model, meta, data = load_with_data(model_path, data)
-    data.check_fits(model.input_shape[1:], model.output_shape[1:], what=str(model_path))  # before any plan or work
+    data.check_model(model, what=str(model_path))  # before any plan or work
     _warn_on_other_split(meta, data)
     fmt = output_format(save_format, meta, technique, echo)
     teacher_path = getattr(config, "distill_from", None) if technique.teacher else None
@@ -93,10 +93,10 @@ def _apply(technique, model, meta: dict, data: Dataset, config, echo, kwargs: di
     if max_drop is None:
         return (*technique.apply(model, data, config, **kwargs), config)
     baseline = baseline_val(meta, model, data)
-    image_pp = 100 / len(data.y_val)
+    image_pp = 100 / len(data.x_val)
     if max_drop < image_pp and data.task == CLASSIFICATION:
         _warn(echo, f"--max-drop {max_drop} pp is less than one validation image ({image_pp:.2f} pp of "
-                    f"{len(data.y_val)}): a single image lost fails it; hold out more with --val-fraction")
+                    f"{len(data.x_val)}): a single image lost fails it; hold out more with --val-fraction")
     strength = technique.strength
     if strength is not None and strength.get(config) is None:
         result, metrics, record = search(technique, model, data, config, max_drop=max_drop, baseline=baseline,

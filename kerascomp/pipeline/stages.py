@@ -193,7 +193,7 @@ def _run_load(stage: StageSpec, ctx: Context) -> StageResult:
     """
     path = stage.options["path"]
     model, meta, data = load_with_data(path, ctx.data)
-    data.check_fits(model.input_shape[1:], model.output_shape[1:], what=str(path))  # one line, not a fit's traceback
+    data.check_model(model, what=str(path))  # one line, not a fit's traceback
     scaling = scaling_of(meta)
     metrics = {**evaluate(model, data), "params": int(model.count_params())}
     if scaling:

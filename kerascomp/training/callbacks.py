@@ -12,7 +12,13 @@ from kerascomp.tasks import TASKS
 __all__ = ["EpochTimer", "EpochLog", "KeepBest"]
 
 _METRICS = tuple(task.metric for task in TASKS.values())
-SHOWN = ("loss", *_METRICS, "val_loss", *(f"val_{m}" for m in _METRICS))  # an epoch line's numbers, in order
+
+
+def shown(logs: dict) -> list[str]:
+    """An epoch line's numbers, in order: the loss and the task's metric (every output's, ``digit_accuracy``),
+    then the same on validation."""
+    train = ["loss"] + [k for k in logs if not k.startswith("val_") and k.endswith(_METRICS)]
+    return [k for k in train + [f"val_{k}" for k in train] if k in logs]
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -47,7 +53,7 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         width = len(str(self.epochs))
-        numbers = "  ".join(f"{key} {logs[key]:.4f}" for key in SHOWN if key in logs)
+        numbers = "  ".join(f"{key} {logs[key]:.4f}" for key in shown(logs))
         echo(f"epoch {epoch + 1:>{width}}/{self.epochs} {time.perf_counter() - self._start:6.1f} s  {numbers}")
 
 

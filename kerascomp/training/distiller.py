@@ -73,7 +73,7 @@ class Distiller(keras.Model):
         self.task = task
         self._accuracy = (keras.metrics.SparseCategoricalAccuracy(name="accuracy") if task == CLASSIFICATION
                           else keras.metrics.MeanAbsoluteError(name=task.metric) if task == REGRESSION
-                          else task.keras_metric(student.output_shape[-1]))
+                          else task.keras_metrics(student.output_shape[-1])[0])
 
     def compile(self, optimizer="rmsprop", **kwargs):
         """Compile with only an optimizer: the loss and metrics are the distiller's own."""

@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Sequence, Union
 
 from kerascomp import models
 from kerascomp.backend import keras, tf
-from kerascomp.data import Dataset
+from kerascomp.data import Dataset, output_names
 from kerascomp.data.augment import augmented, mixes_labels, parse_augment
 from kerascomp.errors import ConfigError
 from kerascomp.options import at_least, option
@@ -23,7 +23,7 @@ from kerascomp.tasks import CLASSIFICATION
 from kerascomp.training import distillation
 from kerascomp.training.distribute import STRATEGIES, get_strategy, precision, to_float32
 
-__all__ = ["TrainConfig", "train", "evaluate", "user_callbacks"]
+__all__ = ["TrainConfig", "train", "evaluate", "predict", "user_callbacks"]
 
 _USER_CALLBACKS: contextvars.ContextVar[tuple] = contextvars.ContextVar("user_callbacks", default=())
 
@@ -128,13 +128,14 @@ def train(
     strategy = get_strategy(config.strategy)
     with precision(config.mixed_precision) as policy, strategy.scope():
         net = _instantiate(model, data, model_args or {}, config)
-        data.check_fits(net.input_shape[1:], net.output_shape[1:])  # one line, not a fit's shape error
-        steps = math.ceil(len(data.y_train) / config.batch_size)
+        data.check_model(net)  # one line, not a fit's shape error
+        steps = math.ceil(len(data.x_train) / config.batch_size)
         optimizer = keras.optimizers.AdamW(_schedule(config, steps), weight_decay=config.weight_decay)
         if teacher is None:
             fitted, extra = net, {}
-            train_data, val_data, loss = _plain_data(data, config)
-            fitted.compile(optimizer=optimizer, loss=loss, metrics=[data.task.keras_metric(data.num_outputs)])
+            names = output_names(net)
+            train_data, val_data, loss = _plain_data(data, config, names)
+            fitted.compile(optimizer=optimizer, loss=loss, metrics=data.task.keras_metrics(data.num_outputs, names))
         else:
             from kerascomp.training.distiller import prepare  # the Keras side, imported with TensorFlow
 
@@ -172,16 +173,16 @@ def train(
     return net, metrics
 
 
-def _plain_data(data: Dataset, config: TrainConfig):
+def _plain_data(data: Dataset, config: TrainConfig, outputs: list[str]):
     """Training and validation pipelines and the loss of a run without a teacher.
 
     MixUp and CutMix turn labels into soft one-hot rows, so the loss is then the
     categorical cross-entropy and validation labels are one-hot too.
     """
-    train = data.as_tf("train", config.batch_size, shuffle=True, seed=config.seed)
-    val = data.as_tf("val", config.batch_size)
+    train = data.as_tf("train", config.batch_size, shuffle=True, seed=config.seed, outputs=outputs)
+    val = data.as_tf("val", config.batch_size, outputs=outputs)
     if config.augment == "none":
-        return train, val, data.task.loss()
+        return train, val, data.task.loss(outputs)
     if data.task != CLASSIFICATION:  # a flipped or mixed image keeps its regression target: wrong, silently
         raise ConfigError(f"augment {config.augment!r} transforms the images but not {data.task.name} targets; "
                           "use augment none")
@@ -194,16 +195,22 @@ def _plain_data(data: Dataset, config: TrainConfig):
 
 
 def evaluate(model: keras.Model, data: Dataset, batch_size: int = 256) -> dict:
-    """Validation and test metric (``val_accuracy``, ``val_mae``, ``val_mean_iou``: the data's task's) and loss of
-    a Keras model."""
+    """Validation and test metric (``val_accuracy``, ``val_mae``, ``val_mean_iou``: the data's task's; every
+    output's, ``val_digit_accuracy``, for several outputs) and loss of a Keras model."""
     task = data.task
     results = {}
     for split in ("val", "test"):
         x, y = data.split(split)
-        outputs = model.predict(x, batch_size=batch_size, verbose=0)
-        results[f"{split}_{task.metric}"] = task.score(outputs, y)
+        outputs = predict(model, x, batch_size)
+        results.update({f"{split}_{key}": value for key, value in task.scores(outputs, y).items()})
         results[f"{split}_loss"] = task.loss_value(y, outputs)
     return results
+
+
+def predict(model: keras.Model, x, batch_size: int = 256):
+    """A model's outputs for ``x``: one array, or a dict of arrays by output name for a model with several."""
+    outputs = model.predict(x, batch_size=batch_size, verbose=0)
+    return dict(zip(output_names(model), outputs)) if isinstance(outputs, list) else outputs
 
 
 def _instantiate(model: ModelSpec, data: Dataset, model_args: dict, config: TrainConfig) -> keras.Model:

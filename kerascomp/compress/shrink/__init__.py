@@ -95,7 +95,7 @@ def plan(model: keras.Model, config: ShrinkConfig, data: Dataset | None = None, 
     graph = analyse(model)
     groups = graph.groups()
     if config.importance == "taylor" and data is not None:
-        pick = np.random.default_rng(config.seed).permutation(len(data.y_train))[:config.calibration_size]
+        pick = np.random.default_rng(config.seed).permutation(len(data.x_train))[:config.calibration_size]
         x, y = data.x_train[pick], data.y_train[pick]
         scores = taylor(graph, groups, x, y, config.batch_size, data.task)
     else:
@@ -149,7 +149,7 @@ def apply(model: keras.Model, data: Dataset, config: ShrinkConfig, *, teacher: k
     ``val_accuracy``/``test_accuracy``, the input's (``baseline``) and the
     fine-tuning record.
     """
-    data.check_fits(model.input_shape[1:], model.output_shape[1:])
+    data.check_model(model)
     planned = plan(model, config, data, measure=measure)
     small = rebuild(planned.graph, planned.kept)
     tuned, fit = finetune.fine_tune(small, data, config, teacher=finetune.teacher_for(config, model, teacher))

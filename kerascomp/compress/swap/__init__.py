@@ -159,7 +159,7 @@ def apply(model: keras.Model, data: Dataset, config: SwapConfig | None = None, *
     config = config or SwapConfig()
     start = time.perf_counter()
     classifiers_only(data.task, "swap")
-    data.check_fits(model.input_shape[1:], model.output_shape[1:])
+    data.check_model(model)
     keras.utils.set_random_seed(config.seed)  # replacement initialisers and local-fit shuffles
     search = _Search(model, data, config)
     records = [search.visit(block) for block in _ordered(find_blocks(search.base, config.blocks), config.order)]

@@ -29,6 +29,7 @@ from kerascomp.runtime.footprint import footprint
 from kerascomp.runtime.timing import measure_latency
 from kerascomp.saving import load, load_meta, strip_wrappers
 from kerascomp.tasks import CLASSIFICATION
+from kerascomp.training.trainer import predict
 
 __all__ = ["bench", "compare_deployed", "latency_ms", "deployed_outputs", "machine_info", "FORMATS"]
 
@@ -149,7 +150,8 @@ def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, war
         data = data.with_scaling(first.scaling)
     params = first.params()
     task = data.task
-    test = task.score(_logits(path, first, data), data.y_test)
+    outputs = _logits(path, first, data)
+    test = task.score(outputs, data.y_test)
     val = task.score(_logits(path, first, data, "val"), data.y_val) if len(data.x_val) else None
     classifier = task == CLASSIFICATION
     device = footprint(path) if common["format"] == "tflite" else {"macs": None, "peak_activation_bytes": None}
@@ -166,6 +168,7 @@ def _bench_one(path: Path, data: Dataset, threads: Sequence[int], runs: int, war
             "val_accuracy": val if classifier else None,
             task.keys[0]: val,  # what a budget reads: val_accuracy, or val_mae
             "metric": {"name": task.metric, "value": test, "val": val, "higher_is_better": task.higher_is_better},
+            **({"outputs": task.scores(outputs, data.y_test)} if task.heads else {}),  # every output's test metric
             "latency_ms": latency,
             **device,
             "macs_per_s": device["macs"] / (latency["p50"] / 1e3) if device["macs"] and latency["p50"] > 0 else None,
@@ -191,7 +194,8 @@ def _logits(path: Path, runner, data: Dataset, split: str = "test") -> np.ndarra
         data = data.with_scaling(runner.scaling)
     data.check_fits(runner.input_shape, what=str(path))
     logits = runner.predict(data.split(split)[0])
-    data.check_fits(runner.input_shape, logits.shape[1:], what=str(path))
+    shapes = {k: v.shape[1:] for k, v in logits.items()} if isinstance(logits, dict) else logits.shape[1:]
+    data.check_fits(runner.input_shape, shapes, what=str(path))
     return logits
 
 
@@ -273,10 +277,11 @@ class _KerasRunner:
         return [w.numpy() for w in self.model.weights]
 
     def predict(self, x):
-        return self.model.predict(x, batch_size=256, verbose=0)
+        return predict(self.model, x)
 
     def prepare(self, x):
         return tf.constant(x, dtype=tf.float32)
 
     def run(self, x):
-        return self._call(x).numpy()
+        outputs = self._call(x)
+        return [o.numpy() for o in outputs] if isinstance(outputs, list) else outputs.numpy()

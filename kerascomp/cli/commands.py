@@ -108,11 +108,10 @@ def convert(model_path, out, quantize, backend, keep_float, layer_errors, data_s
                         source=model_path, batch_size=batch_size, backend=backend,
                         layer_errors=layer_errors, **({"keep_float": keep_float} if keep_float else {}))
         check = report["verification"]
-        judged = (f"mean |d| {check['mean_abs_diff']:.2g} ({check['mean_abs_diff'] / max(check['reference_std'], 1e-12):.1%}"
-                  f" of the outputs' spread), max {check['max_abs_diff']:.2g}" if check.get("judged_by") == "spread" else
-                  f"top-1 agreement {check['top1_agreement']:.1%}, max |dlogit| {check['max_abs_diff']:.2g}, "
-                  f"mean {check['mean_abs_diff']:.2g}")
-        click.echo(f"verified on {check['samples']} {'validation' if data else 'random'} inputs: {judged}")
+        parts = check["outputs"] if isinstance(check.get("outputs"), dict) else {None: check}
+        judged = "; ".join(("" if name is None else f"{name}: ") + _judged(part) for name, part in parts.items())
+        samples = next(iter(parts.values()))["samples"]
+        click.echo(f"verified on {samples} {'validation' if data else 'random'} inputs: {judged}")
         if report.get("keep_float"):
             click.echo(f"kept in float: {', '.join(report['keep_float'])}")
         if report.get("layer_errors"):
@@ -129,6 +128,15 @@ def _show_layer_errors(rows: list[dict], out) -> None:
     plot_layer_errors(rows, plot, title=f"{os.path.basename(out)}: error of each layer against the float file")
     click.echo(layer_error_table(rows, worst=10))
     click.echo(f"per-layer errors of {len(rows)} tensors -> {plot}")
+
+
+def _judged(check: dict) -> str:
+    """How a converted file's outputs compare with the Keras model's, as its check judged them."""
+    if check.get("judged_by") == "spread":
+        return (f"mean |d| {check['mean_abs_diff']:.2g} ({check['mean_abs_diff'] / max(check['reference_std'], 1e-12):.1%}"
+                f" of the outputs' spread), max {check['max_abs_diff']:.2g}")
+    return (f"top-1 agreement {check['top1_agreement']:.1%}, max |dlogit| {check['max_abs_diff']:.2g}, "
+            f"mean {check['mean_abs_diff']:.2g}")
 
 
 def _convert_auto(model, meta, data, model_path, out, calibration_size, batch_size, options: dict) -> dict:

@@ -16,12 +16,13 @@ import numpy as np
 
 from kerascomp import __version__
 from kerascomp.data import Dataset
+from kerascomp.export._isolated import ISOLATED_MODES
 from kerascomp.export._verify import MIN_AGREEMENT, ExportError
 from kerascomp.export.modes import BACKENDS, CALIBRATED_MODES, DEFAULT_BACKEND, KEEP_FLOAT_AUTO, LABELS, QUANTIZE_MODES
 from kerascomp.export.tflite import to_tflite
 from kerascomp.files import file_sha256, scaling_of, sidecar_path, write_json
 from kerascomp.saving import as_tf_keras, fit_data
-from kerascomp.tasks import CLASSIFICATION
+from kerascomp.tasks import REGRESSION
 
 __all__ = ["export", "ExportError", "MIN_AGREEMENT", "QUANTIZE_MODES", "BACKENDS", "DEFAULT_BACKEND", "FORMATS", "default_output",
            "file_sha256"]
@@ -94,6 +95,10 @@ def export(
     model = as_tf_keras(model, data)
     data = fit_data(model, data)  # a model loaded with its own input scaling (raw pixels) is calibrated on that
     input_shape = tuple(int(d) for d in model.input_shape[1:])
+    if len(model.outputs) > 1 and (out.suffix != ".tflite" or quantize in ISOLATED_MODES):
+        raise ExportError(f"a model with {len(model.outputs)} outputs converts to .tflite in the modes "
+                          f"{', '.join(m for m in FORMATS['.tflite'] if m not in ISOLATED_MODES)} so far, "
+                          f"not to {out.suffix} {quantize}")
     if data is not None:
         data.check_fits(input_shape)
     needs_calibration = quantize in CALIBRATED_MODES or (out.suffix == ".onnx" and quantize == "int8")
@@ -103,7 +108,7 @@ def export(
         raise ExportError(f"--calibration-size must be at least 1, got {calibration_size}")
     calibration = _calibration(data, calibration_size) if needs_calibration else None
     sample = data.x_val[:VERIFY_SAMPLES] if data is not None else None
-    classifier = data is None or data.task == CLASSIFICATION
+    classifier = _judged_by_agreement(data)
     if out.suffix == ".tflite":
         report = to_tflite(model, out, quantize=quantize, calibration=calibration, int8_io=int8_io,
                            sample=sample, min_agreement=min_agreement, batch_size=batch_size, backend=backend,
@@ -114,6 +119,16 @@ def export(
                   "backend": "onnxruntime", "keep_float": []}
     write_json(sidecar_path(out), _sidecar(out, quantize, int8_io, input_shape, data, meta, source, report))
     return {**report, "size_bytes": out.stat().st_size}
+
+
+def _judged_by_agreement(data: Dataset | None):
+    """Whether a file's outputs are checked by top-1 agreement (classes, a class per pixel) rather than by their
+    error against the outputs' spread (a regressor's); by output name for several outputs."""
+    if data is None:
+        return True
+    if data.task.heads:
+        return {name: head != REGRESSION for name, head in data.task.heads}
+    return data.task != REGRESSION
 
 
 def _calibration(data: Dataset, size: int) -> np.ndarray:
@@ -152,6 +167,7 @@ def _sidecar(out: Path, quantize: str, int8_io: bool, input_shape, data: Dataset
         "input_shape": list(input_shape),
         "task": task,
         "output": "values" if task == "regression" else "logits",  # a segmenter: logits per pixel
+        **({"outputs": list(described["heads"]), "heads": described["heads"]} if described.get("heads") else {}),
         "class_names": described.get("class_names") or ([str(i) for i in range(num_classes)] if num_classes else None),
         "scaling": scaling,
         "input_range": described.get("input_range"),  # raw values the model trained on: predict warns far off

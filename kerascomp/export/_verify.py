@@ -29,8 +29,13 @@ class ExportError(KerascompError):
     """A conversion failed or produced an artifact that disagrees with its source."""
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
-    """Top-1 agreement and absolute logit differences of two ``(N, classes)`` outputs."""
+def compare(reference, candidate) -> dict:
+    """Top-1 agreement and absolute logit differences of two ``(N, classes)`` outputs (of each output by name, for
+    dicts of them: ``{"outputs": {name: report}}``)."""
+    if isinstance(reference, dict):
+        if set(reference) != set(candidate):
+            raise ExportError(f"artifact outputs {sorted(candidate)}, Keras model {sorted(reference)}")
+        return {"outputs": {name: compare(reference[name], candidate[name]) for name in reference}}
     reference = np.asarray(reference, dtype=np.float32)
     candidate = np.asarray(candidate, dtype=np.float32)
     if reference.shape != candidate.shape:
@@ -47,12 +52,21 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
     }
 
 
-def check(report: dict, mode: str, min_agreement: float | None = None, *, classifier: bool = True) -> dict:
+def check(report: dict, mode: str, min_agreement: float | None = None, *, classifier=True) -> dict:
     """Raise :class:`ExportError` unless ``report`` (from :func:`compare`) is good enough for ``mode``.
 
     ``classifier`` False (a regressor), or a single output unit, judges the
-    mean error against the outputs' spread instead of top-1 agreement.
+    mean error against the outputs' spread instead of top-1 agreement; for
+    several outputs it is a dict by output name, and every output must pass.
     """
+    if "outputs" in report and isinstance(report["outputs"], dict):
+        checked = {}
+        for name, part in report["outputs"].items():
+            try:
+                checked[name] = check(part, mode, min_agreement, classifier=classifier[name])
+            except ExportError as error:
+                raise ExportError(f"output {name!r}: {error}") from None
+        return {"outputs": checked, "passed": True}
     needed = MIN_AGREEMENT[mode] if min_agreement is None else min_agreement
     if not classifier or report["outputs"] == 1:
         return _check_spread(report, mode, needed)
@@ -83,7 +97,7 @@ def _check_spread(report: dict, mode: str, needed: float) -> dict:
     return {**report, "passed": True, "judged_by": "spread", "max_spread_error": allowed}
 
 
-def run_file(path, sample: np.ndarray, quantize: str) -> np.ndarray:
+def run_file(path, sample: np.ndarray, quantize: str):
     """The file's logits on ``sample``; a file LiteRT cannot run (an op without a kernel for its types) is refused."""
     try:
         return runtime.load(path).predict(sample)

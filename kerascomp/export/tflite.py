@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from kerascomp.backend import keras, tf
+from kerascomp.data import output_names
 from kerascomp.export import litert_quantizer
 from kerascomp.export._converter import configure, convert
 from kerascomp.export._isolated import ISOLATED_MODES, convert_isolated, run_isolated
@@ -108,7 +109,7 @@ def to_tflite(
     with atomic_path(path) as tmp:
         tmp.write_bytes(flatbuffer)
         logits = (run_isolated if quantize in ISOLATED_MODES else run_file)(tmp, sample, quantize)
-        report["verification"] = check(compare(model.predict(sample, verbose=0), logits),
+        report["verification"] = check(compare(_outputs(model, sample), logits),
                                        "int8" if _is_quantization_aware(model) else quantize, min_agreement,
                                        classifier=classifier)
     return report
@@ -137,15 +138,26 @@ def _convert(model: keras.Model, quantize: str, calibration, int8_io: bool, batc
 
 def _converter(model: keras.Model, batch_size: int | None):
     """The converter of ``model``, with its batch dimension fixed to ``batch_size`` unless None."""
-    if batch_size is None:
+    if batch_size is None and len(model.outputs) == 1:
         return tf.lite.TFLiteConverter.from_keras_model(model)
     return tf.lite.TFLiteConverter.from_concrete_functions([_function(model, batch_size)], model)
 
 
 def _function(model: keras.Model, batch_size: int | None):
-    """The inference function of ``model`` traced for batches of ``batch_size`` (None: any)."""
+    """The inference function of ``model`` traced for batches of ``batch_size`` (None: any); several outputs
+    come out by name, so the file's signature names them as the data's targets do (a compression wrapper's
+    layer name, ``quant_digit``, would not)."""
     spec = tf.TensorSpec([batch_size, *model.input_shape[1:]], model.inputs[0].dtype)
-    return tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    if len(model.outputs) == 1:
+        return tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    names = output_names(model)
+    return tf.function(lambda x: dict(zip(names, model(x, training=False)))).get_concrete_function(spec)
+
+
+def _outputs(model: keras.Model, sample: np.ndarray):
+    """The Keras model's outputs on ``sample``: one array, or a dict by output name as the file gives them."""
+    outputs = model.predict(sample, verbose=0)
+    return dict(zip(output_names(model), outputs)) if isinstance(outputs, list) else outputs
 
 
 def _is_quantization_aware(model: keras.Model) -> bool:

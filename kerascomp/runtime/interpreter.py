@@ -69,7 +69,7 @@ def load(
 
 
 class TFLiteModel:
-    """A single-input, single-output TFLite classifier that returns float32 logits.
+    """A single-input TFLite model that returns float32 outputs (a classifier's logits; by name for several).
 
     Quantization is hidden from callers of :meth:`predict` and :meth:`classify`:
     float inputs are quantized and integer outputs dequantized with the tensors'
@@ -114,12 +114,15 @@ class TFLiteModel:
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.path} is not a usable TFLite model: {first_line(e)}") from None
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelError(
-                f"{self.path} has {len(inputs)} inputs and {len(outputs)} outputs; "
-                "only single-input, single-output classifiers are supported"
-            )
-        self._input, self._output = inputs[0], outputs[0]
+        if len(inputs) != 1:
+            raise ModelError(f"{self.path} has {len(inputs)} inputs; only single-input models are supported")
+        side = sidecar_path(self.path)
+        self.has_sidecar = meta is None and side.is_file()
+        self.meta = _read_sidecar(side) if self.has_sidecar else meta
+        meta = self.meta or {}
+        self._input = inputs[0]
+        self.output_names, self._outputs = self._named_outputs(outputs, meta.get("outputs"))
+        self._output = self._outputs[0]
         self._shape = self._base_shape = tuple(int(d) for d in self._input["shape"])
         self._resizable = True
         self.input_shape = tuple(None if d < 0 else int(d) for d in self._input["shape_signature"][1:])
@@ -131,12 +134,8 @@ class TFLiteModel:
         self.output_quantization = tuple(self._output["quantization"])
         self.kernels = kernel_record(self._interpreter, op_resolver)
 
-        side = sidecar_path(self.path)
-        self.has_sidecar = meta is None and side.is_file()
-        self.meta = _read_sidecar(side) if self.has_sidecar else meta
-        meta = self.meta or {}
         self.class_names = [str(c) for c in meta.get("class_names") or range(self.num_classes)]
-        if len(self.class_names) != self.num_classes:
+        if len(self.class_names) != self.num_classes and not self.output_names:
             raise ModelError(
                 f"sidecar of {self.path} names {len(self.class_names)} classes, the model outputs {self.num_classes}"
             )
@@ -144,6 +143,23 @@ class TFLiteModel:
         self.scaling = Scaling(float(scaling.get("scale", 1.0)), float(scaling.get("offset", 0.0)))
         is_int8 = self.input_dtype in (np.int8, np.uint8)
         self.quantization = meta.get("quantization") or ("int8" if is_int8 else "unknown")
+
+    def _named_outputs(self, outputs: list[dict], order: list[str] | None) -> tuple[list[str], list[dict]]:
+        """The output tensors in the order of the model's outputs, with their names where there are several.
+
+        The converter orders a file's output tensors by its signature's output
+        names, not as the Keras model listed them; the signature maps names to
+        tensors, and the sidecar's ``outputs`` keeps the model's order.
+        """
+        if len(outputs) == 1:
+            return [], outputs
+        signatures = self._interpreter.get_signature_list()
+        if len(signatures) != 1:
+            raise ModelError(f"{self.path} has {len(outputs)} outputs but {len(signatures)} signatures to name them")
+        named = self._interpreter.get_signature_runner(next(iter(signatures))).get_output_details()
+        by_index = {o["index"]: o for o in outputs}
+        names = list(order) if order and set(order) == set(named) else sorted(named)
+        return names, [by_index[named[name]["index"]] for name in names]
 
     @property
     def kernel_path(self) -> str:
@@ -185,11 +201,13 @@ class TFLiteModel:
                 raise ModelError(f"{self.path} cannot run a batch shaped {x.shape}: {first_line(e)}") from None
         self._interpreter.set_tensor(self._input["index"], x)
         self._interpreter.invoke()
+        if self.output_names:
+            return [self._interpreter.get_tensor(o["index"]) for o in self._outputs]
         return self._interpreter.get_tensor(self._output["index"])
 
     def predict(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Float32 outputs ``(N, *output_shape)`` (logits ``(N, classes)`` of a classifier) for model-space inputs
-        ``x`` shaped ``(N, *input_shape)``.
+        ``x`` shaped ``(N, *input_shape)``; a dict of them by :attr:`output_names` for several outputs.
 
         Batches of ``batch_size`` run in one invoke each (the last one padded);
         a model whose graph fixes the batch size runs one sample per invoke.
@@ -198,24 +216,28 @@ class TFLiteModel:
         self._check_shape(x.shape[1:])
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        if len(x) == 0:
-            return np.zeros((0, *self.output_shape), np.float32)
         q = self.quantize_input(x)
-        batch = self._batch_size(q.shape, min(batch_size, len(q)))
-        logits = []
+        batch = self._batch_size(q.shape, min(batch_size, len(q))) if len(q) else 1
+        chunks = []
         for start in range(0, len(q), batch):
             chunk = q[start : start + batch]
             n = len(chunk)
             if n < batch:  # pad rather than re-plan the interpreter for one short batch
                 chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
-            logits.append(self.run(chunk).reshape(batch, *self.output_shape)[:n])
-        return self._dequantize(np.concatenate(logits))
+            out = self.run(chunk)
+            chunks.append([o[:n] for o in out] if self.output_names else [out[:n]])
+        outputs = [self._dequantize(np.concatenate([c[i] for c in chunks]) if chunks else
+                                    np.zeros((0, *o["shape"][1:]), np.float32), o)
+                   for i, o in enumerate(self._outputs)]
+        return dict(zip(self.output_names, outputs)) if self.output_names else outputs[0]
 
     def classify(self, raw: np.ndarray, top_k: int = 3) -> list[list[tuple[str, float]]]:
         """Top-k ``(class name, probability)`` pairs per raw image, most likely first.
 
         A single image (no batch axis) is treated as a batch of one.
         """
+        if self.output_names:
+            raise ModelError(f"{self.path} has {len(self.output_names)} outputs; predict gives each of them")
         raw = np.asarray(raw)
         if raw.ndim == len(self.input_shape):
             raw = raw[None]
@@ -248,8 +270,8 @@ class TFLiteModel:
         self._interpreter.allocate_tensors()
         self._shape = tuple(shape)
 
-    def _dequantize(self, out: np.ndarray) -> np.ndarray:
-        scale, zero_point = self.output_quantization
+    def _dequantize(self, out: np.ndarray, details: dict) -> np.ndarray:
+        scale, zero_point = details["quantization"]
         if np.issubdtype(out.dtype, np.integer) and scale:
             return (out.astype(np.float32) - zero_point) * np.float32(scale)
         return out.astype(np.float32)

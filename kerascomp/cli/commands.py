@@ -130,6 +130,20 @@ def _show_layer_errors(rows: list[dict], out) -> None:
     click.echo(f"per-layer errors of {len(rows)} tensors -> {plot}")
 
 
+def _shown(output, task: str, class_names) -> str:
+    """One example's output as a person reads it: a regressor's values, the share of the image each class covers
+    in a mask, a classifier's most likely class."""
+    import numpy as np  # as predict: the CLI imports numpy where a command needs it
+
+    if task == "regression":
+        return ", ".join(f"{v:.4g}" for v in np.ravel(output))
+    if task == "segmentation":
+        shares = np.bincount(output.argmax(-1).ravel(), minlength=len(class_names)) / output[..., 0].size
+        return ", ".join(f"{label} {share:.1%}" for label, share in zip(class_names, shares) if share)
+    probabilities = np.exp(output - output.max()) / np.exp(output - output.max()).sum()
+    return f"{int(probabilities.argmax())} {probabilities.max():.3f}"
+
+
 def _judged(check: dict) -> str:
     """How a converted file's outputs compare with the Keras model's, as its check judged them."""
     if check.get("judged_by") == "spread":
@@ -173,16 +187,15 @@ def predict(artifact, inputs, top_k, threads):
             warned = True
             click.echo(f"warning: {name} holds values up to {raw.max():g}; the model trained on {trained[0]:g}.."
                        f"{trained[1]:g} (check the pixel range: 0..255 images for a 0..16 model?)", err=True)
-        task = (model.meta or {}).get("task", "classification")
-        if task == "segmentation":  # a mask: the share of the image each class covers
-            classes = model.predict(model.preprocess(raw[None]))[0].argmax(-1)
-            shares = np.bincount(classes.ravel(), minlength=len(model.class_names)) / classes.size
-            click.echo(f"{name}: " + ", ".join(f"{label} {share:.1%}" for label, share
-                                               in zip(model.class_names, shares) if share))
+        outputs = model.predict(model.preprocess(raw[None]))
+        meta = model.meta or {}
+        if model.output_names:  # several outputs: each as its own task shows it
+            click.echo(f"{name}: " + "; ".join(f"{output} {_shown(outputs[output][0], task, model.class_names)}"
+                                               for output, task in meta.get("heads", {}).items()))
             continue
-        if task != "classification":  # a regressor: its output values
-            values = model.predict(model.preprocess(raw[None]))[0]
-            click.echo(f"{name}: " + ", ".join(f"{v:.4g}" for v in values))
+        task = meta.get("task", "classification")
+        if task != "classification":
+            click.echo(f"{name}: {_shown(outputs[0], task, model.class_names)}")
             continue
         labels = model.classify(raw[None], top_k=top_k)[0]
         click.echo(f"{name}: " + ", ".join(f"{label} {p:.3f}" for label, p in labels))

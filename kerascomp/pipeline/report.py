@@ -25,7 +25,7 @@ from kerascomp.report import (
     results_table,
     save_figure,
 )
-from kerascomp.tasks import get_task
+from kerascomp.tasks import task_of, task_of_metric
 
 __all__ = ["write_pipeline_report", "render"]
 
@@ -52,7 +52,7 @@ def render(out: str | os.PathLike) -> Path:
 def _render(document: dict, out: Path) -> Path:
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
-    task = get_task(document["dataset"].get("task", "classification"))
+    task = task_of(document["dataset"])
     sections = [f"# kerascomp report: {document['dataset']['name']}", _choice_section(document.get("choice"), task),
                 _summary_section(document, task)]
     results = document.get("results") or []
@@ -98,16 +98,19 @@ def _summary_section(document: dict, task) -> str:
     if not (base and final):
         return ""
     lines = ["## Summary", "", f"| | {base['name']} | {final['name']} | change |", "|---|---|---|---|"]
+    others = [key for key in base.get("outputs") or {} if key != task.metric]  # the outputs the budget does not read
     for label, value, fmt, better in (
         ("parameters (non-zero)", lambda r: r["nonzero_params"], "{:,}", ("fewer", "more")),
         ("size (KB)", lambda r: r["size_bytes"] / 1024, "{:.1f}", ("smaller", "larger")),
         ("gzip size (KB)", lambda r: r["gzip_bytes"] / 1024, "{:.1f}", ("smaller", "larger")),
         ("latency p50 (ms)", lambda r: r["latency_ms"]["p50"], "{:.3f}", ("faster", "slower")),
-        (f"test {task.metric}", metric_of, task.number, None),
+        (f"test {task.metric}", metric_of, task, None),
+        *((f"test {key}", lambda r, key=key: r["outputs"][key], task_of_metric(key), None) for key in others),
     ):
         a, b = value(base), value(final)
         if better is None:
-            delta = task.amount((100 if task.percent else 1) * (b - a), signed=True)
+            delta = fmt.amount((100 if fmt.percent else 1) * (b - a), signed=True)
+            fmt = fmt.number
         else:
             delta = f"{a / b:.1f}x {better[0]}" if a >= b else f"{b / a:.1f}x {better[1]}"
         shown = fmt if callable(fmt) else fmt.format
@@ -143,30 +146,38 @@ def _stages_section(document: dict, plots: Path, task) -> str:
 
 
 def _final_section(final: dict, plots: Path) -> str:
-    if final.get("examples"):
-        plot_masks(final, plots / "masks.png", title=f"{final['name']}: test masks ({final['metric']} "
-                                                     f"{100 * final['value']:.2f}%)")
-        return "\n".join([f"## Final artifact: {final['name']}", "",
-                          f"Test {final['metric']} of the deployed file, run by its runtime: {100 * final['value']:.2f}%.",
-                          "", "![test masks and IoU per class](plots/masks.png)"])
-    if final.get("predicted"):
-        plot_predictions(final["true"], final["predicted"], plots / "predictions.png",
-                         title=f"{final['name']}: test set ({final['metric']} {final['value']:.4g})")
-        return "\n".join([f"## Final artifact: {final['name']}", "",
-                          f"Test {final['metric']} of the deployed file, run by its runtime: {final['value']:.4g}.", "",
-                          "![predicted vs true](plots/predictions.png)"])
-    if not final.get("confusion_matrix"):
+    if not final:
         return ""
-    plot_confusion_matrix(final["confusion_matrix"], final["class_names"], plots / "confusion.png",
-                          title=f"{final['name']}: test set")
-    _plot_per_class(final, plots / "per_class.png")
-    lines = [f"## Final artifact: {final['name']}", "",
-             f"Test accuracy of the deployed file, run by the LiteRT interpreter: {100 * final['accuracy']:.2f}%.", "",
-             "![confusion matrix](plots/confusion.png)", "", "![precision and recall per class](plots/per_class.png)"]
+    heads = final.get("outputs") or {None: final}
+    lines = [f"## Final artifact: {final['name']}"]
+    for head, details in heads.items():
+        if head is not None:
+            lines += ["", f"### Output `{head}`"]
+        lines += ["", *_scored_lines({"name": final["name"], **details}, plots, f"_{head}" if head else "")]
     if final.get("layer_sparsity"):
         _plot_sparsity(final["layer_sparsity"], plots / "sparsity.png")
         lines += ["", "![sparsity per layer](plots/sparsity.png)"]
     return "\n".join(lines)
+
+
+def _scored_lines(final: dict, plots: Path, suffix: str) -> list[str]:
+    """One output's test result and its figure: masks, predictions against targets, or a confusion matrix."""
+    if final.get("examples"):
+        plot_masks(final, plots / f"masks{suffix}.png", title=f"{final['name']}: test masks ({final['metric']} "
+                                                             f"{100 * final['value']:.2f}%)")
+        return [f"Test {final['metric']} of the deployed file, run by its runtime: {100 * final['value']:.2f}%.", "",
+                f"![test masks and IoU per class](plots/masks{suffix}.png)"]
+    if final.get("predicted"):
+        plot_predictions(final["true"], final["predicted"], plots / f"predictions{suffix}.png",
+                         title=f"{final['name']}: test set ({final['metric']} {final['value']:.4g})")
+        return [f"Test {final['metric']} of the deployed file, run by its runtime: {final['value']:.4g}.", "",
+                f"![predicted vs true](plots/predictions{suffix}.png)"]
+    plot_confusion_matrix(final["confusion_matrix"], final["class_names"], plots / f"confusion{suffix}.png",
+                          title=f"{final['name']}: test set")
+    _plot_per_class(final, plots / f"per_class{suffix}.png")
+    return [f"Test accuracy of the deployed file, run by the LiteRT interpreter: {100 * final['accuracy']:.2f}%.", "",
+            f"![confusion matrix](plots/confusion{suffix}.png)", "",
+            f"![precision and recall per class](plots/per_class{suffix}.png)"]
 
 
 def _fmt(value, fmt: str) -> str:

@@ -90,27 +90,34 @@ class Context:
         return self.path(self.models[name] if name else list(self.models.values())[-1])
 
     def final_details(self, final: str) -> dict:
-        """The final artifact scored as ``bench`` scores it: a classifier's confusion matrix and per-class
-        precision/recall, a regressor's predictions beside the true targets of the test split, a segmenter's IoU
-        per class and a few test images with their true and predicted masks."""
+        """The final artifact scored as ``bench`` scores it: see :func:`scored` (for several outputs, each one's
+        under ``outputs``)."""
         if final not in self.artifacts:
             return {}
-        outputs, task = deployed_outputs(self.path(self.artifacts[final]), self.data), self.data.task
-        if task == CLASSIFICATION:
-            details = {"name": final, **classification_details(self.data.y_test, outputs.argmax(1),
-                                                               self.data.class_names)}
-        elif task == SEGMENTATION:
-            details = {"name": final, "metric": task.metric, "value": task.score(outputs, self.data.y_test),
-                       **segmentation_details(self.data.x_test, self.data.y_test, outputs.argmax(-1),
-                                              self.data.class_names)}
+        outputs, data = deployed_outputs(self.path(self.artifacts[final]), self.data), self.data
+        if data.task.heads:
+            details = {"name": final, "outputs": {head: scored(data.head(head), outputs[head])
+                                                  for head in data.task.head_tasks}}
         else:
-            details = {"name": final, "metric": task.metric, "value": task.score(outputs, self.data.y_test),
-                       "predicted": outputs.reshape(len(outputs), -1)[:, 0].tolist(),
-                       "true": self.data.y_test.reshape(len(outputs), -1)[:, 0].tolist()}
+            details = {"name": final, **scored(data, outputs)}
         source = self.sources.get(final)
         if source:
             details["layer_sparsity"] = layer_sparsity(self.model_path(source))
         return details
+
+
+def scored(data: Dataset, outputs) -> dict:
+    """A file's test outputs as a report shows them: a classifier's confusion matrix and per-class
+    precision/recall, a segmenter's IoU per class and a few test images with their true and predicted masks, a
+    regressor's predictions beside the true targets."""
+    task = data.task
+    if task == CLASSIFICATION:
+        return classification_details(data.y_test, outputs.argmax(1), data.class_names)
+    details = {"metric": task.metric, "value": task.score(outputs, data.y_test)}
+    if task == SEGMENTATION:
+        return {**details, **segmentation_details(data.x_test, data.y_test, outputs.argmax(-1), data.class_names)}
+    return {**details, "predicted": outputs.reshape(len(outputs), -1)[:, 0].tolist(),
+            "true": data.y_test.reshape(len(outputs), -1)[:, 0].tolist()}
 
 
 def layer_sparsity(path: Path) -> dict:

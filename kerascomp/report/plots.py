@@ -102,7 +102,8 @@ def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]],
     """
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    metric = next((task.metric for task in TASKS.values() if any(task.metric in h for h in histories.values())),
+    metrics = tuple(task.metric for task in TASKS.values())  # an output's carries its name: digit_accuracy
+    metric = next((k for h in histories.values() for k in h if not k.startswith("val_") and k.endswith(metrics)),
                   "accuracy")
     for (name, history), colour in zip(histories.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
         for ax, key in zip(axes, (metric, "loss")):

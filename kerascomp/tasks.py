@@ -19,7 +19,7 @@ import numpy as np
 from kerascomp.errors import ConfigError
 
 __all__ = ["Task", "TASKS", "CLASSIFICATION", "REGRESSION", "SEGMENTATION", "MULTI_OUTPUT", "get_task",
-           "multi_output", "task_of", "task_of_metric", "infer_task", "classifiers_only", "per_class_iou"]
+           "multi_output", "task_of", "task_of_metric", "infer_task", "classifiers_only", "single_output", "per_class_iou"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +142,8 @@ REGRESSION = Task("regression", "mae", False, "", "regression targets")
 SEGMENTATION = Task("segmentation", "mean_iou", True, "pp", "classes per pixel")
 TASKS = {task.name: task for task in (CLASSIFICATION, REGRESSION, SEGMENTATION)}
 MULTI_OUTPUT = "multi-output"  # a task made of one per output: see multi_output
+_OTHER_TASKS_TAKE = "train, prune, cluster, qat, shrink, distill, convert, bench and run"  # beyond classification
+_SEVERAL_OUTPUTS_TAKE = "train, prune, cluster, qat, shrink, convert to .tflite, bench and run"
 
 
 def get_task(name: str) -> Task:
@@ -182,7 +184,14 @@ def classifiers_only(task: Task, what: str) -> None:
     """ConfigError, in one line, where ``what`` still judges models by accuracy and ``task`` is another."""
     if task != CLASSIFICATION:
         raise ConfigError(f"{what} works on classifiers only so far; this data is {task.name} "
-                          "(train, prune, cluster, qat, shrink, distill, convert, bench and run take it)")
+                          f"({_SEVERAL_OUTPUTS_TAKE if task.heads else _OTHER_TASKS_TAKE} take it)")
+
+
+def single_output(task: Task, what: str) -> None:
+    """ConfigError, in one line, where ``what`` matches one output's logits and ``task`` has several outputs."""
+    if task.heads:
+        raise ConfigError(f"{what} works on models with one output so far; this data has {len(task.heads)} "
+                          f"({', '.join(task.head_tasks)}): {_SEVERAL_OUTPUTS_TAKE} take it")
 
 
 def infer_task(y: np.ndarray) -> str:

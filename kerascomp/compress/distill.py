@@ -16,6 +16,7 @@ from kerascomp.compress.registry import Budgeted, Strength, Technique, register
 from kerascomp.data import Dataset
 from kerascomp.errors import ConfigError
 from kerascomp.options import key_value, option
+from kerascomp.tasks import single_output
 from kerascomp.training import ModelSpec, TrainConfig, evaluate, train
 from kerascomp.training.distillation import DistillConfig, check_compatible
 
@@ -62,6 +63,7 @@ def apply(student: ModelSpec, data: Dataset, config: DistillConfig | None = None
     """
     config = config or DistillConfig()
     train_config = train_config or default_budget()
+    single_output(data.task, "distill")  # the Distiller matches one output's logits
     if isinstance(student, keras.Model):
         check_compatible(teacher, student, data)
     task, test = data.task, data.task.keys[1]

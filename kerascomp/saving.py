@@ -29,8 +29,9 @@ from kerascomp.data import Dataset
 from kerascomp.errors import ModelError, first_line
 from kerascomp.files import atomic_path, scaling_of, sidecar_path, write_json
 
-__all__ = ["save_model", "load", "load_with_data", "load_model", "load_meta", "sidecar_path", "check_output_path",
-           "install_technique_hooks", "technique_scope", "strip_wrappers", "as_tf_keras", "fit_data", "carry_scaling"]
+__all__ = ["save_model", "load", "load_with_data", "load_model", "load_meta", "compile_config", "sidecar_path",
+           "check_output_path", "install_technique_hooks", "technique_scope", "strip_wrappers", "as_tf_keras",
+           "fit_data", "carry_scaling"]
 
 _HOOKS: dict[str, Callable] = {}  # "scope", "strip": installed by kerascomp.compress.registry
 _EXPECTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> the input scaling it was loaded with
@@ -93,12 +94,25 @@ def load(path: str | os.PathLike, data: Dataset | None = None) -> tuple[keras.Mo
     fmt, _ = interop.detect_format(path)  # also says when the file does not exist
     meta = load_meta(path)
     if fmt == "tf_keras" and meta is not None:
-        model = _load_tf_keras(path)
+        model = _load_tf_keras(path)  # its sidecar carries the compile config of the user's file it came from
     else:
         model, meta = interop.import_model(path, data, loaded=_load_tf_keras(path) if fmt == "tf_keras" else None)
+        meta = {**meta, **({"compile": own} if (own := compile_config(path)) else {})}
     if scaling_of(meta):
         _EXPECTS[model] = scaling_of(meta)
     return model, meta
+
+
+def compile_config(path: str | os.PathLike) -> dict:
+    """The ``loss`` and ``loss_weights`` a ``.keras`` file was compiled with (Keras 3 and tf_keras both keep them
+    in its ``config.json``), read as JSON: nothing in the file runs. Empty for other files and uncompiled models.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json")).get("compile_config") or {}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return {}
+    return {key: config[key] for key in ("loss", "loss_weights") if config.get(key) is not None}
 
 
 def fit_data(model: keras.Model, data: Dataset | None) -> Dataset | None:

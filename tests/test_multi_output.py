@@ -146,3 +146,35 @@ def test_a_two_output_model_goes_through_prune_qat_auto_convert_and_bench(tmp_pa
     rows = json.loads((tmp_path / "b.json").read_text())["results"]
     assert all(set(r["outputs"]) == {"digit_accuracy", "centre_mae"} for r in rows)
     assert abs(rows[1]["outputs"]["centre_mae"] - rows[0]["outputs"]["centre_mae"]) < 0.2
+
+
+def test_fine_tuning_uses_the_loss_and_weights_a_keras3_file_was_compiled_with(tmp_path, capsys):
+    """The file's own MAE for a regressor and its loss weights for two outputs; cross-entropy stays from logits."""
+    import keras as keras3
+
+    data = load_data("digits-multi")
+    inp = keras3.Input(data.input_shape)
+    features = keras3.layers.GlobalAveragePooling2D()(keras3.layers.Conv2D(8, 3, activation="relu")(inp))
+    model = keras3.Model(inp, [keras3.layers.Dense(10, name="digit")(features),
+                               keras3.layers.Dense(2, name="centre")(features)])
+    model.compile(optimizer="adam", loss={"digit": keras3.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                          "centre": "mae"}, loss_weights={"digit": 1.0, "centre": 0.0})
+    model.save(tmp_path / "two.keras")
+    assert main(["prune", str(tmp_path / "two.keras"), "--data", "digits-multi", "--sparsity", "0.5", "--epochs", "2",
+                 "--out", str(tmp_path / "p.keras"), "--json", str(tmp_path / "p.json")]) == 0
+    assert "fine-tuning as two.keras was compiled: loss {digit: SparseCategoricalCrossentropy, centre: mae}, " \
+           "loss weights {'digit': 1.0, 'centre': 0.0}" in capsys.readouterr().out
+    history = json.loads((tmp_path / "p.json").read_text())["fine_tune"]["history"]
+    digit = next(v for k, v in history.items() if k.endswith("digit_loss") and not k.startswith("val_"))
+    assert history["loss"] == pytest.approx(digit, rel=1e-4)  # the centre's weight 0: its loss adds nothing
+    assert json.loads((tmp_path / "p.keras.json").read_text())["compile"]["loss_weights"]["centre"] == 0.0
+
+    regressor = keras3.Model(inp, keras3.layers.Dense(2, name="centre")(features))
+    regressor.compile(optimizer="adam", loss="mae")
+    regressor.save(tmp_path / "reg.keras")
+    np.savez(tmp_path / "centre.npz", x=data.x_train, y=data.y_train["centre"])
+    assert main(["prune", str(tmp_path / "reg.keras"), "--data", str(tmp_path / "centre.npz"), "--sparsity", "0.5",
+                 "--epochs", "2", "--distill-from", "none", "--out", str(tmp_path / "r.keras"),
+                 "--json", str(tmp_path / "r.json")]) == 0
+    history = json.loads((tmp_path / "r.json").read_text())["fine_tune"]["history"]
+    assert history["loss"] == pytest.approx(history["mae"], rel=1e-4)  # trained on the MAE, not the task's MSE

@@ -11,12 +11,11 @@ notebook's data and a file's give the same :class:`Dataset`.
 from __future__ import annotations
 
 import dataclasses
-import warnings
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from kerascomp.data._arrays import check_pair, class_names_of, head_names, held_out, images, targets
 from kerascomp.errors import DataError
 from kerascomp.tasks import CLASSIFICATION, REGRESSION, SEGMENTATION, Task, get_task, infer_task, multi_output
 
@@ -263,7 +262,7 @@ def _test_pair(test: tuple, name: str) -> dict:
 def _source_of(arrays: dict, path, task: str | None = None, scaling: Scaling | None = None) -> "_Source":
     """What an ``.npz`` (or the arrays of :func:`from_arrays`) holds: ``x_train, y_train, x_test, y_test`` or
     ``x, y``, with ``classes`` names optional; checked, with the task stated or inferred from the targets."""
-    heads = _head_names(arrays)
+    heads = head_names(arrays)
     if len(heads) > 1:
         return _multi_source(arrays, path, heads, task, scaling)
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
@@ -274,13 +273,13 @@ def _source_of(arrays: dict, path, task: str | None = None, scaling: Scaling | N
         raise DataError(f"{path} must hold x_train, y_train, x_test, y_test (or x, y); found "
                         f"{', '.join(sorted(arrays)) or 'nothing'}")
     kind = get_task(task if task is not None else infer_task(np.asarray(arrays[keys[1]])))
-    x, y = _images(np.asarray(arrays[keys[0]]), path, keys[0]), _targets(np.asarray(arrays[keys[1]]), path, keys[1], kind)
-    _check_pair(x, y, path, "/".join(keys))
+    x, y = images(np.asarray(arrays[keys[0]]), path, keys[0]), targets(np.asarray(arrays[keys[1]]), path, keys[1], kind)
+    check_pair(x, y, path, "/".join(keys))
     x_test = y_test = None
     if keys[0] == "x_train":
-        x_test = _images(np.asarray(arrays["x_test"]), path, "x_test")
-        y_test = _targets(np.asarray(arrays["y_test"]), path, "y_test", kind)
-        _check_pair(x_test, y_test, path, "x_test/y_test")
+        x_test = images(np.asarray(arrays["x_test"]), path, "x_test")
+        y_test = targets(np.asarray(arrays["y_test"]), path, "y_test", kind)
+        check_pair(x_test, y_test, path, "x_test/y_test")
         if x.shape[1:] != x_test.shape[1:]:
             raise DataError(f"{path}: x_train images are {x.shape[1:]} but x_test images are {x_test.shape[1:]}")
         if y.shape[1:] != y_test.shape[1:]:
@@ -288,18 +287,8 @@ def _source_of(arrays: dict, path, task: str | None = None, scaling: Scaling | N
     names: tuple[str, ...] = ()
     if kind != REGRESSION:
         top = int(y.max()) if y_test is None else max(int(y.max()), int(y_test.max()))
-        names = _class_names(arrays.get("classes"), top + 1, path)
+        names = class_names_of(arrays.get("classes"), top + 1, path)
     return _Source(x, y, names, scaling or _scaling_for(x), x_test, y_test, kind)
-
-
-def _head_names(arrays: dict) -> list[str]:
-    """The outputs an ``.npz`` holds targets for by name: ``y_<output>`` beside ``x`` (or ``y_train_<output>``
-    and ``y_test_<output>`` beside ``x_train`` and ``x_test``)."""
-    split = {"x_train", "x_test"} <= arrays.keys()
-    prefix = "y_train_" if split else "y_"
-    if not split and ("x" not in arrays or "y" in arrays):
-        return []
-    return [key[len(prefix):] for key in arrays if key.startswith(prefix) and key not in ("y_train", "y_test")]
 
 
 def _multi_source(arrays: dict, path, heads: list[str], task: str | None, scaling: Scaling | None) -> "_Source":
@@ -307,19 +296,19 @@ def _multi_source(arrays: dict, path, heads: list[str], task: str | None, scalin
     if task not in (None, "multi-output"):
         raise DataError(f"{path} holds targets for {len(heads)} outputs ({_names(heads)}): task {task!r} names one")
     split = "x_train" in arrays
-    x = _images(np.asarray(arrays["x_train" if split else "x"]), path, "x_train" if split else "x")
-    x_test = _images(np.asarray(arrays["x_test"]), path, "x_test") if split else None
+    x = images(np.asarray(arrays["x_train" if split else "x"]), path, "x_train" if split else "x")
+    x_test = images(np.asarray(arrays["x_test"]), path, "x_test") if split else None
     kinds, y, y_test = {}, {}, {}
     for name in heads:
         key = f"y_train_{name}" if split else f"y_{name}"
         kinds[name] = get_task(infer_task(np.asarray(arrays[key])))
-        y[name] = _targets(np.asarray(arrays[key]), path, key, kinds[name])
-        _check_pair(x, y[name], path, f"{'x_train' if split else 'x'}/{key}")
+        y[name] = targets(np.asarray(arrays[key]), path, key, kinds[name])
+        check_pair(x, y[name], path, f"{'x_train' if split else 'x'}/{key}")
         if split:
             if f"y_test_{name}" not in arrays:
                 raise DataError(f"{path} has {key} but no y_test_{name}")
-            y_test[name] = _targets(np.asarray(arrays[f"y_test_{name}"]), path, f"y_test_{name}", kinds[name])
-            _check_pair(x_test, y_test[name], path, f"x_test/y_test_{name}")
+            y_test[name] = targets(np.asarray(arrays[f"y_test_{name}"]), path, f"y_test_{name}", kinds[name])
+            check_pair(x_test, y_test[name], path, f"x_test/y_test_{name}")
     return _Source(x, y, (), scaling or _scaling_for(x), x_test, y_test if split else None, multi_output(kinds))
 
 
@@ -365,19 +354,19 @@ class _Source:
 
 def _assemble(name: str, source: _Source, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
     x, y = source.x, source.y
-    for output, targets in (y.items() if isinstance(y, dict) else ()):
-        if len(np.unique(targets, axis=0)) < 2:
-            raise DataError(f"{name}: every training target of output {output!r} is {targets[0]}; there is nothing "
+    for output, values in (y.items() if isinstance(y, dict) else ()):
+        if len(np.unique(values, axis=0)) < 2:
+            raise DataError(f"{name}: every training target of output {output!r} is {values[0]}; there is nothing "
                             "to learn")
     if not isinstance(y, dict) and len(np.unique(y, axis=0)) < 2:
         if source.task == CLASSIFICATION:
             raise DataError(f"{name}: every training label is {y[0]}; a classifier needs at least two classes")
         raise DataError(f"{name}: every training target is {y[0]}; there is nothing to learn")
     if source.x_test is None:
-        x, x_test, y, y_test = _held_out(x, y, test_fraction, seed, "test", source.task)
+        x, x_test, y, y_test = held_out(x, y, test_fraction, seed, "test", source.task)
     else:
         x_test, y_test = source.x_test, source.y_test
-    x_train, x_val, y_train, y_val = _held_out(x, y, val_fraction, seed, "validation", source.task)
+    x_train, x_val, y_train, y_val = held_out(x, y, val_fraction, seed, "validation", source.task)
     return Dataset(
         name=name,
         x_train=source.scaling.apply(x_train),
@@ -391,101 +380,6 @@ def _assemble(name: str, source: _Source, val_fraction: float, test_fraction: fl
         seed=seed,
         task=source.task,
     )
-
-
-def _held_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str, task: Task):
-    """Split off ``fraction`` of the data: stratified by class where every class allows it, at random for
-    regression targets."""
-    from sklearn.model_selection import train_test_split
-
-    n_held = int(np.ceil(len(x) * fraction))
-    if n_held < 1 or len(x) - n_held < 1:
-        raise DataError(f"too few examples ({len(x)}) to hold out a {what} split")
-    if isinstance(y, dict):  # one random split of the examples, every output's targets along
-        kept, held = train_test_split(np.arange(len(x)), test_size=fraction, random_state=seed)
-        return x[kept], x[held], {k: v[kept] for k, v in y.items()}, {k: v[held] for k, v in y.items()}
-    if task != CLASSIFICATION:
-        return train_test_split(x, y, test_size=fraction, random_state=seed)
-    counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 and n_held >= np.count_nonzero(counts) else None
-    if stratify is None:
-        warnings.warn(f"some classes are too rare for a stratified {what} split; splitting at random", stacklevel=3)
-    return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
-
-
-def _images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[0] == 0:
-        raise DataError(f"{path}: {key} must be images shaped (N, H, W) or (N, H, W, C), got {x.shape}")
-    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-        raise DataError(f"{path}: {key} has non-numeric dtype {x.dtype}")
-    bad = int(x.size - np.isfinite(x).sum()) if np.issubdtype(x.dtype, np.floating) else 0
-    if bad:
-        raise DataError(f"{path}: {key} holds {bad:,} NaN or Inf values; clean or impute them before training")
-    return x
-
-
-def _labels(y: np.ndarray, path: Path, key: str) -> np.ndarray:
-    if y.ndim == 2 and y.shape[1] > 1:
-        y = y.argmax(axis=1)  # one-hot
-    y = y.reshape(-1) if y.ndim == 2 else y
-    if y.ndim != 1 or y.size == 0:
-        raise DataError(f"{path}: {key} must be integer labels (N,) or one-hot (N, K), got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0):
-            raise DataError(f"{path}: {key} must hold integer class labels, got {y.dtype}")
-    if y.min() < 0:
-        raise DataError(f"{path}: {key} has negative labels")
-    return y.astype(np.int64)
-
-
-def _targets(y: np.ndarray, path, key: str, task: Task) -> np.ndarray:
-    """Class labels as :func:`_labels` reads them, masks as :func:`_masks` does, or finite float32 regression
-    targets ``(N,)``/``(N, K)``."""
-    if task == CLASSIFICATION:
-        return _labels(y, path, key)
-    if task == SEGMENTATION:
-        return _masks(y, path, key)
-    y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
-    if y.ndim not in (1, 2) or y.size == 0:
-        raise DataError(f"{path}: {key} must be regression targets (N,) or (N, K), got shape {y.shape}")
-    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
-        raise DataError(f"{path}: {key} has non-numeric dtype {y.dtype}")
-    y = y.astype(np.float32)
-    if not np.isfinite(y).all():
-        raise DataError(f"{path}: {key} holds NaN or Inf targets; clean or impute them before training")
-    return y
-
-
-def _masks(y: np.ndarray, path, key: str) -> np.ndarray:
-    """Integer masks ``(N, H, W)``, a class per pixel, from masks with or without a last axis of 1, or one-hot."""
-    if y.ndim == 4:
-        y = y[..., 0] if y.shape[-1] == 1 else y.argmax(axis=-1)
-    if y.ndim != 3 or y.size == 0:
-        raise DataError(f"{path}: {key} must be masks of class labels (N, H, W) or one-hot (N, H, W, K), got "
-                        f"shape {y.shape}")
-    if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0))):
-        raise DataError(f"{path}: {key} must hold integer class labels per pixel, got {y.dtype}")
-    if y.min() < 0:
-        raise DataError(f"{path}: {key} has negative labels")
-    return y.astype(np.int64)
-
-
-def _check_pair(x: np.ndarray, y: np.ndarray, path: Path, split: str) -> None:
-    if len(x) != len(y):
-        raise DataError(f"{path}: {len(x)} images but {len(y)} labels ({split})")
-    if y.ndim == 3 and y.shape[1:] != x.shape[1:3]:
-        raise DataError(f"{path}: images are {x.shape[1]}x{x.shape[2]} but masks {y.shape[1]}x{y.shape[2]} ({split})")
-
-
-def _class_names(names: np.ndarray | None, num_classes: int, path: Path) -> tuple[str, ...]:
-    if names is None:
-        return tuple(str(i) for i in range(num_classes))
-    names = tuple(str(n) for n in np.asarray(names).reshape(-1))
-    if len(names) < num_classes:
-        raise DataError(f"{path}: 'classes' names {len(names)} classes but labels go up to {num_classes - 1}")
-    return names
 
 
 def _scaling_for(x: np.ndarray) -> Scaling:

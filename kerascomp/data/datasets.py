@@ -16,10 +16,11 @@ from typing import Sequence
 
 import numpy as np
 
-from kerascomp.data.dataset import (SPLITS, Dataset, Scaling, _assemble, _images, _labels, _scaling_for, _Source,
+from kerascomp.data._arrays import images, labels
+from kerascomp.data.dataset import (SPLITS, Dataset, Scaling, _assemble, _scaling_for, _Source,
                                     _source_of)
-from kerascomp.errors import DataError, first_line
 from kerascomp.data.shapes import CLASSES as SHAPE_CLASSES, make_shapes
+from kerascomp.errors import DataError, first_line
 from kerascomp.tasks import CLASSIFICATION, REGRESSION, SEGMENTATION, multi_output
 
 __all__ = ["Dataset", "Scaling", "load_data", "SPLITS", "IMAGE_SUFFIXES", "EMBEDDED"]
@@ -214,8 +215,8 @@ def _tfds(name: str) -> _Source:
     x_test = y_test = None
     if "test" in splits:
         x_test, y_test = tfds.as_numpy(builder.as_dataset(split="test", batch_size=-1, as_supervised=True))
-        x_test, y_test = _images(x_test, Path(name), "test"), _labels(y_test, Path(name), "test labels")
+        x_test, y_test = images(x_test, Path(name), "test"), labels(y_test, Path(name), "test labels")
     label = builder.info.supervised_keys[1]
     class_names = tuple(builder.info.features[label].names)
-    x = _images(x, Path(name), "train")
-    return _Source(x, _labels(y, Path(name), "train labels"), class_names, _scaling_for(x), x_test, y_test)
+    x = images(x, Path(name), "train")
+    return _Source(x, labels(y, Path(name), "train labels"), class_names, _scaling_for(x), x_test, y_test)

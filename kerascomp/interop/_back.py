@@ -18,6 +18,7 @@ import numpy as np
 from kerascomp.backend import import_keras3, keras
 from kerascomp.errors import ModelError, first_line
 from kerascomp.files import atomic_path
+from kerascomp.interop._keras3 import max_diff
 
 __all__ = ["save_keras3"]
 
@@ -47,7 +48,7 @@ def save_keras3(model: keras.Model, path: str | os.PathLike, *, output_activatio
     with atomic_path(path) as tmp:
         model3.save(tmp)
         reloaded = keras3.models.load_model(tmp, safe_mode=True, compile=False)
-        diff = float(np.max(np.abs(np.asarray(reloaded.predict(sample, verbose=0)) - expected)))
+        diff = max_diff(reloaded.predict(sample, verbose=0), expected)
         if diff > tolerance:
             raise ModelError(f"the Keras 3 copy differs from the model by {diff:.3g} (> {tolerance:g}); not written")
     return path

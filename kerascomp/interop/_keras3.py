@@ -22,7 +22,7 @@ from kerascomp.backend import import_keras3, keras
 from kerascomp.errors import ModelError, first_line
 from kerascomp.interop._layers import DROPPED, MODEL_CLASSES, SUPPORTED, Untranslatable, translate
 
-__all__ = ["Rebuilt", "unsupported_layers", "load_keras3", "rebuild", "check_parity", "TOLERANCE"]
+__all__ = ["Rebuilt", "unsupported_layers", "load_keras3", "rebuild", "check_parity", "TOLERANCE", "max_diff"]
 
 TOLERANCE = 1e-4  # largest accepted |output difference| between the Keras 3 model and its rebuild
 
@@ -227,16 +227,16 @@ def _twin(layer, state: _State, prefix: str) -> keras.layers.Layer:
 
 def check_parity(model3, built, sample: np.ndarray) -> float:
     """Largest |output difference|; over :data:`TOLERANCE`, a ModelError naming the first layer that differs."""
-    diff = _max_diff(model3(sample, training=False), built.model(sample, training=False))
+    diff = max_diff(model3(sample, training=False), built.model(sample, training=False))
     if diff <= TOLERANCE:
         return diff
 
     layers3 = [layer for layer, _ in built.checkpoints]
     probe = keras.Model(built.model.inputs, [tensor for _, tensor in built.checkpoints])
     for layer, a, b in zip(layers3, _intermediates(model3, layers3, sample), probe(sample, training=False)):
-        if _max_diff(a, b) > TOLERANCE:
+        if max_diff(a, b) > TOLERANCE:
             raise ModelError(f"the tf_keras rebuild differs from the Keras 3 model by {diff:.3g} (> {TOLERANCE:g}); "
-                             f"first at layer {layer.name} ({type(layer).__name__}, max |diff| {_max_diff(a, b):.3g})")
+                             f"first at layer {layer.name} ({type(layer).__name__}, max |diff| {max_diff(a, b):.3g})")
     raise ModelError(f"the tf_keras rebuild differs from the Keras 3 model by {diff:.3g} (> {TOLERANCE:g})")
 
 
@@ -253,7 +253,11 @@ def _intermediates(model3, layers3: list, sample: np.ndarray) -> list:
     return outputs
 
 
-def _max_diff(a, b) -> float:
+def max_diff(a, b) -> float:
+    """Largest |difference| of two outputs, or of the pairs of outputs of a model with several."""
+    if isinstance(a, (list, tuple, dict)):
+        pairs = zip(a.values(), b.values()) if isinstance(a, dict) else zip(a, b)
+        return max(max_diff(x, y) for x, y in pairs)
     return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
 
 

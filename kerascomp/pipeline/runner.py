@@ -29,6 +29,8 @@ from kerascomp.report import technique_plots
 from kerascomp.saving import load, load_with_data, save_model
 from kerascomp.tasks import CLASSIFICATION
 from kerascomp.training import evaluate
+from kerascomp.training.compiled import compiled_as
+from kerascomp.training.compiled import describe as describe_compile
 from kerascomp.training.distillation import FROM_INPUT
 
 __all__ = ["compress_file", "config_from", "default_out", "planned_config", "measurement", "MEASUREMENTS",
@@ -71,7 +73,12 @@ def compress_file(
     kwargs.update(measured)
     if technique.plan is not None and echo is not None:
         echo(technique.plan(model, planned_config(technique, config), **measured))
-    result, metrics, config = _apply(technique, model, meta, data, config, echo, kwargs, strict)
+    own = meta.get("compile") or {}
+    if own and echo is not None:
+        echo(f"fine-tuning as {Path(model_path).name} was compiled: {describe_compile(own)} (cross-entropy stays the "
+             "task's, from logits)")
+    with compiled_as(own):
+        result, metrics, config = _apply(technique, model, meta, data, config, echo, kwargs, strict)
     metrics = {"source": str(model_path), "out": str(out), "params": int(result.count_params()), **metrics}
     side = {**meta, **(extra_meta or {}), **({"model": metrics["model"]} if "model" in metrics else {}),
             "data": data.describe(), "compression": [*meta.get("compression", []), _history_entry(name, config, metrics)]}

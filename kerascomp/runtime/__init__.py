@@ -2,11 +2,13 @@
 
 :mod:`kerascomp.runtime.interpreter` loads and runs a file as a device would;
 :mod:`kerascomp.runtime.kernels` says where each of its nodes runs (XNNPACK
-partitions and the ops left outside them); :mod:`kerascomp.runtime.timing`
+partitions and the ops left outside them); :mod:`kerascomp.runtime.tensors` reads its
+constant tensors and ops without running it; :mod:`kerascomp.runtime.timing`
 times its calls.
 """
 
-from kerascomp.runtime.interpreter import Scaling, TFLiteModel, constant_tensors, load, op_names, softmax
+from kerascomp.runtime.interpreter import Scaling, TFLiteModel, load, softmax
+from kerascomp.runtime.tensors import constant_tensors, op_names
 from kerascomp.runtime.timing import measure_latency
 
 __all__ = ["load", "TFLiteModel", "Scaling", "softmax", "constant_tensors", "op_names", "measure_latency"]

@@ -21,6 +21,7 @@ from kerascomp.errors import ConfigError
 from kerascomp.options import at_least, option
 from kerascomp.tasks import CLASSIFICATION
 from kerascomp.training import distillation
+from kerascomp.training.compiled import own_loss
 from kerascomp.training.distribute import STRATEGIES, get_strategy, precision, to_float32
 
 __all__ = ["TrainConfig", "train", "evaluate", "predict", "user_callbacks"]
@@ -135,7 +136,9 @@ def train(
             fitted, extra = net, {}
             names = output_names(net)
             train_data, val_data, loss = _plain_data(data, config, names)
-            fitted.compile(optimizer=optimizer, loss=loss, metrics=data.task.keras_metrics(data.num_outputs, names))
+            loss, weights = own_loss(loss, names)  # the model file's own, inside compiled_as
+            fitted.compile(optimizer=optimizer, loss=loss, loss_weights=weights,
+                           metrics=data.task.keras_metrics(data.num_outputs, names))
         else:
             from kerascomp.training.distiller import prepare  # the Keras side, imported with TensorFlow
 

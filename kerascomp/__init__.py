@@ -83,13 +83,16 @@ def _technique_exports() -> dict:
 
 def _technique_call(apply, name: str):
     """A technique's ``apply`` as the Python API offers it: under its own name, taking a Keras 3 model in memory
-    (imported as its file would be), feeding the model the input scaling it was loaded with, and passing
-    ``callbacks=[...]`` to every training run inside."""
+    (imported as its file would be), feeding the model the input scaling it was loaded with, fine-tuning with
+    the loss the model was compiled with (as a file's), and passing ``callbacks=[...]`` to every training run
+    inside."""
     saving = _import_module("kerascomp.saving")
 
     def call(model, data, *args, callbacks=(), **kwargs):
+        own = saving.compile_config(model)
         model = saving.as_tf_keras(model, data)
-        with _import_module("kerascomp.training").user_callbacks(callbacks):  # every fit inside hears them
+        with (_import_module("kerascomp.training").user_callbacks(callbacks),  # every fit inside hears them
+              _import_module("kerascomp.training.compiled").compiled_as(own)):
             result, metrics = apply(model, saving.fit_data(model, data), *args, **kwargs)
         saving.carry_scaling(result, model)
         return result, metrics

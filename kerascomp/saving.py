@@ -103,14 +103,18 @@ def load(path: str | os.PathLike, data: Dataset | None = None) -> tuple[keras.Mo
     return model, meta
 
 
-def compile_config(path: str | os.PathLike) -> dict:
-    """The ``loss`` and ``loss_weights`` a ``.keras`` file was compiled with (Keras 3 and tf_keras both keep them
-    in its ``config.json``), read as JSON: nothing in the file runs. Empty for other files and uncompiled models.
+def compile_config(source) -> dict:
+    """The ``loss`` and ``loss_weights`` a ``.keras`` file (Keras 3 and tf_keras both keep them in its
+    ``config.json``, read as JSON: nothing in the file runs) or a model in memory was compiled with. Empty for
+    other files and uncompiled models.
     """
     try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json")).get("compile_config") or {}
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        if hasattr(source, "get_compile_config"):  # a model in memory, Keras 3 or tf_keras
+            config = source.get_compile_config() or {}
+        else:
+            with zipfile.ZipFile(source) as archive:
+                config = json.loads(archive.read("config.json")).get("compile_config") or {}
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
         return {}
     return {key: config[key] for key in ("loss", "loss_weights") if config.get(key) is not None}
 

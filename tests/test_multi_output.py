@@ -168,6 +168,12 @@ def test_fine_tuning_uses_the_loss_and_weights_a_keras3_file_was_compiled_with(t
     digit = next(v for k, v in history.items() if k.endswith("digit_loss") and not k.startswith("val_"))
     assert history["loss"] == pytest.approx(digit, rel=1e-4)  # the centre's weight 0: its loss adds nothing
     assert json.loads((tmp_path / "p.keras.json").read_text())["compile"]["loss_weights"]["centre"] == 0.0
+    import kerascomp  # the Python API reads the compile config of a model in memory as the CLI reads a file's
+
+    _, metrics = kerascomp.prune(model, data, kerascomp.PruneConfig(sparsity=0.5, epochs=1))
+    history = metrics["fine_tune"]["history"]
+    digit = next(v for k, v in history.items() if k.endswith("digit_loss") and not k.startswith("val_"))
+    assert history["loss"] == pytest.approx(digit, rel=1e-4)
 
     regressor = keras3.Model(inp, keras3.layers.Dense(2, name="centre")(features))
     regressor.compile(optimizer="adam", loss="mae")

@@ -160,6 +160,7 @@ summary: {{baseline: teacher_fp32, final: prune_fp32}}
     assert results["prune_fp32"] > 0.85  # measured 0.92 after one pruning epoch
 
 
+@pytest.mark.slow  # 43 s, most of it Keras 3 building MobileNetV2; the quick suite imports smaller Keras 3 models
 def test_mobilenetv2_keras3_through_inspect_convert_and_bench(capsys, tmp_path):
     model3 = keras3.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=4)
     model3.save(tmp_path / "mnv2.keras")

@@ -47,6 +47,7 @@ def local_ray():
         ray.shutdown()
 
 
+@pytest.mark.slow  # 40 s of Ray start-up; the local backend's sweep runs in the quick suite (test_sweep.py)
 def test_ray_sweep_finds_the_local_backends_best_setting_and_resumes(digits, digits_model, tmp_path, local_ray,
                                                                       capsys):
     _, teacher = digits_model

@@ -8,6 +8,7 @@ a test that leaves the session fixtures, the mixed-precision policy or the
 working directory changed fails instead of breaking whichever test runs next.
 """
 
+import json
 import os
 
 import numpy as np
@@ -125,3 +126,22 @@ def _isolated_global_state(request):
             _restore_model(path, model, before)
     # restored above, so only the test that changed something fails, not the ones after it
     assert not problems, "this test " + "; ".join(problems) + " (other tests share it)"
+
+
+@pytest.fixture
+def small_pipeline(tmp_path, capsys):
+    """``run(data, max_drop, teacher, prune)``: a pipeline of a teacher and one prune, their fp32 and int8 files
+    benched (each argument a YAML flow mapping); returns ``report.json``, what it printed and its folder."""
+    from kerascomp.cli import main  # the CLI's imports are the test's, not every test's
+
+    def run(data: str, max_drop: float, teacher: str, prune: str):
+        config = tmp_path / "small.yaml"
+        config.write_text(f"data: {data}\nbudget: {{max_drop: {max_drop}}}\nteacher: {teacher}\nstages:\n"
+                          f"  - prune: {prune}\n"
+                          "  - convert: {name: convert_teacher, models: [teacher], quantize: [fp32]}\n"
+                          "  - convert: {models: [prune], quantize: [int8]}\n  - bench: {runs: 3}\n")
+        out = tmp_path / "run"
+        assert main(["run", str(config), "--out", str(out)]) == 0
+        return json.loads((out / "report.json").read_text()), capsys.readouterr().out, out
+
+    return run

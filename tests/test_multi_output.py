@@ -94,17 +94,11 @@ def test_outputs_are_matched_by_name_through_compression_wrappers_and_mismatches
         models.build("unet", (8, 8, 1), {"a": 2, "b": 1}, width=2, depth=1)
 
 
-def test_a_two_output_pipeline_budgets_the_first_output_and_reports_both(tmp_path, capsys):
-    config = tmp_path / "multi.yaml"
-    config.write_text("data: {spec: digits-multi, val_fraction: 0.25}\nbudget: {max_drop: 50.0}\n"
-                      "teacher: {model: cnn, args: {width: 8, dropout: 0.0}, train: {epochs: 20}}\n"
-                      "stages:\n  - prune: {sparsity: 0.5, epochs: 1}\n"
-                      "  - convert: {name: convert_teacher, models: [teacher], quantize: [fp32]}\n"
-                      "  - convert: {models: [prune], quantize: [int8]}\n  - bench: {runs: 3}\n")
-    out = tmp_path / "run"
-    assert main(["run", str(config), "--out", str(out)]) == 0
-    assert "pp test digit_accuracy drop" in capsys.readouterr().out
-    report = json.loads((out / "report.json").read_text())
+def test_a_two_output_pipeline_budgets_the_first_output_and_reports_both(tmp_path, capsys, small_pipeline):
+    report, printed, out = small_pipeline("{spec: digits-multi, val_fraction: 0.25}", 50.0,
+                                          "{model: cnn, args: {width: 8, dropout: 0.0}, train: {epochs: 20}}",
+                                          "{sparsity: 0.5, epochs: 1}")
+    assert "pp test digit_accuracy drop" in printed
     assert report["dataset"]["heads"] == {"digit": "classification", "centre": "regression"}
     assert report["choice"]["metric"] == "digit_accuracy"
     rows = {r["name"]: r for r in report["results"]}

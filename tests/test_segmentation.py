@@ -103,17 +103,10 @@ def test_a_segmenter_goes_through_prune_qat_auto_convert_bench_and_predict_in_me
         100, abs=0.5)
 
 
-def test_the_segmentation_pipeline_chooses_and_reports_in_mean_iou_with_masks(tmp_path, capsys):
-    config = tmp_path / "segmentation.yaml"
-    config.write_text("data: {spec: shapes}\nbudget: {max_drop: 5.0}\n"
-                      "teacher: {model: unet, args: {width: 4, depth: 1}, train: {epochs: 3, batch_size: 32}}\n"
-                      "stages:\n  - prune: {sparsity: 0.5, epochs: 1}\n"
-                      "  - convert: {name: convert_teacher, models: [teacher], quantize: [fp32]}\n"
-                      "  - convert: {models: [prune], quantize: [int8]}\n  - bench: {runs: 3}\n")
-    out = tmp_path / "run"
-    assert main(["run", str(config), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    report = json.loads((out / "report.json").read_text())
+def test_the_segmentation_pipeline_chooses_and_reports_in_mean_iou_with_masks(tmp_path, capsys, small_pipeline):
+    report, printed, out = small_pipeline(
+        "{spec: shapes}", 5.0, "{model: unet, args: {width: 4, depth: 1}, train: {epochs: 3, batch_size: 32}}",
+        "{sparsity: 0.5, epochs: 1}")
     assert report["dataset"]["task"] == "segmentation" and report["choice"]["metric"] == "mean_iou"
     assert report["summary"]["metric"] == "mean_iou" and "pp test mean_iou drop" in printed
     final = report["final"]

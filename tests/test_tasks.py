@@ -161,18 +161,11 @@ def test_a_regressor_is_distilled_in_its_metric_and_the_gap_runs_the_way_of_an_e
     assert gap_closed(0.2, 0.15, 0.1, higher_is_better=False) is None  # scratch already errs less
 
 
-def test_the_regression_pipeline_chooses_and_reports_in_mae(tmp_path, capsys):
+def test_the_regression_pipeline_chooses_and_reports_in_mae(small_pipeline):
     """configs/regression.yaml in small: the budget, the final choice, the summary and the report read the MAE."""
-    config = tmp_path / "regression.yaml"
-    config.write_text("data: {spec: digits-centroid, val_fraction: 0.25}\nbudget: {max_drop: 1.0}\n"
-                      "teacher: {model: cnn, args: {width: 4}, train: {epochs: 3}}\nstages:\n"
-                      "  - prune: {epochs: 1, distill_from: teacher}\n"
-                      "  - convert: {name: convert_teacher, models: [teacher], quantize: [fp32]}\n"
-                      "  - convert: {models: [prune], quantize: [int8]}\n  - bench: {runs: 3}\n")
-    out = tmp_path / "run"
-    assert main(["run", str(config), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    report = json.loads((out / "report.json").read_text())
+    report, printed, out = small_pipeline("{spec: digits-centroid, val_fraction: 0.25}", 1.0,
+                                          "{model: cnn, args: {width: 4}, train: {epochs: 3}}",
+                                          "{epochs: 1, distill_from: teacher}")
     choice, summary = report["choice"], report["summary"]
     assert report["dataset"]["task"] == "regression" and choice["metric"] == "mae" and choice["chosen"]
     rows = {r["name"]: r for r in report["results"]}

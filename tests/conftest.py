@@ -13,8 +13,15 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from kerascomp.backend import keras, tf
+
+# fuzzing (tests/test_fuzz.py): a fixed-seed quick profile by default, KERASCOMP_FUZZ=long for many more cases
+_FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.register_profile("quick", max_examples=30, derandomize=True, **_FUZZ)
+settings.register_profile("long", max_examples=1000, **_FUZZ)
+settings.load_profile(os.environ.get("KERASCOMP_FUZZ", "quick"))
 
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0],
@@ -145,3 +152,17 @@ def small_pipeline(tmp_path, capsys):
         return json.loads((out / "report.json").read_text()), capsys.readouterr().out, out
 
     return run
+
+
+@pytest.fixture(scope="session")
+def fuzz_tflite(tmp_path_factory) -> bytes:
+    """The bytes of a small int8 ``.tflite`` with two outputs (their names in its signature), to mutate."""
+    from kerascomp.data import load_data
+    from kerascomp.export import export
+    from kerascomp.models import build
+
+    data = load_data("digits-multi")
+    path = tmp_path_factory.mktemp("fuzz") / "two.tflite"
+    export(build("mlp", data.input_shape, data.num_outputs, hidden=(8,)), path, quantize="int8", data=data,
+           min_agreement=0.0)
+    return path.read_bytes()

@@ -10,6 +10,7 @@ export and the edge runtime can feed a deployed model exactly what it saw.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 from typing import Sequence
@@ -34,7 +35,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 def load_data(
-    spec: str,
+    spec: str | os.PathLike,
     *,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
@@ -69,6 +70,7 @@ def load_data(
             from an ``.npz``'s targets when None. Digits, image folders and
             tfds are classification, the embedded specs their own task.
     """
+    spec = os.fspath(spec)  # a path object names a file as its string does
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if not 0.0 < test_fraction < 1.0:

@@ -83,7 +83,9 @@ def load_config(path: str | os.PathLike, overrides: tuple[str, ...] = ()) -> Pip
     if not path.is_file():
         raise ConfigError(f"config not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return parse_config(apply_overrides(raw, overrides))

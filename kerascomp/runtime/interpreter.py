@@ -110,9 +110,12 @@ class TFLiteModel:
                     model_path=self.path, num_threads=threads, experimental_op_resolver_type=_RESOLVERS[op_resolver]
                 )
                 self._interpreter.allocate_tensors()
+                # names are decoded here: a damaged file's are not UTF-8 (UnicodeDecodeError is a ValueError)
+                inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+                signatures = self._interpreter.get_signature_list()
+                self.kernels = kernel_record(self._interpreter, op_resolver)
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.path} is not a usable TFLite model: {first_line(e)}") from None
-        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         if len(inputs) != 1:
             raise ModelError(f"{self.path} has {len(inputs)} inputs; only single-input models are supported")
         side = sidecar_path(self.path)
@@ -120,7 +123,7 @@ class TFLiteModel:
         self.meta = _read_sidecar(side) if self.has_sidecar else meta
         meta = self.meta or {}
         self._input = inputs[0]
-        self.output_names, self._outputs = self._named_outputs(outputs, meta.get("outputs"))
+        self.output_names, self._outputs = self._named_outputs(outputs, signatures, meta.get("outputs"))
         self._output = self._outputs[0]
         self._shape = self._base_shape = tuple(int(d) for d in self._input["shape"])
         self._resizable = True
@@ -131,7 +134,6 @@ class TFLiteModel:
         self.num_classes = self.output_shape[-1]
         self.input_quantization = tuple(self._input["quantization"])
         self.output_quantization = tuple(self._output["quantization"])
-        self.kernels = kernel_record(self._interpreter, op_resolver)
 
         self.class_names = [str(c) for c in meta.get("class_names") or range(self.num_classes)]
         if len(self.class_names) != self.num_classes and not self.output_names:
@@ -143,7 +145,8 @@ class TFLiteModel:
         is_int8 = self.input_dtype in (np.int8, np.uint8)
         self.quantization = meta.get("quantization") or ("int8" if is_int8 else "unknown")
 
-    def _named_outputs(self, outputs: list[dict], order: list[str] | None) -> tuple[list[str], list[dict]]:
+    def _named_outputs(self, outputs: list[dict], signatures: dict,
+                       order: list[str] | None) -> tuple[list[str], list[dict]]:
         """The output tensors in the order of the model's outputs, with their names where there are several.
 
         The converter orders a file's output tensors by its signature's output
@@ -152,7 +155,6 @@ class TFLiteModel:
         """
         if len(outputs) == 1:
             return [], outputs
-        signatures = self._interpreter.get_signature_list()
         if len(signatures) != 1:
             raise ModelError(f"{self.path} has {len(outputs)} outputs but {len(signatures)} signatures to name them")
         named = self._interpreter.get_signature_runner(next(iter(signatures))).get_output_details()

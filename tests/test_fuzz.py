@@ -1,0 +1,135 @@
+"""Fuzzed inputs: configs, .npz files and .tflite files that are not what they claim to be.
+
+The contract: a file is read, or refused with one line (a KerascompError,
+printed by the CLI as ``Error: ...``); never a traceback, a hang or a dead
+process. Hypothesis draws the cases: a fixed-seed quick profile here, a longer
+one with ``KERASCOMP_FUZZ=long`` (see conftest.py); ``--hypothesis-show-statistics``
+lists how many cases each test tried and how many were refused or read.
+"""
+
+import io
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import event, given
+from hypothesis import strategies as st
+
+from kerascomp.data import load_data
+from kerascomp.errors import KerascompError
+from kerascomp.pipeline import load_config
+
+SMOKE = (Path(__file__).parents[1] / "configs" / "smoke.yaml").read_bytes()
+KEYS = ("seed", "data", "spec", "val_fraction", "budget", "max_drop", "teacher", "model", "args", "train", "epochs",
+        "stages", "prune", "qat", "convert", "bench", "models", "quantize", "name", "sparsity", "summary", "baseline",
+        "threads", "runs", "path", "../x", "task")
+
+
+def _read_or_refused(read, path: Path) -> None:
+    """``read(path)`` returns, or raises a one-line KerascompError; anything else fails the test."""
+    try:
+        read(path)
+    except KerascompError as error:
+        assert "\n" not in str(error), str(error)
+        event("refused")
+    else:
+        event("read")
+
+
+def _mutated(data, source: bytes) -> bytes:
+    """``source`` with 1 to 16 bytes overwritten at uniform places (a drawn seed places them: Hypothesis's own
+    integers lean to the file's first bytes, its header)."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    raw = np.frombuffer(source, dtype=np.uint8).copy()
+    count = data.draw(st.integers(1, 16), label="bytes changed")
+    raw[rng.integers(0, len(raw), count)] = rng.integers(0, 256, count)
+    return raw.tobytes()
+
+
+def _write(content: bytes, suffix: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="kerascomp-fuzz-")) / f"case{suffix}"
+    path.write_bytes(content)
+    return path
+
+
+@given(st.data())
+def test_a_mutated_config_is_read_or_refused_in_one_line(data):
+    _read_or_refused(load_config, _write(_mutated(data, SMOKE), ".yaml"))
+
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 300), st.floats(allow_nan=True),
+                     st.text(max_size=12), st.sampled_from(KEYS))
+_documents = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
+                          | st.dictionaries(st.sampled_from(KEYS), inner, max_size=5), max_leaves=20)
+
+
+@given(_documents)
+def test_any_yaml_document_is_read_or_refused_in_one_line(document):
+    _read_or_refused(load_config, _write(yaml.safe_dump(document).encode(), ".yaml"))
+
+
+def test_a_yaml_tag_that_would_build_an_object_is_refused():
+    path = _write(b"seed: !!python/object/apply:os.system ['echo owned']\n", ".yaml")
+    with pytest.raises(KerascompError, match="not valid YAML .*could not determine a constructor"):
+        load_config(path)
+
+
+def _npz(arrays: dict) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+VALID_NPZ = _npz({"x": np.arange(40 * 64, dtype=np.uint8).reshape(40, 8, 8), "y": np.arange(40) % 4})
+
+
+@given(st.data())
+def test_a_mutated_npz_is_read_or_refused_in_one_line(data):
+    _read_or_refused(load_data, _write(_mutated(data, VALID_NPZ), ".npz"))
+
+
+_dtypes = st.sampled_from(["uint8", "int64", "float32", "float16", "bool", "complex64", "<U2", "object"])
+_shapes = st.lists(st.integers(0, 9), min_size=0, max_size=4).map(tuple)
+
+
+@st.composite
+def _arrays(draw):
+    arrays = {}
+    for key in draw(st.lists(st.sampled_from(["x", "y", "x_train", "y_train", "x_test", "y_test", "y_a", "y_b",
+                                              "classes"]), min_size=1, max_size=5, unique=True)):
+        dtype, shape = draw(_dtypes), draw(_shapes)
+        values = np.random.default_rng(len(arrays)).integers(0, 4, size=shape)
+        arrays[key] = values.astype(object) if dtype == "object" else values.astype(dtype)
+    return arrays
+
+
+@given(_arrays())
+def test_an_npz_of_any_arrays_is_read_or_refused_in_one_line(arrays):
+    _read_or_refused(load_data, _write(_npz(arrays), ".npz"))
+
+
+_RUN = """
+import sys, numpy as np
+from kerascomp import runtime
+from kerascomp.errors import KerascompError
+try:
+    model = runtime.load(sys.argv[1])
+    model.predict(np.zeros((2, *[d or 1 for d in model.input_shape]), np.float32))
+except KerascompError as error:
+    print("Error:", error)
+    sys.exit(1)
+"""
+
+
+@given(data=st.data())
+def test_a_mutated_tflite_runs_or_is_refused_and_never_kills_its_process(data, fuzz_tflite):
+    """In a child process, so that a crash would be seen, not suffered: exit 0, or 1 with one Error line."""
+    path = _write(_mutated(data, fuzz_tflite), ".tflite")
+    child = subprocess.run([sys.executable, "-c", _RUN, str(path)], capture_output=True, text=True, timeout=60)
+    assert child.returncode in (0, 1), f"exit {child.returncode}: {child.stderr[-400:]}"
+    assert child.returncode == 0 or child.stdout.startswith("Error:") and "Traceback" not in child.stderr
+    event("ran" if child.returncode == 0 else "refused")

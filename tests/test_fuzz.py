@@ -133,3 +133,19 @@ def test_a_mutated_tflite_runs_or_is_refused_and_never_kills_its_process(data, f
     assert child.returncode in (0, 1), f"exit {child.returncode}: {child.stderr[-400:]}"
     assert child.returncode == 0 or child.stdout.startswith("Error:") and "Traceback" not in child.stderr
     event("ran" if child.returncode == 0 else "refused")
+
+
+def test_a_tflite_whose_dimensions_ask_for_gigabytes_is_refused_before_any_allocation(fuzz_tflite):
+    """A damaged dimension would make the interpreter ask for terabytes and the OOM killer end the process."""
+    import struct
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    from kerascomp import runtime
+
+    tensor = schema.Model.GetRootAs(fuzz_tflite, 0).Subgraphs(0).Tensors(0)
+    shape_at = tensor._tab.Vector(tensor._tab.Offset(4))  # the first tensor's shape vector (vtable slot 4)
+    raw = bytearray(fuzz_tflite)
+    struct.pack_into("<i", raw, shape_at + 4, 1 << 30)  # its second dimension: 2**30
+    with pytest.raises(KerascompError, match=r"declares a tensor of shape \(1, 1073741824, 8, 1\)"):
+        runtime.load(_write(bytes(raw), ".tflite"))

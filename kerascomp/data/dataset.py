@@ -295,7 +295,7 @@ def _multi_source(arrays: dict, path, heads: list[str], task: str | None, scalin
     """Targets for several outputs, each checked as its own task (inferred from its targets)."""
     if task not in (None, "multi-output"):
         raise DataError(f"{path} holds targets for {len(heads)} outputs ({_names(heads)}): task {task!r} names one")
-    split = "x_train" in arrays
+    split = {"x_train", "x_test"} <= arrays.keys()  # as head_names reads it
     x = images(np.asarray(arrays["x_train" if split else "x"]), path, "x_train" if split else "x")
     x_test = images(np.asarray(arrays["x_test"]), path, "x_test") if split else None
     kinds, y, y_test = {}, {}, {}

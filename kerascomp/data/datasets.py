@@ -138,7 +138,8 @@ def _npz(path: Path, task: str | None) -> _Source:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, EOFError) as exc:
+        # a damaged archive: bad CRC, an unknown compression method, a truncated member
         raise DataError(f"cannot read {path} as .npz: {first_line(exc)}") from None
     return _source_of(arrays, path, task)
 

@@ -36,6 +36,7 @@ from kerascomp.data import Scaling  # one definition; kerascomp.data imports no 
 from kerascomp.errors import ConfigError, ModelError, first_line
 from kerascomp.files import scaling_of, sidecar_path
 from kerascomp.runtime.kernels import kernel_record
+from kerascomp.runtime.tensors import check_sizes
 
 __all__ = ["load", "TFLiteModel", "Scaling", "softmax"]
 
@@ -104,6 +105,7 @@ class TFLiteModel:
         if not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
         self.threads = threads
+        check_sizes(self.path)
         try:
             with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on stderr
                 self._interpreter = Interpreter(

@@ -11,12 +11,14 @@ import os
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
-from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from kerascomp.errors import ModelError, first_line
-from kerascomp.runtime.interpreter import _RESOLVERS
 
-__all__ = ["constant_tensors", "op_names"]
+__all__ = ["constant_tensors", "op_names", "check_sizes", "MAX_TENSOR_BYTES"]
+
+_BUILTIN = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # no delegate: reading, not timing
+MAX_TENSOR_BYTES = 2**31  # no tensor of a model a device runs is 2 GiB; a damaged file's dimensions can ask for more
 
 _DTYPES = {
     schema.TensorType.FLOAT32: np.float32,
@@ -65,7 +67,7 @@ def constant_tensors(path: str | os.PathLike) -> list[np.ndarray]:
     try:
         with open(path, "rb") as f:
             data = f.read()
-        Interpreter(model_content=data, experimental_op_resolver_type=_RESOLVERS["builtin"])  # the verifier
+        Interpreter(model_content=data, experimental_op_resolver_type=_BUILTIN)  # the verifier
     except OSError as e:
         raise ModelError(f"cannot read {path}: {e.strerror}") from None
     except ValueError as e:
@@ -124,6 +126,24 @@ def _zero_point(quant, ndim: int) -> np.ndarray | int:
 
 def op_names(path: str | os.PathLike) -> list[str]:
     """The op of every node of a ``.tflite`` file, in execution order, before any delegate takes them."""
-    interpreter = Interpreter(model_path=os.fspath(path), experimental_op_resolver_type=_RESOLVERS["builtin"])
+    interpreter = Interpreter(model_path=os.fspath(path), experimental_op_resolver_type=_BUILTIN)
     interpreter.allocate_tensors()
     return [op["op_name"] for op in interpreter._get_ops_details()]  # the only view of the nodes in the Python API
+
+
+def check_sizes(path: str | os.PathLike) -> None:
+    """ModelError where a tensor of the file declares more than :data:`MAX_TENSOR_BYTES`, before the interpreter
+    allocates it: a damaged dimension would otherwise ask the machine for terabytes and the process be killed.
+    A file that is not a flatbuffer at all is left to the interpreter's own verifier."""
+    try:
+        with open(path, "rb") as handle:
+            model = schema.Model.GetRootAs(handle.read(), 0)
+        shapes = [model.Subgraphs(g).Tensors(t).ShapeAsNumpy() for g in range(model.SubgraphsLength())
+                  for t in range(model.Subgraphs(g).TensorsLength())]
+    except Exception:  # noqa: BLE001 (the generated reader fails on damage in many ways: the verifier names it)
+        return
+    for shape in shapes:
+        if isinstance(shape, np.ndarray) and shape.size and \
+                float(np.prod(np.maximum(shape.astype(np.float64), 1))) * 8 > MAX_TENSOR_BYTES:
+            raise ModelError(f"{path} declares a tensor of shape {tuple(int(d) for d in shape)}: not a model a "
+                             "device can run (a damaged file?)")

@@ -177,6 +177,7 @@ def predict(artifact, inputs, top_k, threads):
     if Path(artifact).suffix != ".tflite":
         raise click.UsageError(f"predict runs a .tflite file on the edge runtime; convert {artifact} first: "
                                f"kerascomp convert {artifact} --out {Path(artifact).stem}.tflite")
+    runtime.trial_run(artifact)  # a damaged file crashes a child, not this process
     model = runtime.load(artifact, threads=threads)
     trained = (model.meta or {}).get("input_range")
     warned = False
@@ -216,6 +217,9 @@ def bench(artifacts, data_spec, val_fraction, image_size, color_mode, seed, thre
     """Benchmark .keras/.tflite/.onnx artifacts: size, gzip, params, accuracy, latency."""
     thread_counts = numbers(threads, "--threads", int, "1,2")
     data = load_data(data_spec, val_fraction, image_size, color_mode, seed)
+    for artifact in artifacts:
+        if Path(artifact).suffix == ".tflite" and Path(artifact).is_file():
+            runtime.trial_run(artifact)  # a damaged file crashes a child, not this process
     document = benchmark.bench(artifacts, data, threads=thread_counts, runs=runs, warmup=warmup, op_resolver=op_resolver)
     click.echo(results_table(document["results"]))
     kernels = kernel_table(document["results"])

@@ -41,7 +41,7 @@ def trial_run(path: str | os.PathLike) -> None:
 def _main(path: str) -> None:
     import numpy as np  # the child's own imports: the edge runtime only
 
-    from kerascomp.runtime.interpreter import load
+    from kerascomp.runtime.interpreter import load  # in the child: the parent never loads LiteRT for this
 
     try:
         model = load(path)

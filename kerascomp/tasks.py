@@ -18,7 +18,7 @@ import numpy as np
 
 from kerascomp.errors import ConfigError
 
-__all__ = ["Task", "TASKS", "CLASSIFICATION", "REGRESSION", "SEGMENTATION", "MULTI_OUTPUT", "get_task",
+__all__ = ["Task", "TASKS", "METRICS", "CLASSIFICATION", "REGRESSION", "SEGMENTATION", "MULTI_OUTPUT", "get_task",
            "multi_output", "task_of", "task_of_metric", "infer_task", "classifiers_only", "single_output", "per_class_iou"]
 
 
@@ -112,8 +112,7 @@ class Task:
     def amount(self, drop: float, signed: bool = False, unit: bool = True) -> str:
         """A drop or difference in budget units: ``-0.70 pp`` of accuracy, ``0.0123`` of MAE (``unit`` False:
         the number alone, for a table whose header names the unit)."""
-        text = f"{drop:+.2f}" if signed and self.percent else f"{drop:.2f}" if self.percent else (
-            f"{drop:+.4g}" if signed else f"{drop:.4g}")
+        text = format(drop, ("+" if signed else "") + (".2f" if self.percent else ".4g"))
         return f"{text} pp" if self.percent and unit else text
 
     def budget(self, max_drop: float) -> str:
@@ -141,6 +140,7 @@ CLASSIFICATION = Task("classification", "accuracy", True, "pp", "classes")
 REGRESSION = Task("regression", "mae", False, "", "regression targets")
 SEGMENTATION = Task("segmentation", "mean_iou", True, "pp", "classes per pixel")
 TASKS = {task.name: task for task in (CLASSIFICATION, REGRESSION, SEGMENTATION)}
+METRICS = tuple(task.metric for task in TASKS.values())  # what a history logs; an output's as digit_accuracy
 MULTI_OUTPUT = "multi-output"  # a task made of one per output: see multi_output
 _OTHER_TASKS_TAKE = "train, prune, cluster, qat, shrink, distill, convert, bench and run"  # beyond classification
 _SEVERAL_OUTPUTS_TAKE = "train, prune, cluster, qat, shrink, convert to .tflite, bench and run"

@@ -140,7 +140,7 @@ def _shown(output, task: str, class_names) -> str:
     if task == "segmentation":
         shares = np.bincount(output.argmax(-1).ravel(), minlength=len(class_names)) / output[..., 0].size
         return ", ".join(f"{label} {share:.1%}" for label, share in zip(class_names, shares) if share)
-    probabilities = np.exp(output - output.max()) / np.exp(output - output.max()).sum()
+    probabilities = runtime.softmax(output)
     return f"{int(probabilities.argmax())} {probabilities.max():.3f}"
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from kerascomp.files import atomic_path
 from kerascomp.report.tables import _metric, _short, classification_details, segmentation_details
-from kerascomp.tasks import TASKS, task_of_metric
+from kerascomp.tasks import METRICS, task_of_metric
 
 __all__ = ["plot_tradeoff", "label_lifts", "pareto_front", "pyplot", "save_figure", "plot_training_curves",
            "plot_epoch_times", "plot_confusion_matrix", "plot_sweep", "plot_swap", "plot_search", "plot_predictions",
@@ -102,8 +102,7 @@ def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]],
     """
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    metrics = tuple(task.metric for task in TASKS.values())  # an output's carries its name: digit_accuracy
-    metric = next((k for h in histories.values() for k in h if not k.startswith("val_") and k.endswith(metrics)),
+    metric = next((k for h in histories.values() for k in h if not k.startswith("val_") and k.endswith(METRICS)),
                   "accuracy")
     for (name, history), colour in zip(histories.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
         for ax, key in zip(axes, (metric, "loss")):

@@ -7,17 +7,16 @@ import time
 
 from kerascomp.backend import keras
 from kerascomp.console import echo
-from kerascomp.tasks import TASKS
+from kerascomp.tasks import METRICS
 
 __all__ = ["EpochTimer", "EpochLog", "KeepBest"]
 
-_METRICS = tuple(task.metric for task in TASKS.values())
 
 
 def shown(logs: dict) -> list[str]:
     """An epoch line's numbers, in order: the loss and the task's metric (every output's, ``digit_accuracy``),
     then the same on validation."""
-    train = ["loss"] + [k for k in logs if not k.startswith("val_") and k.endswith(_METRICS)]
+    train = ["loss"] + [k for k in logs if not k.startswith("val_") and k.endswith(METRICS)]
     return [k for k in train + [f"val_{k}" for k in train] if k in logs]
 
 

@@ -4,7 +4,7 @@ The CLI turns every :class:`KerascompError` into one ``Error:`` line and a
 non-zero exit; anything else is a bug and keeps its traceback for debugging.
 """
 
-__all__ = ["KerascompError", "DataError", "ModelError", "Unreachable", "ConfigError", "first_line"]
+__all__ = ["KerascompError", "DataError", "ModelError", "Unreachable", "ConfigError", "Interrupted", "first_line"]
 
 
 class KerascompError(Exception):
@@ -28,6 +28,19 @@ class Unreachable(ModelError):
 
 class ConfigError(KerascompError, ValueError):
     """A configuration value that is missing, unknown or out of range."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the work: the message says what was kept and how to go on.
+
+    A ``KeyboardInterrupt`` still, so code that lets Ctrl-C through lets this through. ``kept`` carries what
+    the interrupted step can hand on (a search's strongest passing model) to the layer that knows where to
+    write it.
+    """
+
+    def __init__(self, message: str = "interrupted", kept: object = None):
+        super().__init__(message)
+        self.kept = kept
 
 
 def first_line(exc: BaseException, prefer: str | None = None) -> str:

@@ -7,27 +7,34 @@ reader of the input scaling it records.
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from kerascomp.errors import KerascompError
 
-__all__ = ["atomic_path", "one_writer", "sidecar_path", "scaling_of", "write_json", "file_sha256", "LOCK_FILE"]
+__all__ = ["atomic_path", "write_bytes", "one_writer", "sidecar_path", "scaling_of", "write_json", "file_sha256", "LOCK_FILE"]
 
 LOCK_FILE = ".kerascomp.lock"
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over the file size limit
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, needs: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
     The temporary name keeps the final suffix because Keras picks the save
     format from it. On any exception the temporary file is removed and ``path``
-    is left as it was.
+    is left as it was. A full disk is one :class:`KerascompError` naming the
+    file and the space: ``needs`` bytes where the writer knows them, else what
+    was written before the disk filled.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,9 +45,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if not _full(exc):
+            raise
+        wanted = _amount(needs) if needs else f"over {_amount(tmp.stat().st_size if tmp.exists() else 0)}"
+        tmp.unlink(missing_ok=True)  # before counting what is free: the part written is given back
+        raise KerascompError(f"no space left writing {path}: it needs {wanted}, "
+                             f"{_amount(shutil.disk_usage(path.parent).free)} free there; {path.name} was not written "
+                             "(free space, then run it again; a pipeline goes on with --resume)") from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _full(exc: OSError) -> bool:
+    """A write that failed for space; writers that wrap the C error (h5py, zipfile) keep only its words."""
+    return exc.errno in FULL or "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+
+
+def _amount(size: int) -> str:
+    """Bytes as a person reads them, in the KB (1,024 bytes) of kerascomp's tables."""
+    return f"{size:,} bytes" if size < 10_240 else f"{size / 2**20:,.2f} MB" if size >= 2**20 else f"{size / 2**10:,.1f} KB"
 
 
 @contextlib.contextmanager
@@ -106,10 +131,16 @@ def scaling_of(meta: dict | None) -> dict | None:
     return meta.get("scaling") or (meta.get("data") or {}).get("scaling")
 
 
+def write_bytes(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write ``data`` (text as UTF-8) atomically; a full disk is told with the bytes it needs."""
+    data = data.encode() if isinstance(data, str) else data
+    with atomic_path(path, needs=len(data)) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_json(path: str | os.PathLike, data: object) -> None:
     """Write ``data`` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    write_bytes(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -15,7 +15,7 @@ from kerascomp.cli.common import data_options, json_option, model_and_data, numb
 from kerascomp.cli.options import click_options
 from kerascomp.compress import sensitivity as scan
 from kerascomp.compress.distill import StudentConfig
-from kerascomp.files import atomic_path, write_json
+from kerascomp.files import write_bytes, write_json
 from kerascomp.report import plot_sensitivity, plot_sweep, sensitivity_table
 from kerascomp.saving import check_output_path
 
@@ -62,8 +62,7 @@ def sweep(teacher_path, data_spec, val_fraction, image_size, color_mode, seed, g
                            compare_scratch=not no_scratch, progress=click.echo, backend=backend,
                            ray=ray_options if backend == "ray" else None)
     table = sweeping.sweep_table(state)
-    with atomic_path(out / "sweep.md") as tmp:
-        tmp.write_text(table + "\n")
+    write_bytes(out / "sweep.md", table + "\n")
     plot_sweep(state["points"], plot_path, teacher_accuracy=state["teacher_accuracy"])
     click.echo(table)
     click.echo(f"-> {json_path}, {out / 'sweep.md'}, {plot_path}")

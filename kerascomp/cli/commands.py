@@ -7,7 +7,9 @@ logic of their own. TensorFlow is imported inside commands only, so
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 
 from pathlib import Path
@@ -316,17 +318,21 @@ def train_command() -> click.Command:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI: bad input gives one ``Error:`` line (exit 2 for usage, 1 for input), never a traceback."""
+    stopped_by = []
     try:
-        code = cli.main(args=argv, prog_name="kerascomp", standalone_mode=False)
+        with _terminate_as_interrupt(stopped_by):
+            code = cli.main(args=argv, prog_name="kerascomp", standalone_mode=False)
     except click.UsageError as exc:
         click.echo(f"Error: {exc.format_message()}", err=True)
         return 2
     except click.ClickException as exc:
         click.echo(f"Error: {exc.format_message()}", err=True)
         return exc.exit_code
-    except (click.Abort, KeyboardInterrupt):
-        click.echo("Error: interrupted", err=True)
-        return 130
+    except (click.Abort, KeyboardInterrupt) as exc:
+        said = str(exc.__cause__ or "") if isinstance(exc, click.Abort) else str(exc)  # click wraps Ctrl-C in Abort
+        signum = stopped_by[-1] if stopped_by else signal.SIGINT
+        click.echo(f"Error: stopped by {signal.Signals(signum).name}" + (f": {said}" if said else ""), err=True)
+        return 128 + signum
     except KerascompError as exc:
         click.echo(f"Error: {exc}", err=True)
         return 1
@@ -341,6 +347,25 @@ def main(argv: list[str] | None = None) -> int:
                    err=True)
         return 1
     return code if isinstance(code, int) else 0
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt(stopped_by: list):
+    """SIGTERM (a scheduler, ``kill``, a container stopping) unwinds like Ctrl-C: atomic writes roll back, the
+    folder's lock is let go and the message says how to resume, where the default would end the process at once."""
+    def interrupt(signum, frame):
+        stopped_by.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        before = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (a host that runs the CLI in a thread): leave signals to it
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ two failures in a row, at one clearly over the budget (more than twice
 it), or at a step the model cannot reach (:class:`~kerascomp.errors.Unreachable`:
 a shrink below its smallest form), which ends the ladder. One bisection step between the strongest pass and the failed step above
 it refines the answer. Every try is recorded and the strongest passing model
-is kept.
+is kept, also when Ctrl-C or SIGTERM stops the climb (:class:`~kerascomp.errors.Interrupted`
+carries it, with the tries so far, to whoever saves it).
 
 The budget is in percentage points of *validation* accuracy below the
 baseline (the model before any compression); the test split plays no part.
@@ -33,7 +34,7 @@ import numpy as np
 from kerascomp.budget import check
 from kerascomp.compress.registry import Technique
 from kerascomp.data import Dataset
-from kerascomp.errors import Unreachable
+from kerascomp.errors import Interrupted, Unreachable
 from kerascomp.tasks import CLASSIFICATION
 
 __all__ = ["search", "weights_gzip_bytes"]
@@ -86,27 +87,34 @@ def search(technique: Technique, model, data: Dataset, config, *, max_drop: floa
              + ("pass" if record["passed"] else "fail"))
         return result, metrics, record["passed"]
 
-    for value in strength.steps:
-        warm = strength.warm_start and best[1] is not None
-        result, metrics, passed = attempt(value, best[1] if warm else model, warm)
-        if passed:
-            best, first_fail = (value, result, metrics), None
-            continue
-        # two fails in a row, one clearly over, or the end of what the model can reach
-        stop = passed is None or first_fail is not None or tries[-1]["drop"] > 2 * max_drop
-        first_fail = value if first_fail is None else first_fail
-        if stop:
-            break
-    if best[1] is not None and first_fail is not None:
-        middle = strength.between(best[0], first_fail)
-        if middle is not None:
-            warm = strength.warm_start
-            result, metrics, passed = attempt(middle, best[1] if warm else model, warm)
+    def outcome():
+        """(strongest passing model or None, its metrics, the search record): at the end, or where stopped."""
+        record = {"field": strength.field, "metric": task.metric, "max_drop": max_drop, "baseline_val": baseline,
+                  "tries": tries, "chosen": best[0], "unreachable": unreachable or None}
+        if task == CLASSIFICATION:  # the names report.json has always used
+            record.update(max_drop_pp=max_drop, baseline_val_accuracy=baseline)
+        metrics = {**best[2], "baseline": inputs["baseline"]} if best[2] is not None else {}
+        return best[1], metrics, record
+
+    try:
+        for value in strength.steps:
+            warm = strength.warm_start and best[1] is not None
+            result, metrics, passed = attempt(value, best[1] if warm else model, warm)
             if passed:
-                best = (middle, result, metrics)
-    record = {"field": strength.field, "metric": task.metric, "max_drop": max_drop, "baseline_val": baseline,
-              "tries": tries, "chosen": best[0], "unreachable": unreachable or None}
-    if task == CLASSIFICATION:  # the names report.json has always used
-        record.update(max_drop_pp=max_drop, baseline_val_accuracy=baseline)
-    metrics = {**best[2], "baseline": inputs["baseline"]} if best[2] is not None else {}
-    return best[1], metrics, record
+                best, first_fail = (value, result, metrics), None
+                continue
+            # two fails in a row, one clearly over, or the end of what the model can reach
+            stop = passed is None or first_fail is not None or tries[-1]["drop"] > 2 * max_drop
+            first_fail = value if first_fail is None else first_fail
+            if stop:
+                break
+        if best[1] is not None and first_fail is not None:
+            middle = strength.between(best[0], first_fail)
+            if middle is not None:
+                warm = strength.warm_start
+                result, metrics, passed = attempt(middle, best[1] if warm else model, warm)
+                if passed:
+                    best = (middle, result, metrics)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{technique.name}: search stopped after {len(tries)} tries", kept=outcome()) from None
+    return outcome()

@@ -106,7 +106,7 @@ def to_tflite(
     else:
         flatbuffer = _convert(model, quantize, calibration, int8_io, batch_size)
     sample = _default_sample(model) if sample is None else sample
-    with atomic_path(path) as tmp:
+    with atomic_path(path, needs=len(flatbuffer)) as tmp:
         tmp.write_bytes(flatbuffer)
         logits = (run_isolated if quantize in ISOLATED_MODES else run_file)(tmp, sample, quantize)
         report["verification"] = check(compare(_outputs(model, sample), logits),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kerascomp.budget import metric_of
 from kerascomp.errors import ConfigError
-from kerascomp.files import atomic_path, write_json
+from kerascomp.files import write_bytes, write_json
 from kerascomp.report import (
     kernel_table,
     plot_confusion_matrix,
@@ -66,8 +66,7 @@ def _render(document: dict, out: Path) -> Path:
     sections.append(_stages_section(document, plots, task))
     sections.append(_final_section(document.get("final") or {}, plots))
     markdown = "\n\n".join(s for s in sections if s) + "\n"
-    with atomic_path(out / "report.md") as tmp:
-        tmp.write_text(markdown)
+    write_bytes(out / "report.md", markdown)
     return out / "report.md"
 
 

@@ -20,7 +20,7 @@ from kerascomp import __version__
 from kerascomp.budget import OBJECTIVES, choose_within, metric_of, tie_words
 from kerascomp.console import echo
 from kerascomp.data import load_data
-from kerascomp.errors import ConfigError
+from kerascomp.errors import ConfigError, Interrupted
 from kerascomp.tasks import CLASSIFICATION, Task
 from kerascomp.files import one_writer, write_json
 from kerascomp.pipeline.config import PipelineConfig, StageSpec, TeacherSpec, load_config
@@ -56,7 +56,12 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, out: str | os.PathL
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with one_writer(out):
-        return _run(config, out, resume, verbose)
+        try:
+            return _run(config, out, resume, verbose)
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM through the CLI: say what is kept and how to go on
+            finished = ", ".join(_read_state(out)) or "none"
+            raise Interrupted(f"{str(stop) or 'interrupted'}; finished stages kept in {out / STATE_FILE}: {finished}; "
+                              "run it again with --resume to go on from there") from None
 
 
 def _run(config: PipelineConfig, out: Path, resume: bool, verbose: int) -> dict:

@@ -21,7 +21,7 @@ from kerascomp.budget import baseline_val, check
 from kerascomp.compress import registry
 from kerascomp.compress.search import search
 from kerascomp.data import Dataset
-from kerascomp.errors import ConfigError, ModelError
+from kerascomp.errors import ConfigError, Interrupted, ModelError
 from kerascomp.files import sidecar_path, write_json
 from kerascomp.interop import save_keras3
 from kerascomp.options import option_fields
@@ -34,7 +34,7 @@ from kerascomp.training.compiled import describe as describe_compile
 from kerascomp.training.distillation import FROM_INPUT
 
 __all__ = ["compress_file", "config_from", "default_out", "planned_config", "measurement", "MEASUREMENTS",
-           "SAVE_FORMATS", "output_format"]
+           "SAVE_FORMATS", "output_format", "interrupted_path"]
 
 
 def compress_file(
@@ -77,12 +77,24 @@ def compress_file(
     if own and echo is not None:
         echo(f"fine-tuning as {Path(model_path).name} was compiled: {describe_compile(own)} (cross-entropy stays the "
              "task's, from logits)")
+    kept = interrupted_path(out)
     with compiled_as(own):
-        result, metrics, config = _apply(technique, model, meta, data, config, echo, kwargs, strict)
+        try:
+            result, metrics, config = _apply(technique, model, meta, data, config, echo, kwargs, strict)
+        except Interrupted as stop:
+            if stop.kept is None or stop.kept[0] is None:
+                raise
+            result, metrics, record = stop.kept
+            config = technique.strength.set(config, record["chosen"])
+            _save(result, kept, _side(name, meta, extra_meta, data, config, {**metrics, "search": record}), meta, data,
+                  fmt, fallback=save_format == "auto", echo=echo)
+            raise Interrupted(f"{stop}; the strongest model within the budget so far ({record['field']}="
+                              f"{record['chosen']}) is kept in {kept}") from None
     metrics = {"source": str(model_path), "out": str(out), "params": int(result.count_params()), **metrics}
-    side = {**meta, **(extra_meta or {}), **({"model": metrics["model"]} if "model" in metrics else {}),
-            "data": data.describe(), "compression": [*meta.get("compression", []), _history_entry(name, config, metrics)]}
-    _save(result, out, side, meta, data, fmt, fallback=save_format == "auto", echo=echo)
+    _save(result, out, _side(name, meta, extra_meta, data, config, metrics), meta, data, fmt,
+          fallback=save_format == "auto", echo=echo)
+    for stale in (kept, sidecar_path(kept)):  # an earlier interrupted search's keep: this result supersedes it
+        stale.unlink(missing_ok=True)
     metrics["summary"] = ("input passed on unchanged: no setting held the budget" if metrics.get("unchanged")
                           else technique.summary(metrics))
     if plots_dir is not None:
@@ -176,6 +188,19 @@ def planned_config(technique: registry.Technique, config: object) -> object:
 
 def _warn(echo, message: str) -> None:
     (echo or warnings.warn)(f"Warning: {message}")
+
+
+def interrupted_path(out: str | os.PathLike) -> Path:
+    """Where a search stopped by Ctrl-C keeps its strongest passing model: beside ``out``, never as ``out``
+    (a resumed run must not take a half-climbed search for a finished stage)."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.interrupted{out.suffix}")
+
+
+def _side(name: str, meta: dict, extra_meta: dict | None, data: Dataset, config: object, metrics: dict) -> dict:
+    """The result's sidecar: the input's metadata, the data it was tuned on and one more history entry."""
+    return {**meta, **(extra_meta or {}), **({"model": metrics["model"]} if "model" in metrics else {}),
+            "data": data.describe(), "compression": [*meta.get("compression", []), _history_entry(name, config, metrics)]}
 
 
 def _history_entry(name: str, config: object, metrics: dict) -> dict:

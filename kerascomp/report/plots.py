@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from kerascomp.files import atomic_path
+from kerascomp.files import write_bytes
 from kerascomp.report.tables import _metric, _short, classification_details, segmentation_details
 from kerascomp.tasks import METRICS, task_of_metric
 
@@ -85,10 +86,12 @@ def pyplot():
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:
-    """Write ``fig`` to ``path`` atomically, then free it."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
+    """Write ``fig`` to ``path`` atomically, then free it (drawn in memory first, so a full disk is told the
+    figure's size)."""
+    image = io.BytesIO()
+    fig.savefig(image, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     pyplot().close(fig)
+    write_bytes(path, image.getvalue())
 
 
 def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], path: str | os.PathLike,

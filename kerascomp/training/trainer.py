@@ -146,7 +146,7 @@ def train(
                                                           distill, config, teacher_outputs)
             fitted.compile(optimizer=optimizer)
     # defines Keras classes, so importing it imports TensorFlow: on use
-    from kerascomp.training.callbacks import EpochLog, EpochTimer
+    from kerascomp.training.callbacks import EpochLog, EpochTimer, StopOnSignal
 
     timer = EpochTimer()
     progress = [EpochLog(config.epochs)] if config.verbose else []
@@ -155,7 +155,7 @@ def train(
         train_data,
         validation_data=val_data,
         epochs=config.epochs,
-        callbacks=[timer, stop, *progress, *(callbacks or []), *_USER_CALLBACKS.get()],
+        callbacks=[timer, stop, *progress, *(callbacks or []), *_USER_CALLBACKS.get(), StopOnSignal()],
         verbose=0,  # EpochLog writes one short line per epoch instead of Keras's bar
     )
     if config.mixed_precision:

@@ -10,6 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,6 +79,46 @@ def test_ray_sweep_finds_the_local_backends_best_setting_and_resumes(digits, dig
     assert again["points"] == remote["points"]
 
 
+def _kill_first_trial(stop: threading.Event, killed: list) -> None:
+    """SIGKILL the first Ray trial process a little after it starts (found by the title Ray gives it)."""
+    while not stop.is_set() and not killed:
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
+            except OSError:
+                continue
+            if title.startswith("ray::") and ("ImplicitFunc" in title or "_trial" in title):
+                time.sleep(3)  # into its training
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(title)
+                return
+        time.sleep(0.2)
+
+
+@pytest.mark.slow  # a minute of Ray
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds Ray's trial processes in /proc")
+def test_a_killed_ray_trial_starts_over_and_the_table_equals_an_undisturbed_sweep(digits, digits_model, tmp_path,
+                                                                                   local_ray):
+    _, teacher = digits_model
+    grid = {"temperature": (4.0,), "student.width": (4,)}
+    local = sweeping.sweep(teacher, digits, grid, tmp_path / "local" / "sweep.json", train_config=BUDGET,
+                           compare_scratch=False)
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_first_trial, args=(stop, killed), daemon=True)
+    killer.start()
+    try:
+        with _deadline(300):
+            remote = sweeping.sweep(teacher, digits, grid, tmp_path / "ray" / "sweep.json", train_config=BUDGET,
+                                    compare_scratch=False, backend="ray",
+                                    ray={"address": None, "scheduler": "none", "cpus_per_trial": 1,
+                                         "gpus_per_trial": 0, "retries": 1})
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no trial process was found to kill"
+    assert [p["student_accuracy"] for p in remote["points"]] == [p["student_accuracy"] for p in local["points"]]
+
+
 def test_a_trial_holds_tensorflow_to_its_reserved_cpus():
     code = ("from kerascomp.training.distribute import limit_threads; limit_threads(1); "
             "from kerascomp.backend import tf; tf.constant(1.0) + 1.0; "
@@ -122,17 +165,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_multiworker_processes_finish_with_identical_weights(tmp_path, digits):
-    from kerascomp.saving import load_model
-
+def _workers(tmp_path, epochs: int) -> list[subprocess.Popen]:
+    """Two ``kerascomp train --strategy multiworker`` processes on this machine, each told the cluster by TF_CONFIG."""
     cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
     workers = []
     for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
         workers.append(subprocess.Popen(
-            [sys.executable, "-m", "kerascomp", "train", "--model", "mlp", "--epochs", "2",
+            [sys.executable, "-m", "kerascomp", "train", "--model", "mlp", "--epochs", str(epochs),
              "--strategy", "multiworker", "--out", str(tmp_path / f"worker{index}.keras")],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return workers
+
+
+def test_a_killed_multiworker_peer_ends_the_survivor_with_one_line_not_a_hang(tmp_path):
+    """Before, the survivor's Error line was TensorFlow's op dump ("unexpected UnavailableError: {{function_node"),
+    1.3 s after the chief was killed (11 s after the other worker was)."""
+    chief, survivor = _workers(tmp_path, epochs=500)
+    try:
+        for line in survivor.stdout:
+            if line.startswith("epoch   2/"):  # both are training together
+                chief.kill()
+                break
+        output = survivor.communicate(timeout=60)[0]
+    finally:
+        for worker in (chief, survivor):
+            worker.kill()
+            worker.wait()
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert survivor.returncode == 1 and errors == [
+        "Error: a multiworker peer stopped (/job:worker/replica:0/task:0); this worker stops too: start every "
+        "worker of TF_CONFIG again to train"]
+    assert not (tmp_path / "worker1.keras").exists()
+
+
+def test_two_multiworker_processes_finish_with_identical_weights(tmp_path, digits):
+    from kerascomp.saving import load_model
+
+    workers = _workers(tmp_path, epochs=2)
     try:
         outputs = [worker.communicate(timeout=240)[0] for worker in workers]
     finally:

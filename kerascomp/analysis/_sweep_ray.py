@@ -26,16 +26,20 @@ from kerascomp.training import train
 from kerascomp.training.distillation import DistillConfig
 from kerascomp.training.distribute import limit_threads
 
-__all__ = ["SCHEDULERS", "run_trials"]
+__all__ = ["SCHEDULERS", "TRIAL_RETRIES", "run_trials"]
 
 SCHEDULERS = ("none", "asha")
+TRIAL_RETRIES = 2  # a trial whose process dies (a killed worker, a lost node) starts over this many times
 METRIC = "val_accuracy"
 
 
 def run_trials(runs: list[dict], *, teacher, data, student: str, train_config, cache: dict | None,
                storage: Path, address: str | None, scheduler: str, cpus_per_trial: float, gpus_per_trial: float,
-               progress: Callable[[str], None] | None) -> dict[str, dict]:
+               progress: Callable[[str], None] | None, retries: int = TRIAL_RETRIES) -> dict[str, dict]:
     """Run every spec of ``runs`` (``{"kind": "scratch"|"distill", "key", "args", "seed", "distill"?}``) as a trial.
+
+    A trial whose process dies is started again, up to ``retries`` times (Ray Tune's ``FailureConfig``); it
+    starts over from its seed, so its result is the one an undisturbed trial gives.
 
     Returns ``{key: summary}`` for finished trials and ``{key: {"stopped": ...}}`` for trials a scheduler
     stopped early (their last validation accuracy and epoch).
@@ -58,7 +62,8 @@ def run_trials(runs: list[dict], *, teacher, data, student: str, train_config, c
             tuner = tune.Tuner(trainable, param_space={"run": tune.grid_search(runs)},
                                tune_config=tune.TuneConfig(scheduler=_scheduler(scheduler, train_config.epochs)),
                                run_config=tune.RunConfig(name=name, storage_path=str(storage.resolve()),
-                                                         verbose=1 if progress else 0))
+                                                         verbose=1 if progress else 0,
+                                                         failure_config=tune.FailureConfig(max_failures=retries)))
         results = tuner.fit()
     outcome = {}
     for result in results:

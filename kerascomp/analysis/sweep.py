@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from kerascomp import __version__, models
-from kerascomp.analysis._sweep_ray import SCHEDULERS, run_trials
+from kerascomp.analysis._sweep_ray import SCHEDULERS, TRIAL_RETRIES, run_trials
 from kerascomp.backend import keras
 from kerascomp.compress.distill import default_budget, gap_closed, summarise
 from kerascomp.data import Dataset
@@ -29,7 +29,7 @@ from kerascomp.files import write_json
 from kerascomp.training import TrainConfig, evaluate, train
 from kerascomp.training.distillation import DistillConfig, check_compatible
 
-__all__ = ["sweep", "parse_grid", "with_samples", "sweep_table", "BACKENDS", "SCHEDULERS"]
+__all__ = ["sweep", "parse_grid", "with_samples", "sweep_table", "BACKENDS", "SCHEDULERS", "TRIAL_RETRIES"]
 
 BACKENDS = ("local", "ray")
 STUDENT_PREFIX = "student."
@@ -78,7 +78,7 @@ def sweep(teacher: keras.Model, data: Dataset, grid: Mapping[str, object], state
     once. The teacher's outputs are computed once and shared by every run.
     ``backend="ray"`` runs the points as Ray Tune trials (``ray``: the options
     of :func:`kerascomp.analysis._sweep_ray.run_trials`: ``address``,
-    ``scheduler``, ``cpus_per_trial``, ``gpus_per_trial``). Returns the state:
+    ``scheduler``, ``cpus_per_trial``, ``gpus_per_trial``, ``retries``). Returns the state:
     settings, ``teacher_accuracy``, ``scratch`` results per student
     architecture and ``points`` (one dict per grid point with
     ``student_accuracy``, ``scratch_accuracy``, ``gap_closed``,

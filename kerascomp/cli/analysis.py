@@ -10,7 +10,7 @@ import click
 
 from kerascomp.analysis import sweep as sweeping
 from kerascomp.analysis.sweep import BACKENDS as SWEEP_BACKENDS
-from kerascomp.analysis.sweep import SCHEDULERS
+from kerascomp.analysis.sweep import SCHEDULERS, TRIAL_RETRIES
 from kerascomp.cli.common import data_options, json_option, model_and_data, numbers, parse_key_values
 from kerascomp.cli.options import click_options
 from kerascomp.compress import sensitivity as scan
@@ -44,11 +44,13 @@ __all__ = ["sweep", "sensitivity"]
               help="With --backend ray: CPUs Ray reserves for each trial.")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="With --backend ray: GPUs Ray reserves for each trial.")
+@click.option("--trial-retries", type=click.IntRange(min=0), default=TRIAL_RETRIES, show_default=True,
+              help="With --backend ray: times a trial whose process died (a killed worker, a lost node) starts over.")
 def sweep(teacher_path, data_spec, val_fraction, image_size, color_mode, seed, grid, no_scratch, out_dir, json_path,
-          plot_path, num_samples, backend, address, scheduler, cpus_per_trial, gpus_per_trial, **fields):
+          plot_path, num_samples, backend, address, scheduler, cpus_per_trial, gpus_per_trial, trial_retries, **fields):
     """Sweep distillation settings and student sizes (resumable): how much smaller can the student be?"""
     ray_options = {"address": address, "scheduler": scheduler, "cpus_per_trial": cpus_per_trial,
-                   "gpus_per_trial": gpus_per_trial}
+                   "gpus_per_trial": gpus_per_trial, "retries": trial_retries}
     if backend == "local" and (address or scheduler != "none"):
         raise click.UsageError("--address and --scheduler apply to --backend ray")
     grid_values = sweeping.with_samples(sweeping.parse_grid(parse_key_values(grid, "--grid")), num_samples, seed)

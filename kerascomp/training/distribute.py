@@ -7,10 +7,11 @@ the CLI's ``--strategy`` and ``--mixed-precision`` onto it.
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Iterator
 
 from kerascomp.backend import keras, tf
-from kerascomp.errors import ConfigError
+from kerascomp.errors import ConfigError, KerascompError
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -38,6 +39,21 @@ def get_strategy(name: str) -> tf.distribute.Strategy:
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ConfigError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
+
+
+@contextlib.contextmanager
+def peers_watched(name: str) -> Iterator[None]:
+    """Under ``multiworker``, a worker that dies ends the others' collectives (TensorFlow's coordination service
+    misses its heartbeats: measured, the survivor stopped 11 s after its peer's ``kill -9``); say so in one line
+    instead of an op's error dump, and stop this worker too (a ring with a hole cannot go on)."""
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as exc:
+        if name != "multiworker":
+            raise
+        peer = re.search(r"(?:reported from|remote target) (/job:\w+/(?:replica:\d+/)?task:\d+)", str(exc))
+        raise KerascompError(f"a multiworker peer stopped ({peer.group(1) if peer else 'see its log'}); this worker "
+                             "stops too: start every worker of TF_CONFIG again to train") from None
 
 
 @contextlib.contextmanager

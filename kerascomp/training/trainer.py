@@ -22,7 +22,7 @@ from kerascomp.options import at_least, option
 from kerascomp.tasks import CLASSIFICATION
 from kerascomp.training import distillation
 from kerascomp.training.compiled import own_loss
-from kerascomp.training.distribute import STRATEGIES, get_strategy, precision, to_float32
+from kerascomp.training.distribute import STRATEGIES, get_strategy, peers_watched, precision, to_float32
 
 __all__ = ["TrainConfig", "train", "evaluate", "predict", "user_callbacks"]
 
@@ -151,13 +151,14 @@ def train(
     timer = EpochTimer()
     progress = [EpochLog(config.epochs)] if config.verbose else []
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience or config.epochs, restore_best_weights=True)
-    history = fitted.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=config.epochs,
-        callbacks=[timer, stop, *progress, *(callbacks or []), *_USER_CALLBACKS.get(), StopOnSignal()],
-        verbose=0,  # EpochLog writes one short line per epoch instead of Keras's bar
-    )
+    with peers_watched(config.strategy):
+        history = fitted.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=config.epochs,
+            callbacks=[timer, stop, *progress, *(callbacks or []), *_USER_CALLBACKS.get(), StopOnSignal()],
+            verbose=0,  # EpochLog writes one short line per epoch instead of Keras's bar
+        )
     if config.mixed_precision:
         net = to_float32(net)
     metrics = {

@@ -23,7 +23,8 @@ __all__ = ["atomic_path", "write_bytes", "one_writer", "sidecar_path", "scaling_
 LOCK_FILE = ".kerascomp.lock"
 
 
-FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over the file size limit
+_FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "over the disk quota",
+        errno.EFBIG: "over the file size limit"}  # the writes that fail for space, in words
 
 
 @contextlib.contextmanager
@@ -46,11 +47,12 @@ def atomic_path(path: str | os.PathLike, needs: int | None = None) -> Iterator[P
         yield tmp
         os.replace(tmp, path)
     except OSError as exc:
-        if not _full(exc):
+        reason = _full(exc)
+        if reason is None:
             raise
         wanted = _amount(needs) if needs else f"over {_amount(tmp.stat().st_size if tmp.exists() else 0)}"
         tmp.unlink(missing_ok=True)  # before counting what is free: the part written is given back
-        raise KerascompError(f"no space left writing {path}: it needs {wanted}, "
+        raise KerascompError(f"cannot write {path} ({reason}): it needs {wanted}, "
                              f"{_amount(shutil.disk_usage(path.parent).free)} free there; {path.name} was not written "
                              "(free space, then run it again; a pipeline goes on with --resume)") from None
     finally:
@@ -58,9 +60,10 @@ def atomic_path(path: str | os.PathLike, needs: int | None = None) -> Iterator[P
             tmp.unlink()
 
 
-def _full(exc: OSError) -> bool:
-    """A write that failed for space; writers that wrap the C error (h5py, zipfile) keep only its words."""
-    return exc.errno in FULL or "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+def _full(exc: OSError) -> str | None:
+    """Why a write failed for space, or None; writers that wrap the C error (h5py) keep only its words."""
+    code = exc.errno or next((c for c in _FULL if os.strerror(c) in str(exc)), None)
+    return _FULL.get(code)
 
 
 def _amount(size: int) -> str:

@@ -124,7 +124,8 @@ def test_a_file_over_the_size_limit_is_one_line_nothing_partial_and_resume_gives
     _, err = process.communicate(timeout=120)
     errors = [line for line in err.splitlines() if line.startswith("Error:")]
     assert process.returncode == 1 and len(errors) == 1, err[-2000:]
-    assert f"writing {out / 'models' / 'teacher.keras'}" in errors[0] and "teacher.keras was not written" in errors[0]
+    assert f"cannot write {out / 'models' / 'teacher.keras'} (over the file size limit)" in errors[0]
+    assert "teacher.keras was not written" in errors[0]
     assert _intact(out) == {} and not (out / "models" / "teacher.keras").exists()
     _resume(config, out, capsys)
     assert _files(out) == _files(whole)
@@ -151,8 +152,25 @@ def test_a_full_disk_is_one_line_naming_the_space_and_resume_after_freeing_it_gi
     subprocess.run(["unshare", "-rm", "sh", "-c", script], timeout=300, check=True)
     errors = [line for line in (tmp_path / "first.err").read_text().splitlines() if line.startswith("Error:")]
     assert (tmp_path / "first.code").read_text().strip() == "1" and len(errors) == 1
-    assert errors[0].startswith(f"Error: no space left writing {disk}/out/") and " free there" in errors[0]
+    assert errors[0].startswith(f"Error: cannot write {disk}/out/") and "(no space left on the device)" in errors[0]
     assert (tmp_path / "second.code").read_text().strip() == "0", (tmp_path / "second.out").read_text()[-2000:]
     assert "unchanged, skipped" in (tmp_path / "second.out").read_text()  # the stages before the full disk stay
     _intact(copy)
     assert _files(copy) == _files(whole)
+
+
+def test_every_atomic_write_past_the_space_says_what_it_needs_and_leaves_no_file(tmp_path):
+    """A real EFBIG from the kernel (a soft file size limit on this process, lifted after), as a full disk gives."""
+    from kerascomp.errors import KerascompError
+    from kerascomp.files import write_bytes
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+    try:
+        with pytest.raises(KerascompError) as caught:
+            write_bytes(tmp_path / "model.tflite", b"\0" * (3 * 2**20))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert str(caught.value).startswith(f"cannot write {tmp_path / 'model.tflite'} (over the file size limit): it "
+                                        "needs 3.00 MB, ")
+    assert list(tmp_path.iterdir()) == []

@@ -28,6 +28,7 @@ _LAZY = {
     "save_model": "kerascomp.saving",
     "import_model": "kerascomp.interop",
     "save_keras3": "kerascomp.interop",
+    "trusting_code": "kerascomp.interop",
     "inspect_model": "kerascomp.analysis.inspect",
     "inspect": "kerascomp.analysis.inspect",
     "convert": "kerascomp.export",

@@ -20,7 +20,7 @@ from kerascomp.console import quiet_native_stderr
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__all__ = ["tf", "keras", "import_keras3"]
+__all__ = ["tf", "keras", "import_keras3", "unsafe_deserialization"]
 
 
 @functools.cache
@@ -44,6 +44,16 @@ def import_keras3() -> types.ModuleType:
     with quiet_native_stderr():
         import keras
     return keras
+
+
+def unsafe_deserialization():
+    """tf_keras's scope that lets a ``Lambda`` deserialize wherever a model is rebuilt from its config (loading,
+    and also cloning: tfmot's QAT transforms rebuild the model with ``from_config``, which refuses a Lambda
+    outside this scope even after an unsafe load). tf_keras exposes it only under ``src``."""
+    _import()
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
+    return SafeModeScope(safe_mode=False)
 
 
 class _Deferred(types.ModuleType):

@@ -174,20 +174,29 @@ def _load_tf_keras(path: Path) -> keras.Model:
     """A tf_keras ``.keras`` file in safe mode, with the techniques' custom objects where it uses tfmot."""
     import kerascomp.models.layers  # noqa: F401  (registers the zoo's layers; defining them imports TensorFlow)
 
+    config = _config_json(path)
+    interop.refuse_code(path, config)
     try:
-        with _custom_objects(path):
-            return keras.models.load_model(path, safe_mode=True, compile=False)
+        with _custom_objects(config):
+            return keras.models.load_model(path, safe_mode=not interop.code_trusted(), compile=False)
     except Exception as exc:  # Keras raises many types for unreadable or foreign files
         raise ModelError(f"cannot load {path} as a Keras model: {first_line(exc)}") from None
 
 
-def _custom_objects(path: Path) -> contextlib.AbstractContextManager:
-    """The techniques' custom objects (QAT wrappers, quantizers) for files that use tfmot; imported only then."""
+def _config_json(path: Path) -> dict:
+    """The model config of a ``.keras`` archive, read as JSON (nothing in it runs); {} where unreadable (the
+    loader then says why)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            uses_tfmot = b"tensorflow_model_optimization" in archive.read("config.json")
-    except (OSError, KeyError, zipfile.BadZipFile):
-        uses_tfmot = False
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _custom_objects(config: dict) -> contextlib.AbstractContextManager:
+    """The techniques' custom objects (QAT wrappers, quantizers) for files that use tfmot; imported only then."""
+    uses_tfmot = "tensorflow_model_optimization" in json.dumps(config)
     return technique_scope() if uses_tfmot else contextlib.nullcontext()
 
 

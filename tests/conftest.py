@@ -166,3 +166,13 @@ def fuzz_tflite(tmp_path_factory) -> bytes:
     export(build("mlp", data.input_shape, data.num_outputs, hidden=(8,)), path, quantize="int8", data=data,
            min_agreement=0.0)
     return path.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def fuzz_keras(tmp_path_factory) -> bytes:
+    """The bytes of a small tf_keras ``.keras`` (a CNN: convolution, pooling, dense), to mutate."""
+    from kerascomp.models import build
+    from kerascomp.saving import save_model
+
+    path = tmp_path_factory.mktemp("fuzz") / "small.keras"
+    return save_model(build("cnn", (8, 8, 1), 4, width=2), path).read_bytes()

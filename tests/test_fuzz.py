@@ -1,4 +1,5 @@
-"""Fuzzed inputs: configs, .npz files and .tflite files that are not what they claim to be.
+"""Fuzzed inputs: configs, .npz files, image folders, .keras archives and .tflite files that are not what they
+claim to be.
 
 The contract: a file is read, or refused with one line (a KerascompError,
 printed by the CLI as ``Error: ...``); never a traceback, a hang or a dead
@@ -8,7 +9,9 @@ lists how many cases each test tried and how many were refused or read.
 """
 
 import io
+import json
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +141,80 @@ def test_a_tflite_whose_dimensions_ask_for_gigabytes_is_refused_before_any_alloc
     struct.pack_into("<i", raw, shape_at + 4, 1 << 30)  # its second dimension: 2**30
     with pytest.raises(KerascompError, match=r"declares a tensor of shape \(1, 1073741824, 8, 1\)"):
         runtime.load(_write(bytes(raw), ".tflite"))
+
+
+def _png(value: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@given(data=st.data())
+def test_an_image_folder_with_a_damaged_file_is_read_or_refused_naming_the_file(data):
+    """TensorFlow's decoder says "Invalid PNG data, size 134" and names no file; the refusal must name it."""
+    root = Path(tempfile.mkdtemp(prefix="kerascomp-fuzz-"))
+    files = [root / name / f"{i}.png" for name in ("a", "b") for i in range(3)]
+    for i, path in enumerate(files):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(_png(40 * i))
+    victim = data.draw(st.sampled_from(files), label="file")
+    how = data.draw(st.sampled_from(["truncated", "mutated", "text"]), label="damage")
+    raw = victim.read_bytes()
+    victim.write_bytes(raw[:data.draw(st.integers(0, len(raw) - 1), label="kept bytes")] if how == "truncated"
+                       else _mutated(data, raw) if how == "mutated" else b"not an image\n")
+    event(how)
+    try:
+        load_data(str(root), val_fraction=0.2)
+    except KerascompError as error:
+        assert "\n" not in str(error) and str(error).startswith(f"cannot read image {victim}:"), str(error)
+        event("refused")
+    else:
+        event("read")
+
+
+_JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2, 2**31), st.floats(allow_nan=True), st.text(max_size=8),
+                         st.sampled_from(["Lambda", "Dense", "Functional", "Sequential", "keras.layers", "relu",
+                                          "float16", "__main__", "builtins"]),
+                         st.lists(st.integers(-1, 9), max_size=3), st.just({}))
+
+
+def _nodes(tree, path=()):
+    """Every (path, value) of a JSON tree: where a mutation can land."""
+    yield path, tree
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in items:
+        yield from _nodes(value, (*path, key))
+
+
+def _replaced(tree, path, value):
+    if not path:
+        return value
+    copy = dict(tree) if isinstance(tree, dict) else list(tree)
+    copy[path[0]] = _replaced(tree[path[0]], path[1:], value)
+    return copy
+
+
+@given(data=st.data())
+def test_a_keras_archive_with_a_mutated_config_or_weights_is_loaded_or_refused_in_one_line(data, fuzz_keras):
+    """Every member of the zip kept, one of them changed: a value anywhere in config.json (a class name, a shape,
+    a dtype, a module), bytes of the weights, or bytes of the archive itself."""
+    from kerascomp.saving import load
+
+    with zipfile.ZipFile(io.BytesIO(fuzz_keras)) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    target = data.draw(st.sampled_from(["config.json", "model.weights.h5", "archive"]), label="member")
+    event(target)
+    if target == "config.json":
+        config = json.loads(members[target])
+        path, _ = data.draw(st.sampled_from(list(_nodes(config))), label="where")
+        members[target] = json.dumps(_replaced(config, path, data.draw(_JSON_VALUES, label="value"))).encode()
+    elif target == "model.weights.h5":
+        members[target] = _mutated(data, members[target])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    content = _mutated(data, buffer.getvalue()) if target == "archive" else buffer.getvalue()
+    _read_or_refused(load, _write(content, ".keras"))

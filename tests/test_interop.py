@@ -256,3 +256,26 @@ def test_inspect_says_raw_pixels_only_for_a_model_that_scales_them_itself(tmp_pa
     model3.save(tmp_path / "m.keras")
     assert "input: raw pixels (the model scales them itself)" in format_inspection(inspect_model(tmp_path / "m.keras"))
     assert "input: raw pixels x 0.0625 + 0 (as trained)" in format_inspection(inspect_model(digits_model[0]))
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_lambda_runs_no_code_unless_the_user_trusts_the_file(suffix, tmp_path, capsys):
+    """The Lambda writes a file when called (as loading does, rebuilding the graph): refused, nothing is written;
+    with --trust-code it loads, runs and converts."""
+    from kerascomp.cli import main
+
+    marker = tmp_path / "ran"
+    inputs = keras.Input((8, 8, 1))
+    flat = keras.layers.Flatten()(inputs)
+    touched = keras.layers.Lambda(eval(f"lambda t: (open({str(marker)!r}, 'a').close(), t)[1]"), name="touch")(flat)
+    path = tmp_path / f"model{suffix}"
+    keras.Model(inputs, keras.layers.Dense(10)(touched)).save(path)
+    marker.unlink()  # building the model called it once
+
+    assert main(["inspect", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {path} has Lambda layer(s) touch: loading it runs Python code") and err.count("\n") == 1
+    assert "--trust-code" in err and not marker.exists()
+
+    assert main(["--trust-code", "convert", str(path), "--out", str(tmp_path / "m.tflite")]) == 0
+    assert marker.exists() and (tmp_path / "m.tflite").stat().st_size > 0

@@ -29,6 +29,7 @@ from kerascomp.errors import DataError, KerascompError, first_line
 from kerascomp.export import default_output, export
 from kerascomp.export.modes import BACKENDS, CALIBRATED_MODES, DEFAULT_BACKEND, KEEP_FLOAT_AUTO, QUANTIZE_MODES
 from kerascomp.files import write_json
+from kerascomp.interop import trusting_code
 from kerascomp.pipeline import run_pipeline
 from kerascomp.pipeline.config import load_config
 from kerascomp.pipeline.report import render
@@ -44,12 +45,18 @@ __all__ = ["cli", "main", "train_command"]
              lazy={"train": "kerascomp.cli.commands:train_command", "sweep": "kerascomp.cli.analysis:sweep",
                    "sensitivity": "kerascomp.cli.analysis:sensitivity"})
 @click.version_option(__version__, prog_name="kerascomp")
-def cli() -> None:
+@click.option("--trust-code", is_flag=True, envvar="KERASCOMP_TRUST_CODE",
+              help="Load models whose Lambda layers run Python code stored in the file (refused without this flag). "
+                   "Only for files from a source you trust.")
+@click.pass_context
+def cli(ctx: click.Context, trust_code: bool) -> None:
     """Compress tf_keras models and measure the artifacts that ship.
 
     Train or bring a model, apply any of the techniques below, convert, bench, report;
     `kerascomp run CONFIG` chains them as a pipeline.
     """
+    if trust_code:
+        ctx.with_resource(trusting_code())
 
 
 @cli.command()

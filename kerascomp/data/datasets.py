@@ -176,7 +176,10 @@ def _image_size(root: Path, image_size: Sequence[int] | None) -> tuple[int, int]
     # kerascomp.runtime (the edge path) reads Scaling from this module: it must not load the TensorFlow module
     from kerascomp.backend import keras
 
-    width, height = keras.utils.load_img(first).size
+    try:
+        width, height = keras.utils.load_img(first).size
+    except Exception as exc:  # PIL raises several types for a file that is no image
+        raise DataError(f"cannot read image {first}: {first_line(exc)}") from None
     return height, width
 
 
@@ -190,11 +193,29 @@ def _read_folder(root: Path, size: tuple[int, int], color_mode: str, class_names
             color_mode=color_mode, image_size=size, batch_size=None, shuffle=False,
         ).as_numpy_iterator())
     except Exception as exc:  # a missing class folder (ValueError) or an undecodable file (TF op error)
-        raise DataError(f"cannot read images from {root}: {first_line(exc)}") from None
+        bad = _first_unreadable(root, class_names)
+        raise DataError(f"cannot read image {bad[0]}: {bad[1]}" if bad else
+                        f"cannot read images from {root}: {first_line(exc)}") from None
     if not pairs:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in class subfolders of {root}")
     x = np.stack([p[0] for p in pairs]).astype(np.float32)
     return x, np.array([p[1] for p in pairs], dtype=np.int64)
+
+
+def _first_unreadable(root: Path, class_names: tuple[str, ...]) -> tuple[Path, str] | None:
+    """The first image under ``root``'s class folders that TensorFlow's decoder refuses, and why: the error of
+    the dataset's decoding ("Invalid PNG data, size 134") names no file, and a folder may hold thousands."""
+    from kerascomp.backend import tf  # see _image_size
+
+    for name in class_names:
+        for path in sorted((root / name).rglob("*")):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:  # the decoder image_dataset_from_directory uses, so the file named is the one that failed
+                tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
+            except (tf.errors.OpError, ValueError) as exc:
+                return path, first_line(exc.message if isinstance(exc, tf.errors.OpError) else exc)
+    return None
 
 
 def _tfds(name: str) -> _Source:

@@ -10,27 +10,71 @@ and recorded (``output_activation``); :func:`save_keras3` puts it back.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import time
 import zipfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from kerascomp.backend import keras
+from kerascomp.backend import keras, unsafe_deserialization
 from kerascomp.data import Dataset, Scaling
 from kerascomp.errors import ModelError, first_line
 from kerascomp.interop._back import save_keras3
 from kerascomp.interop._keras3 import TOLERANCE, check_parity, format_unsupported, load_keras3, rebuild
 from kerascomp.interop._layers import DROPPED, PREPROCESSING, SUPPORTED, layer_table
 
-__all__ = ["FORMATS", "TOLERANCE", "detect_format", "import_model", "save_keras3", "to_logits", "preprocessing_layers",
+__all__ = ["FORMATS", "TOLERANCE", "trusting_code", "code_trusted", "refuse_code", "detect_format", "import_model", "save_keras3", "to_logits", "preprocessing_layers",
            "SUPPORTED", "DROPPED", "PREPROCESSING", "layer_table", "check_parity", "load_keras3", "rebuild"]
 
 FORMATS = ("keras3", "tf_keras", "h5")
 PARITY_SAMPLES = 64
 RAW = Scaling()  # the identity: pixels as stored
+_TRUSTED = contextvars.ContextVar("kerascomp_trusted_code", default=False)
+
+
+@contextlib.contextmanager
+def trusting_code() -> Iterator[None]:
+    """Load models whose ``Lambda`` layers run Python code stored in the file, inside this block only.
+
+    By default kerascomp refuses such files before anything is loaded (opening a file must not run code from
+    it); ``kerascomp --trust-code COMMAND`` is the CLI's way in, for files from a source you trust.
+    """
+    token = _TRUSTED.set(True)
+    try:
+        with unsafe_deserialization():
+            yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def code_trusted() -> bool:
+    """Whether the caller said the model files it opens may run their code (:func:`trusting_code`)."""
+    return _TRUSTED.get()
+
+
+def refuse_code(path: str | os.PathLike, config: object) -> None:
+    """Refuse a model ``config`` (read as JSON, nothing run) that holds ``Lambda`` layers, unless trusted."""
+    names = [layer.get("config", {}).get("name", "?") for layer in _lambdas(config)]
+    if names and not code_trusted():
+        raise ModelError(f"{path} has Lambda layer(s) {', '.join(names)}: loading it runs Python code stored in the "
+                         "file; if you trust the file, pass --trust-code (kerascomp --trust-code COMMAND ...; in "
+                         "Python: with kerascomp.trusting_code(): ...), or replace them by built-in layers")
+
+
+def _lambdas(node: object) -> Iterator[dict]:
+    if isinstance(node, dict):
+        if node.get("class_name") == "Lambda":
+            yield node
+        for value in node.values():
+            yield from _lambdas(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _lambdas(value)
 
 
 def detect_format(path: str | os.PathLike) -> tuple[str, str]:
@@ -103,7 +147,8 @@ def _fitted(data: Dataset | None, model: keras.Model) -> np.ndarray | None:
 
 
 def _load_h5(path: Path) -> keras.Model:
-    """A tf_keras-saved ``.h5``, refused before loading when it holds code (Lambda) or custom classes."""
+    """A tf_keras-saved ``.h5``, refused before loading when it holds custom classes, or code (Lambda) unless
+    trusted."""
     import h5py
 
     with h5py.File(path, "r") as handle:
@@ -111,11 +156,10 @@ def _load_h5(path: Path) -> keras.Model:
     if raw is None:
         raise ModelError(f"{path} holds weights only, not a model (no model_config)")
     config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    bad = [{"name": layer["config"].get("name", "?"), "class": layer["class_name"],
-            "why": "runs Python code stored in the file (unsafe)" if layer["class_name"] == "Lambda"
-            else "a custom class", "fix": "replace it by built-in layers"}
-           for layer in _h5_layers(config) if layer["class_name"] == "Lambda"
-           or not hasattr(keras.layers, layer["class_name"])]
+    refuse_code(path, config)
+    bad = [{"name": layer["config"].get("name", "?"), "class": layer["class_name"], "why": "a custom class",
+            "fix": "replace it by built-in layers"}
+           for layer in _h5_layers(config) if not hasattr(keras.layers, layer["class_name"])]
     if bad:
         raise ModelError(format_unsupported(path, bad))
     try:

@@ -78,22 +78,26 @@ def compress_file(
         echo(f"fine-tuning as {Path(model_path).name} was compiled: {describe_compile(own)} (cross-entropy stays the "
              "task's, from logits)")
     kept = interrupted_path(out)
+
+    def save(result, path, config, metrics):
+        side = {**meta, **(extra_meta or {}), **({"model": metrics["model"]} if "model" in metrics else {}),
+                "data": data.describe(),
+                "compression": [*meta.get("compression", []), _history_entry(name, config, metrics)]}
+        _save(result, path, side, meta, data, fmt, fallback=save_format == "auto", echo=echo)
+
     with compiled_as(own):
         try:
             result, metrics, config = _apply(technique, model, meta, data, config, echo, kwargs, strict)
-        except Interrupted as stop:
+        except Interrupted as stop:  # a search stopped: its strongest pass is kept beside the output
             if stop.kept is None or stop.kept[0] is None:
                 raise
             result, metrics, record = stop.kept
-            config = technique.strength.set(config, record["chosen"])
-            _save(result, kept, _side(name, meta, extra_meta, data, config, {**metrics, "search": record}), meta, data,
-                  fmt, fallback=save_format == "auto", echo=echo)
+            save(result, kept, technique.strength.set(config, record["chosen"]), {**metrics, "search": record})
             raise Interrupted(f"{stop}; the strongest model within the budget so far ({record['field']}="
                               f"{record['chosen']}) is kept in {kept}") from None
     metrics = {"source": str(model_path), "out": str(out), "params": int(result.count_params()), **metrics}
-    _save(result, out, _side(name, meta, extra_meta, data, config, metrics), meta, data, fmt,
-          fallback=save_format == "auto", echo=echo)
-    for stale in (kept, sidecar_path(kept)):  # an earlier interrupted search's keep: this result supersedes it
+    save(result, out, config, metrics)
+    for stale in (kept, sidecar_path(kept)):  # an earlier stopped search's keep: this result supersedes it
         stale.unlink(missing_ok=True)
     metrics["summary"] = ("input passed on unchanged: no setting held the budget" if metrics.get("unchanged")
                           else technique.summary(metrics))
@@ -195,12 +199,6 @@ def interrupted_path(out: str | os.PathLike) -> Path:
     (a resumed run must not take a half-climbed search for a finished stage)."""
     out = Path(out)
     return out.with_name(f"{out.stem}.interrupted{out.suffix}")
-
-
-def _side(name: str, meta: dict, extra_meta: dict | None, data: Dataset, config: object, metrics: dict) -> dict:
-    """The result's sidecar: the input's metadata, the data it was tuned on and one more history entry."""
-    return {**meta, **(extra_meta or {}), **({"model": metrics["model"]} if "model" in metrics else {}),
-            "data": data.describe(), "compression": [*meta.get("compression", []), _history_entry(name, config, metrics)]}
 
 
 def _history_entry(name: str, config: object, metrics: dict) -> dict:

@@ -108,13 +108,11 @@ def compile_config(source) -> dict:
     ``config.json``, read as JSON: nothing in the file runs) or a model in memory was compiled with. Empty for
     other files and uncompiled models.
     """
-    try:
-        if hasattr(source, "get_compile_config"):  # a model in memory, Keras 3 or tf_keras
-            config = source.get_compile_config() or {}
-        else:
-            with zipfile.ZipFile(source) as archive:
-                config = json.loads(archive.read("config.json")).get("compile_config") or {}
-    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
+    if hasattr(source, "get_compile_config"):  # a model in memory, Keras 3 or tf_keras
+        config = source.get_compile_config() or {}
+    else:
+        config = _config_json(Path(source)).get("compile_config") or {}
+    if not isinstance(config, dict):
         return {}
     return {key: config[key] for key in ("loss", "loss_weights") if config.get(key) is not None}
 
@@ -186,10 +184,11 @@ def _load_tf_keras(path: Path) -> keras.Model:
 def _config_json(path: Path) -> dict:
     """The model config of a ``.keras`` archive, read as JSON (nothing in it runs); {} where unreadable (the
     loader then says why)."""
+    if not zipfile.is_zipfile(path):
+        return {}
     try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        config = interop.read_member(path, "config.json")
+    except ModelError:
         return {}
     return config if isinstance(config, dict) else {}
 

@@ -25,10 +25,10 @@ from kerascomp.backend import keras, unsafe_deserialization
 from kerascomp.data import Dataset, Scaling
 from kerascomp.errors import ModelError, first_line
 from kerascomp.interop._back import save_keras3
-from kerascomp.interop._keras3 import TOLERANCE, check_parity, format_unsupported, load_keras3, rebuild
+from kerascomp.interop._keras3 import TOLERANCE, check_parity, format_unsupported, load_keras3, read_member, rebuild
 from kerascomp.interop._layers import DROPPED, PREPROCESSING, SUPPORTED, layer_table
 
-__all__ = ["FORMATS", "TOLERANCE", "trusting_code", "code_trusted", "refuse_code", "detect_format", "import_model", "save_keras3", "to_logits", "preprocessing_layers",
+__all__ = ["FORMATS", "TOLERANCE", "trusting_code", "code_trusted", "refuse_code", "read_member", "detect_format", "import_model", "save_keras3", "to_logits", "preprocessing_layers",
            "SUPPORTED", "DROPPED", "PREPROCESSING", "layer_table", "check_parity", "load_keras3", "rebuild"]
 
 FORMATS = ("keras3", "tf_keras", "h5")
@@ -83,18 +83,19 @@ def detect_format(path: str | os.PathLike) -> tuple[str, str]:
     if not path.is_file():
         raise ModelError(f"model file {path} not found")
     if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                version = json.loads(archive.read("metadata.json")).get("keras_version", "")
-        except (KeyError, ValueError, OSError):
-            raise ModelError(f"cannot load {path}: a zip archive but not a Keras model (no metadata.json)") from None
+        metadata = read_member(path, "metadata.json")
+        version = metadata.get("keras_version", "") if isinstance(metadata, dict) else ""
+        version = version if isinstance(version, str) else ""
         return ("keras3" if version.startswith("3") else "tf_keras"), version
     import h5py
 
     if h5py.is_hdf5(path):
-        with h5py.File(path, "r") as handle:
-            version = handle.attrs.get("keras_version", "")
-        version = version.decode() if isinstance(version, bytes) else str(version)
+        try:
+            with h5py.File(path, "r") as handle:
+                version = handle.attrs.get("keras_version", "")
+        except (OSError, ValueError) as exc:  # a damaged HDF5 file
+            raise ModelError(f"cannot load {path} as a Keras .h5 model: {first_line(exc)}") from None
+        version = version.decode(errors="replace") if isinstance(version, bytes) else str(version)
         return "h5", version
     raise ModelError(f"cannot load {path}: neither a .keras archive nor an HDF5 (.h5) Keras model")
 

@@ -22,7 +22,7 @@ from kerascomp.backend import import_keras3, keras
 from kerascomp.errors import ModelError, first_line
 from kerascomp.interop._layers import DROPPED, MODEL_CLASSES, SUPPORTED, Untranslatable, translate
 
-__all__ = ["Rebuilt", "unsupported_layers", "load_keras3", "rebuild", "check_parity", "TOLERANCE", "max_diff"]
+__all__ = ["Rebuilt", "unsupported_layers", "read_member", "load_keras3", "rebuild", "check_parity", "TOLERANCE", "max_diff"]
 
 TOLERANCE = 1e-4  # largest accepted |output difference| between the Keras 3 model and its rebuild
 
@@ -73,17 +73,31 @@ def _walk(entry: dict, found: list, top: bool = False) -> None:
                       "open an issue; or replace it by supported layers (kerascomp inspect lists them)"})
 
 
-def read_config(path: Path) -> dict:
-    """The model config stored in a ``.keras`` archive (no code runs)."""
-    with zipfile.ZipFile(path) as archive:
-        return json.loads(archive.read("config.json"))
+def read_member(path: Path, name: str) -> object:
+    """A JSON member of a ``.keras`` archive, read as JSON (nothing in it runs); a missing or damaged one (a bad
+    CRC, an unknown compression method, a truncated member) is one :class:`ModelError`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read(name))
+    except (KeyError, ValueError, OSError, EOFError, NotImplementedError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"cannot load {path}: a zip archive but not a readable Keras model ({name}: "
+                         f"{first_line(exc)})") from None
+
+
+def _unsupported_in(path: Path) -> list[dict]:
+    """What :func:`unsupported_layers` finds in the archive's config; a config of another shape is refused."""
+    config = read_member(path, "config.json")
+    try:
+        return unsupported_layers(config)
+    except (AttributeError, TypeError, KeyError):  # a list where a layer's dict should be, and the like
+        raise ModelError(f"cannot load {path}: its config.json is not a Keras model's") from None
 
 
 def load_keras3(path: Path):
     """The Keras 3 model in safe mode, after refusing anything that cannot be rebuilt."""
     keras3 = import_keras3()
 
-    bad = unsupported_layers(read_config(path)) if path.suffix == ".keras" else []
+    bad = _unsupported_in(path) if path.suffix == ".keras" else []
     if bad:
         raise ModelError(format_unsupported(path, bad))
     try:

@@ -106,3 +106,25 @@ def test_seed_is_a_grid_key_that_repeats_every_run_and_its_scratch_twin(digits, 
     assert sorted(seen) == [(0, False), (0, True), (1, False), (1, True)]
     assert sorted(state["scratch"]) == ["seed=0,width=2", "seed=1,width=2"]
     assert sorted(p["key"] for p in state["points"]) == ["seed=0,student.width=2", "seed=1,student.width=2"]
+
+
+def test_a_stopped_sweep_keeps_its_finished_points_and_says_the_same_call_goes_on(digits, digits_model, tmp_path,
+                                                                                     monkeypatch):
+    from kerascomp.errors import Interrupted
+
+    _, teacher = digits_model
+    state_path, grid = tmp_path / "sweep.json", {"temperature": (1.0, 4.0)}
+    calls, real_train = [], sweeping.train
+
+    def stopped_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C (or the CLI's SIGTERM) lands in the second run
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(sweeping, "train", stopped_at_the_second)
+    with pytest.raises(Interrupted, match=f"sweep stopped: 1 of 2 points finished, kept in {state_path}; the same"):
+        sweeping.sweep(teacher, digits, grid, state_path, train_config=FAST, compare_scratch=False)
+    assert [p["key"] for p in json.loads(state_path.read_text())["points"]] == ["temperature=1.0"]
+    state = sweeping.sweep(teacher, digits, grid, state_path, train_config=FAST, compare_scratch=False)
+    assert len(calls) == 3 and [p["key"] for p in state["points"]] == ["temperature=1.0", "temperature=4.0"]

@@ -23,7 +23,7 @@ from kerascomp.analysis._sweep_ray import SCHEDULERS, TRIAL_RETRIES, run_trials
 from kerascomp.backend import keras
 from kerascomp.compress.distill import default_budget, gap_closed, summarise
 from kerascomp.data import Dataset
-from kerascomp.errors import ConfigError
+from kerascomp.errors import ConfigError, Interrupted
 from kerascomp.tasks import classifiers_only
 from kerascomp.files import write_json
 from kerascomp.training import TrainConfig, evaluate, train
@@ -107,12 +107,16 @@ def sweep(teacher: keras.Model, data: Dataset, grid: Mapping[str, object], state
     from kerascomp.training.distiller import teacher_cache  # the Keras side, imported with TensorFlow
 
     cache = teacher_cache(teacher, data, distill, train_config.batch_size) if todo else None
-    if backend == "local":
-        _run_local(todo, len(runs), state, state_path, teacher, data, student, train_config, cache, compare_scratch,
-                   progress)
-    else:
-        _run_ray(todo, state, state_path, teacher, data, student, train_config, cache, compare_scratch, progress,
-                 ray or {})
+    try:
+        if backend == "local":
+            _run_local(todo, len(runs), state, state_path, teacher, data, student, train_config, cache,
+                       compare_scratch, progress)
+        else:
+            _run_ray(todo, state, state_path, teacher, data, student, train_config, cache, compare_scratch, progress,
+                     ray or {})
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through the CLI: the finished points are in the state already
+        raise Interrupted(f"sweep stopped: {len(state['points'])} of {len(runs)} points finished, kept in "
+                          f"{state_path}; the same sweep goes on from there") from None
     write_json(state_path, state)
     return state
 

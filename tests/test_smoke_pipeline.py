@@ -37,14 +37,14 @@ def test_report_json_keeps_the_bench_and_summary_contract(smoke_run):
     out, report = smoke_run
     assert {"kerascomp_version", "config", "dataset", "machine", "stages", "results", "summary", "final"} <= set(report)
     rows = {r["name"]: r for r in report["results"]}
-    assert set(rows) == {"teacher_fp32", "teacher_float16", "teacher_dynamic", "teacher_int8", "teacher_int16x8",
+    assert set(rows) == {"teacher_fp32", "teacher_float16", "teacher_dynamic", "teacher_int8",
                          "student_onnx_fp32", "student_onnx_int8", "swap_int8", "qat_int8", "prune_auto"}
     for row in rows.values():
         assert RESULT_KEYS <= set(row) and set(row["latency_ms"]) == {"p50", "p90", "mean"}
         assert (out / row["path"]).is_file()
     assert {rows[n]["format"] for n in ("student_onnx_fp32", "student_onnx_int8")} == {"onnx"}
-    assert [rows[n]["quantization"] for n in ("teacher_float16", "teacher_int16x8", "student_onnx_int8")] == \
-        ["float16", "int16x8", "int8"]
+    assert [rows[n]["quantization"] for n in ("teacher_float16", "teacher_dynamic", "student_onnx_int8")] == \
+        ["float16", "dynamic", "int8"]
     base, final = rows["teacher_fp32"], rows["qat_int8"]
     summary = report["summary"]
     assert (summary["baseline"], summary["final"]) == ("teacher_fp32", "qat_int8")

@@ -174,6 +174,7 @@ def _load_tf_keras(path: Path) -> keras.Model:
 
     config = _config_json(path)
     interop.refuse_code(path, config)
+    interop.check_graph(path, config)
     try:
         with _custom_objects(config):
             return keras.models.load_model(path, safe_mode=not interop.code_trusted(), compile=False)

@@ -236,3 +236,51 @@ def test_a_keras_archive_whose_metadata_fails_its_checksum_is_refused_in_one_lin
     raw[at + 2] ^= 0xFF  # one byte of metadata.json: its CRC no longer matches
     with pytest.raises(KerascompError, match=r"metadata.json: Bad CRC-32"):
         load(_write(bytes(raw), ".keras"))
+
+
+def _archive_with(source: bytes, edit) -> bytes:
+    """``source`` (a ``.keras``) with its config.json changed by ``edit``."""
+    with zipfile.ZipFile(io.BytesIO(source)) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    edit(config["config"]["layers"])
+    members["config.json"] = json.dumps(config).encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def _reads_node(index):
+    def edit(layers):
+        layers[2]["inbound_nodes"][0][0][1] = index
+    return edit
+
+
+def _reads_a_later_layer(layers):
+    """A cycle: the first convolution reads the layer after it, which reads it."""
+    layers[1]["inbound_nodes"][0][0][0] = layers[2]["name"]
+
+
+@pytest.mark.parametrize("edit, why", [(_reads_node(4.8e162), "a node index that is no whole number"),
+                                       (_reads_node(-1), "a node index that is no whole number"),
+                                       (_reads_node(3), "node 3 of"), (_reads_a_later_layer, "which is never made")])
+def test_a_layer_graph_tf_keras_would_rebuild_for_ever_is_refused(fuzz_keras, edit, why):
+    """Found by the long profile: one node index changed to 4.8e162 hung tf_keras's load_model (re-queueing the
+    call for ever). A deadline turns a regression into a failure, not a hung suite."""
+    import signal
+
+    from kerascomp.saving import load
+
+    def expire(*_):
+        raise TimeoutError("load still running after 60 s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(60)
+    try:
+        with pytest.raises(KerascompError, match=f"layer graph in its config cannot be built .*{why}"):
+            load(_write(_archive_with(fuzz_keras, edit), ".keras"))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -25,10 +25,11 @@ from kerascomp.backend import keras, unsafe_deserialization
 from kerascomp.data import Dataset, Scaling
 from kerascomp.errors import ModelError, first_line
 from kerascomp.interop._back import save_keras3
+from kerascomp.interop._graph import check_graph
 from kerascomp.interop._keras3 import TOLERANCE, check_parity, format_unsupported, load_keras3, read_member, rebuild
 from kerascomp.interop._layers import DROPPED, PREPROCESSING, SUPPORTED, layer_table
 
-__all__ = ["FORMATS", "TOLERANCE", "trusting_code", "code_trusted", "refuse_code", "read_member", "detect_format", "import_model", "save_keras3", "to_logits", "preprocessing_layers",
+__all__ = ["FORMATS", "TOLERANCE", "trusting_code", "code_trusted", "refuse_code", "check_graph", "read_member", "detect_format", "import_model", "save_keras3", "to_logits", "preprocessing_layers",
            "SUPPORTED", "DROPPED", "PREPROCESSING", "layer_table", "check_parity", "load_keras3", "rebuild"]
 
 FORMATS = ("keras3", "tf_keras", "h5")
@@ -158,6 +159,7 @@ def _load_h5(path: Path) -> keras.Model:
         raise ModelError(f"{path} holds weights only, not a model (no model_config)")
     config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
     refuse_code(path, config)
+    check_graph(path, config)
     bad = [{"name": layer["config"].get("name", "?"), "class": layer["class_name"], "why": "a custom class",
             "fix": "replace it by built-in layers"}
            for layer in _h5_layers(config) if not hasattr(keras.layers, layer["class_name"])]

@@ -44,7 +44,7 @@ def _functionals(node: object) -> Iterator[dict]:
 
 def _stuck(config: dict) -> str | None:
     """Replay tf_keras's rebuild on the JSON: what waits for ever, or None when every call can be made."""
-    layers = [layer for layer in config["layers"] if isinstance(layer, dict)]
+    layers = [layer for layer in config["layers"] if isinstance(layer, dict) and isinstance(layer.get("name"), str)]
     made = {layer.get("name"): int(layer.get("class_name") == "InputLayer") for layer in layers}
     waiting = {layer.get("name"): [[read for read in _reads(node) if read[0] in made]  # others: a KeyError
                                    for node in layer.get("inbound_nodes") or []] for layer in layers}

@@ -190,7 +190,7 @@ def test_cli_distill_compare_scratch_writes_model_json_and_plots(capsys, tmp_pat
     meta = load_meta(out)
     assert meta["compression"][-1]["stage"] == "distill" and meta["compression"][-1]["source"] == str(teacher_path)
     assert meta["model"] == {"name": "cnn", "args": {"width": 4}}  # the student's architecture, not the teacher's
-    assert sorted(p.name for p in plots.iterdir()) == ["confusion_matrix.png", "epoch_times.png", "training_curves.png"]
+    assert sorted(p.name for p in plots.iterdir()) == ["confusion.png", "epoch_times.png", "training_curves.png"]
     assert "gap closed" in stdout
 
 

@@ -203,7 +203,7 @@ def test_cli_swap_writes_model_json_and_plots(capsys, digits_model, tmp_path):
     assert [b["decision"] for b in metrics["blocks"]] == ["replaced", "replaced"]
     assert metrics["finetune"]["epochs"] == 1 and isinstance(metrics["finetune"]["kept"], bool)
     assert load_model(out).count_params() == metrics["params_after"] < metrics["params_before"]
-    assert (plots / "swap.png").stat().st_size > 0 and (plots / "confusion_matrix.png").stat().st_size > 0
+    assert (plots / "swap.png").stat().st_size > 0 and (plots / "confusion.png").stat().st_size > 0
     assert "| block_0 | conv | replaced | separable" in stdout
     tflite = metrics["tflite"]
     assert tflite["after"]["size_bytes"] < tflite["before"]["size_bytes"] and tflite["after"]["latency_ms"]["p50"] > 0

@@ -15,9 +15,7 @@ from kerascomp.errors import ConfigError
 from kerascomp.files import write_bytes, write_json
 from kerascomp.report import (
     kernel_table,
-    plot_confusion_matrix,
-    plot_masks,
-    plot_predictions,
+    plot_scored,
     plot_search,
     plot_tradeoff,
     plot_training_curves,
@@ -162,20 +160,19 @@ def _final_section(final: dict, plots: Path) -> str:
 def _scored_lines(final: dict, plots: Path, suffix: str) -> list[str]:
     """One output's test result and its figure: masks, predictions against targets, or a confusion matrix."""
     if final.get("examples"):
-        plot_masks(final, plots / f"masks{suffix}.png", title=f"{final['name']}: test masks ({final['metric']} "
-                                                             f"{100 * final['value']:.2f}%)")
-        return [f"Test {final['metric']} of the deployed file, run by its runtime: {100 * final['value']:.2f}%.", "",
-                f"![test masks and IoU per class](plots/masks{suffix}.png)"]
-    if final.get("predicted"):
-        plot_predictions(final["true"], final["predicted"], plots / f"predictions{suffix}.png",
-                         title=f"{final['name']}: test set ({final['metric']} {final['value']:.4g})")
-        return [f"Test {final['metric']} of the deployed file, run by its runtime: {final['value']:.4g}.", "",
-                f"![predicted vs true](plots/predictions{suffix}.png)"]
-    plot_confusion_matrix(final["confusion_matrix"], final["class_names"], plots / f"confusion{suffix}.png",
-                          title=f"{final['name']}: test set")
+        said, title = f"{100 * final['value']:.2f}%", "test masks"
+    elif final.get("predicted"):
+        said, title = f"{final['value']:.4g}", "test set"
+    else:
+        said, title = None, "test set"
+    figure = plot_scored(final, plots, suffix, title=f"{final['name']}: {title}" + (
+        f" ({final['metric']} {said})" if said else ""))
+    if said is not None:
+        return [f"Test {final['metric']} of the deployed file, run by its runtime: {said}.", "",
+                f"![{title}](plots/{figure.name})"]
     _plot_per_class(final, plots / f"per_class{suffix}.png")
     return [f"Test accuracy of the deployed file, run by the LiteRT interpreter: {100 * final['accuracy']:.2f}%.", "",
-            f"![confusion matrix](plots/confusion{suffix}.png)", "",
+            f"![confusion matrix](plots/{figure.name})", "",
             f"![precision and recall per class](plots/per_class{suffix}.png)"]
 
 

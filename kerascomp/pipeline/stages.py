@@ -24,9 +24,8 @@ from kerascomp.export.modes import BACKENDS, DEFAULT_BACKEND, MODES_BY_LABEL
 from kerascomp.files import scaling_of
 from kerascomp.pipeline.config import StageSpec, build_dataclass, check_keys
 from kerascomp.pipeline.runner import compress_file
-from kerascomp.report import classification_details, segmentation_details
+from kerascomp.report import scored
 from kerascomp.saving import load_meta, load_model, load_with_data, save_model
-from kerascomp.tasks import CLASSIFICATION, SEGMENTATION
 from kerascomp.training import TrainConfig, evaluate, train
 from kerascomp.training.distillation import FROM_INPUT, NO_TEACHER
 
@@ -90,7 +89,7 @@ class Context:
         return self.path(self.models[name] if name else list(self.models.values())[-1])
 
     def final_details(self, final: str) -> dict:
-        """The final artifact scored as ``bench`` scores it: see :func:`scored` (for several outputs, each one's
+        """The final artifact scored as ``bench`` scores it: see :func:`kerascomp.report.scored` (for several outputs, each one's
         under ``outputs``)."""
         if final not in self.artifacts:
             return {}
@@ -104,20 +103,6 @@ class Context:
         if source:
             details["layer_sparsity"] = layer_sparsity(self.model_path(source))
         return details
-
-
-def scored(data: Dataset, outputs) -> dict:
-    """A file's test outputs as a report shows them: a classifier's confusion matrix and per-class
-    precision/recall, a segmenter's IoU per class and a few test images with their true and predicted masks, a
-    regressor's predictions beside the true targets."""
-    task = data.task
-    if task == CLASSIFICATION:
-        return classification_details(data.y_test, outputs.argmax(1), data.class_names)
-    details = {"metric": task.metric, "value": task.score(outputs, data.y_test)}
-    if task == SEGMENTATION:
-        return {**details, **segmentation_details(data.x_test, data.y_test, outputs.argmax(-1), data.class_names)}
-    return {**details, "predicted": outputs.reshape(len(outputs), -1)[:, 0].tolist(),
-            "true": data.y_test.reshape(len(outputs), -1)[:, 0].tolist()}
 
 
 def layer_sparsity(path: Path) -> dict:

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from kerascomp.files import write_bytes
-from kerascomp.report.tables import _metric, _short, classification_details, segmentation_details
+from kerascomp.report.tables import _metric, _short, scored
 from kerascomp.tasks import METRICS, task_of_metric
 
 __all__ = ["plot_tradeoff", "label_lifts", "pareto_front", "pyplot", "save_figure", "plot_training_curves",
@@ -346,6 +346,23 @@ def plot_layer_errors(rows: Sequence[dict], path: str | os.PathLike, title: str 
     save_figure(fig, path)
 
 
+def plot_scored(details: Mapping, directory: str | os.PathLike, suffix: str = "", title: str = "") -> Path:
+    """The figure of a :func:`~kerascomp.report.scored` result, by what it holds: test images with true and
+    predicted masks (``masks{suffix}.png``), predictions against the targets (``predictions{suffix}.png``) or
+    the confusion matrix (``confusion{suffix}.png``). Returns its path."""
+    directory = Path(directory)
+    if details.get("examples"):
+        path = directory / f"masks{suffix}.png"
+        plot_masks(details, path, title=title)
+    elif details.get("predicted"):
+        path = directory / f"predictions{suffix}.png"
+        plot_predictions(details["true"], details["predicted"], path, title=title)
+    else:
+        path = directory / f"confusion{suffix}.png"
+        plot_confusion_matrix(details["confusion_matrix"], details["class_names"], path, title=title)
+    return path
+
+
 def technique_plots(model, metrics: Mapping, data, directory: str | os.PathLike,
                     runs: Sequence[tuple[str, str]] = (("fine-tuned", "fine_tune"),)) -> list[Path]:
     """The figures of one technique run: what the technique declares and what its metrics hold.
@@ -374,16 +391,5 @@ def technique_plots(model, metrics: Mapping, data, directory: str | os.PathLike,
         paths.append(directory / "search.png")
         plot_search(metrics["search"], paths[-1])
     outputs = model.predict(data.x_test, batch_size=256, verbose=0)
-    if data.task.name == "segmentation":
-        paths.append(directory / "masks.png")
-        plot_masks({"name": "result", **segmentation_details(data.x_test, data.y_test, outputs.argmax(-1),
-                                                             data.class_names)}, paths[-1])
-    elif data.class_names:  # a classifier: its confusion matrix; a regressor: its predictions against the targets
-        matrix = classification_details(data.y_test, outputs.argmax(axis=1), data.class_names)["confusion_matrix"]
-        paths.append(directory / "confusion_matrix.png")
-        plot_confusion_matrix(matrix, data.class_names, paths[-1], title="result, test set")
-    else:
-        paths.append(directory / "predictions.png")
-        plot_predictions(data.y_test.reshape(len(outputs), -1)[:, 0], outputs.reshape(len(outputs), -1)[:, 0],
-                         paths[-1], title="result, test set")
+    paths.append(plot_scored({"name": "result", **scored(data, outputs)}, directory, title="result, test set"))
     return paths

@@ -6,9 +6,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from kerascomp.tasks import per_class_iou
+from kerascomp.tasks import CLASSIFICATION, SEGMENTATION, per_class_iou
 
-__all__ = ["results_table", "kernel_table", "classification_details", "segmentation_details", "sensitivity_table",
+__all__ = ["results_table", "kernel_table", "scored", "classification_details", "segmentation_details", "sensitivity_table",
            "layer_error_table"]
 
 EXAMPLE_MASKS = 4  # test images a segmenter's report shows beside their true and predicted masks
@@ -60,6 +60,21 @@ def kernel_table(results: Sequence[dict]) -> str:
         lines.append(f"| {r['name']} | {r['threads']} | {k['path']} | {k['partitions']} | "
                      f"{k['delegated_nodes']}/{k['nodes']} | {outside} |")
     return "\n".join(lines)
+
+
+def scored(data, outputs) -> dict:
+    """A model's test ``outputs`` on ``data`` (a :class:`~kerascomp.data.Dataset`) as a report shows them: a
+    classifier's confusion matrix and per-class precision/recall, a segmenter's IoU per class and a few test
+    images with their true and predicted masks, a regressor's predictions beside the true targets. The one
+    place that chooses by task; :func:`kerascomp.report.plot_scored` draws what it returns."""
+    task = data.task
+    if task == CLASSIFICATION:
+        return classification_details(data.y_test, outputs.argmax(1), data.class_names)
+    details = {"metric": task.metric, "value": task.score(outputs, data.y_test)}
+    if task == SEGMENTATION:
+        return {**details, **segmentation_details(data.x_test, data.y_test, outputs.argmax(-1), data.class_names)}
+    return {**details, "predicted": outputs.reshape(len(outputs), -1)[:, 0].tolist(),
+            "true": data.y_test.reshape(len(outputs), -1)[:, 0].tolist()}
 
 
 def classification_details(y_true, y_pred, class_names: Sequence[str]) -> dict:

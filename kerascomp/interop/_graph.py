@@ -47,7 +47,7 @@ def _stuck(config: dict) -> str | None:
     layers = [layer for layer in config["layers"] if isinstance(layer, dict) and isinstance(layer.get("name"), str)]
     made = {layer.get("name"): int(layer.get("class_name") == "InputLayer") for layer in layers}
     waiting = {layer.get("name"): [[read for read in _reads(node) if read[0] in made]  # others: a KeyError
-                                   for node in layer.get("inbound_nodes") or []] for layer in layers}
+                                   for node in _listed(layer.get("inbound_nodes"))] for layer in layers}
     moved = True
     while moved:
         moved = False
@@ -64,6 +64,11 @@ def _stuck(config: dict) -> str | None:
         if source in made and made[source] <= index:
             return f"an output is {_node(index)} of {source!r}, which is never made"
     return None
+
+
+def _listed(value: object) -> list:
+    """A config's list, or none where the file holds something else there (tf_keras then raises)."""
+    return value if isinstance(value, list) else []
 
 
 def _node(index: float) -> str:

@@ -44,6 +44,9 @@ def _nested():
     return keras3.Model(inp, L.Dense(10)(L.GlobalAveragePooling2D()(h)))
 
 
+pytestmark = pytest.mark.xdist_group("keras3_models")  # one worker trains the module's Keras 3 models (18 s), not each
+
+
 @pytest.fixture(scope="module")
 def keras3_models(digits, tmp_path_factory):
     """Keras 3 models trained on raw digits (0..16) of kerascomp's training split, saved as users do."""

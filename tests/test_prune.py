@@ -59,6 +59,23 @@ def test_pruning_reaches_the_target_on_stripped_weights_within_the_accuracy_marg
                                atol=1e-5)
 
 
+def test_tfmot_wrappers_prune_under_mirrored_strategy_to_the_same_sparsity(digits, digits_model):
+    """Two logical CPUs stand for two GPUs: the masks and UpdatePruningStep work per replica."""
+    import kerascomp
+    from kerascomp.backend import tf
+
+    class Strategy(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.replicas = tf.distribute.get_strategy().num_replicas_in_sync
+
+    _, model = digits_model
+    seen = Strategy()
+    config = prune.PruneConfig(sparsity=0.5, distribution="uniform", strategy="mirrored", **FAST)
+    pruned, _ = kerascomp.prune(model, digits, config, callbacks=[seen])
+    assert seen.replicas == 2
+    assert all(_zeros(pruned, n) == pytest.approx(0.5, abs=0.01) for n in KERNELS)
+
+
 @pytest.mark.parametrize("steps_per_epoch,epochs", [(1, 1), (19, 2), (22, 10), (1000, 30), (3, 7)])
 def test_schedule_ends_on_a_mask_update_before_the_run_ends(steps_per_epoch, epochs):
     begin, end, frequency = schedule_steps(steps_per_epoch, epochs)

@@ -30,7 +30,7 @@ def test_every_builtin_technique_has_a_case():
     assert builtin == set(CASES)
 
 
-MIRRORED_EVERY_RUN = ("prune", "qat")  # tfmot's wrappers under MirroredStrategy (qat: its refusal); the rest: -m slow
+MIRRORED_EVERY_RUN = ("qat",)  # its refusal under MirroredStrategy; prune's wrappers there: test_prune; the rest: slow
 
 
 def _cases():

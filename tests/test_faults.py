@@ -26,7 +26,7 @@ pytestmark = pytest.mark.xdist_group("faults")  # one worker builds the module's
 CONFIG = textwrap.dedent("""\
     seed: 0
     data: {spec: digits}
-    teacher: {model: mlp, args: {hidden: [32]}, train: {epochs: 40}}
+    teacher: {model: mlp, args: {hidden: [32]}, train: {epochs: 25}}
     stages:
       - prune: {input: teacher, max_drop: 1.0, epochs: 1}
       - convert: {models: [teacher, prune], quantize: [int8]}

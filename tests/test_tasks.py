@@ -95,6 +95,7 @@ def test_the_search_climbs_while_the_error_stays_within_the_budget():
     assert record["chosen"] == 4 and record["metric"] == "mae" and all("drop_pp" not in t for t in record["tries"])
 
 
+@pytest.mark.slow  # 21 s; the regression pipeline below takes prune, convert and bench in MAE in the quick suite
 def test_a_regressor_goes_through_prune_convert_and_bench_in_its_own_metric(tmp_path, capsys):
     """It was refused at the door: 'y must hold integer class labels, got float32'."""
     x, y = _ink(400)

@@ -25,7 +25,7 @@ from kerascomp.backend import keras, unsafe_deserialization
 from kerascomp.data import Dataset, Scaling
 from kerascomp.errors import ModelError, first_line
 from kerascomp.interop._back import save_keras3
-from kerascomp.interop._graph import check_graph
+from kerascomp.interop._graph import check_graph, dicts
 from kerascomp.interop._keras3 import TOLERANCE, check_parity, format_unsupported, load_keras3, read_member, rebuild
 from kerascomp.interop._layers import DROPPED, PREPROCESSING, SUPPORTED, layer_table
 
@@ -60,22 +60,12 @@ def code_trusted() -> bool:
 
 def refuse_code(path: str | os.PathLike, config: object) -> None:
     """Refuse a model ``config`` (read as JSON, nothing run) that holds ``Lambda`` layers, unless trusted."""
-    names = [layer.get("config", {}).get("name", "?") for layer in _lambdas(config)]
+    names = [str(layer["config"].get("name", "?")) if isinstance(layer.get("config"), dict) else "?"
+             for layer in dicts(config) if layer.get("class_name") == "Lambda"]
     if names and not code_trusted():
         raise ModelError(f"{path} has Lambda layer(s) {', '.join(names)}: loading it runs Python code stored in the "
                          "file; if you trust the file, pass --trust-code (kerascomp --trust-code COMMAND ...; in "
                          "Python: with kerascomp.trusting_code(): ...), or replace them by built-in layers")
-
-
-def _lambdas(node: object) -> Iterator[dict]:
-    if isinstance(node, dict):
-        if node.get("class_name") == "Lambda":
-            yield node
-        for value in node.values():
-            yield from _lambdas(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _lambdas(value)
 
 
 def detect_format(path: str | os.PathLike) -> tuple[str, str]:

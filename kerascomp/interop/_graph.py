@@ -16,7 +16,7 @@ from typing import Iterator
 
 from kerascomp.errors import ModelError
 
-__all__ = ["check_graph"]
+__all__ = ["check_graph", "dicts"]
 
 _CONSTANT = "_CONSTANT_VALUE"  # tf_keras's name for a constant argument in place of a layer
 
@@ -29,17 +29,23 @@ def check_graph(path: str | os.PathLike, config: object) -> None:
             raise ModelError(f"cannot load {path}: the layer graph in its config cannot be built ({stuck})")
 
 
-def _functionals(node: object) -> Iterator[dict]:
-    """Every functional model's config inside ``node``: the model's own and its nested models'."""
+def dicts(node: object) -> Iterator[dict]:
+    """Every dict in a JSON tree, ``node`` included: where a model config's layers and models sit."""
     if isinstance(node, dict):
-        inner = node.get("config")
-        if isinstance(inner, dict) and isinstance(inner.get("layers"), list) and "output_layers" in inner:
-            yield inner
+        yield node
         for value in node.values():
-            yield from _functionals(value)
+            yield from dicts(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _functionals(value)
+            yield from dicts(value)
+
+
+def _functionals(node: object) -> Iterator[dict]:
+    """Every functional model's config inside ``node``: the model's own and its nested models'."""
+    for entry in dicts(node):
+        inner = entry.get("config")
+        if isinstance(inner, dict) and isinstance(inner.get("layers"), list) and "output_layers" in inner:
+            yield inner
 
 
 def _stuck(config: dict) -> str | None:

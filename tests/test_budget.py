@@ -157,7 +157,7 @@ def test_run_strict_exits_non_zero_when_nothing_meets_the_budget(monkeypatch, tm
 def test_prune_with_max_drop_searches_sparsity_and_records_every_try(digits_model, tmp_path, capsys):
     path, _ = digits_model
     out = tmp_path / "p.keras"
-    code = main(["prune", str(path), "--data", "digits", "--max-drop", "10", "--epochs", "3", "--out", str(out),
+    code = main(["prune", str(path), "--data", "digits", "--max-drop", "10", "--epochs", "1", "--out", str(out),
                  "--json", str(tmp_path / "p.json")])
     assert code == 0, capsys.readouterr()
     metrics = json.loads((tmp_path / "p.json").read_text())

@@ -19,7 +19,6 @@ import json
 import os
 import tempfile
 import weakref
-import zipfile
 from pathlib import Path
 from typing import Callable, ContextManager
 
@@ -185,10 +184,8 @@ def _load_tf_keras(path: Path) -> keras.Model:
 def _config_json(path: Path) -> dict:
     """The model config of a ``.keras`` archive, read as JSON (nothing in it runs); {} where unreadable (the
     loader then says why)."""
-    if not zipfile.is_zipfile(path):
-        return {}
     try:
-        config = interop.read_member(path, "config.json")
+        config = interop.read_member(path, "config.json")  # not a zip, or no config in it: a ModelError too
     except ModelError:
         return {}
     return config if isinstance(config, dict) else {}

@@ -176,3 +176,25 @@ def fuzz_keras(tmp_path_factory) -> bytes:
 
     path = tmp_path_factory.mktemp("fuzz") / "small.keras"
     return save_model(build("cnn", (8, 8, 1), 4, width=2), path).read_bytes()
+
+
+@pytest.fixture
+def deadline():
+    """``with deadline(seconds):`` fails the test instead of hanging CI (a cluster that never forms, a loader
+    that loops for ever)."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def within(seconds: int):
+        def expire(*_):
+            raise TimeoutError(f"still running after {seconds} s")
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+    return within

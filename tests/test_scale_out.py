@@ -3,7 +3,6 @@
 Everything stays on 127.0.0.1 and every wait is bounded.
 """
 
-import contextlib
 import json
 import os
 import signal
@@ -24,21 +23,6 @@ BUDGET = TrainConfig(epochs=2, verbose=0)
 GRID = {"temperature": (4.0,), "student.width": (2, 8)}
 
 
-@contextlib.contextmanager
-def _deadline(seconds: int):
-    """Fail the test instead of hanging CI when a cluster never forms."""
-    def expire(*_):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 @pytest.fixture
 def local_ray():
     ray = pytest.importorskip("ray")
@@ -51,11 +35,11 @@ def local_ray():
 
 
 @pytest.mark.slow  # 40 s of Ray start-up; the local backend's sweep runs in the quick suite (test_sweep.py)
-def test_ray_sweep_finds_the_local_backends_best_setting_and_resumes(digits, digits_model, tmp_path, local_ray,
+def test_ray_sweep_finds_the_local_backends_best_setting_and_resumes(digits, digits_model, tmp_path, local_ray, deadline,
                                                                       capsys):
     _, teacher = digits_model
     local = sweeping.sweep(teacher, digits, GRID, tmp_path / "local" / "sweep.json", train_config=BUDGET)
-    with _deadline(300):
+    with deadline(300):
         remote = sweeping.sweep(teacher, digits, GRID, tmp_path / "ray" / "sweep.json", train_config=BUDGET,
                                 backend="ray", ray={"address": None, "scheduler": "none", "cpus_per_trial": 1,
                                                     "gpus_per_trial": 0})
@@ -72,7 +56,7 @@ def test_ray_sweep_finds_the_local_backends_best_setting_and_resumes(digits, dig
     assert set(remote["scratch"]) == set(local["scratch"]) and remote["stopped"] == []
     assert (tmp_path / "ray" / "ray").is_dir()  # Ray Tune's experiment, beside the state
 
-    with _deadline(120):  # a finished sweep resumes from its state: no trial runs again
+    with deadline(120):  # a finished sweep resumes from its state: no trial runs again
         again = sweeping.sweep(teacher, digits, GRID, tmp_path / "ray" / "sweep.json", train_config=BUDGET,
                                backend="ray", ray={"address": None, "scheduler": "none", "cpus_per_trial": 1,
                                                    "gpus_per_trial": 0})
@@ -98,7 +82,7 @@ def _kill_first_trial(stop: threading.Event, killed: list) -> None:
 @pytest.mark.slow  # a minute of Ray
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds Ray's trial processes in /proc")
 def test_a_killed_ray_trial_starts_over_and_the_table_equals_an_undisturbed_sweep(digits, digits_model, tmp_path,
-                                                                                   local_ray):
+                                                                                   local_ray, deadline):
     _, teacher = digits_model
     grid = {"temperature": (4.0,), "student.width": (4,)}
     local = sweeping.sweep(teacher, digits, grid, tmp_path / "local" / "sweep.json", train_config=BUDGET,
@@ -107,7 +91,7 @@ def test_a_killed_ray_trial_starts_over_and_the_table_equals_an_undisturbed_swee
     killer = threading.Thread(target=_kill_first_trial, args=(stop, killed), daemon=True)
     killer.start()
     try:
-        with _deadline(300):
+        with deadline(300):
             remote = sweeping.sweep(teacher, digits, grid, tmp_path / "ray" / "sweep.json", train_config=BUDGET,
                                     compare_scratch=False, backend="ray",
                                     ray={"address": None, "scheduler": "none", "cpus_per_trial": 1,
